@@ -1,0 +1,202 @@
+//! Parquet files of the lake: how rows are ordered, how files are encoded, how they are read
+//! back.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use keytrail_model::Table;
+use keytrail_model::schema::{META_SCHEMA_VERSION, META_TABLE, META_WRITER, SCHEMA_VERSION, col};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{IoContext, LakeError};
+
+/// Rows per row group. Files are sorted by access key, so a row group spans a narrow range
+/// of keys and its statistics and bloom filter let readers skip the rest.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The keytrail version that writes files, stamped into their metadata.
+pub const WRITER: &str = concat!("keytrail ", env!("CARGO_PKG_VERSION"));
+
+/// Columns whose values are nearly all distinct or long JSON text: a dictionary only costs
+/// time there.
+const NO_DICTIONARY: &[&str] = &[
+    "requestparameters",
+    "responseelements",
+    "additionaleventdata",
+    "serviceeventdetails",
+    "eventid",
+    "requestid",
+    "sharedeventid",
+    "extrafields",
+    "insightdetails",
+    "edgedevicedetails",
+];
+
+/// Parquet writer settings for a table: zstd, page statistics, a bloom filter on the access
+/// key, the sort order declared, the schema version stamped.
+pub fn writer_properties(table: Table, run_id: &str) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(META_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string()),
+            KeyValue::new(META_TABLE.to_owned(), table.name().to_owned()),
+            KeyValue::new(META_WRITER.to_owned(), WRITER.to_owned()),
+            KeyValue::new("keytrail.run_id".to_owned(), run_id.to_owned()),
+        ]))
+        .set_column_bloom_filter_enabled(ColumnPath::from(col::ACCESSKEYID), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from(col::ACCESSKEYID), 0.01)
+        .set_column_bloom_filter_max_ndv(ColumnPath::from(col::ACCESSKEYID), 16 * 1024);
+    if matches!(table, Table::Events | Table::Insights) {
+        for c in NO_DICTIONARY {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
+        }
+        b = b.set_sorting_columns(Some(sort_columns(table)));
+    } else {
+        b = b.set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]));
+    }
+    b.build()
+}
+
+fn leaf_index(table: Table, name: &str) -> i32 {
+    // Leaf (Parquet column) index of a top-level primitive column.
+    let mut idx = 0;
+    for f in table.schema().fields() {
+        if f.name() == name {
+            return idx;
+        }
+        idx += leaves(f.data_type());
+    }
+    0
+}
+
+fn leaves(dt: &arrow::datatypes::DataType) -> i32 {
+    use arrow::datatypes::DataType;
+    match dt {
+        DataType::Struct(children) => children.iter().map(|c| leaves(c.data_type())).sum(),
+        DataType::List(item) => leaves(item.data_type()),
+        _ => 1,
+    }
+}
+
+fn sort_columns(table: Table) -> Vec<SortingColumn> {
+    vec![
+        SortingColumn {
+            column_idx: leaf_index(table, col::ACCESSKEYID),
+            descending: false,
+            nulls_first: false,
+        },
+        SortingColumn {
+            column_idx: leaf_index(table, col::EVENTTIME),
+            descending: false,
+            nulls_first: false,
+        },
+    ]
+}
+
+fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef, arrow::error::ArrowError> {
+    batch.column_by_name(name).cloned().ok_or_else(|| {
+        arrow::error::ArrowError::SchemaError(format!("batch has no column {name}"))
+    })
+}
+
+/// Concatenate event batches and order them by access key (events without a key last), then
+/// time, then event ID, so every file's order is the same whatever order the rows came in.
+pub fn sort_events(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let schema = batches
+        .first()
+        .map(RecordBatch::schema)
+        .ok_or_else(|| arrow::error::ArrowError::InvalidArgumentError("no batches".into()))?;
+    let all = concat_batches(&schema, batches)?;
+    let asc = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let keys = [col::ACCESSKEYID, col::EVENTTIME, col::EVENTID]
+        .into_iter()
+        .map(|name| {
+            Ok(SortColumn {
+                values: column(&all, name)?,
+                options: Some(asc),
+            })
+        })
+        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+    let order = lexsort_to_indices(&keys, None)?;
+    take_record_batch(&all, &order)
+}
+
+/// What a written file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// Write one batch as a Parquet file of `table` at `path` and make it durable.
+pub fn write_file(
+    path: &Path,
+    table: Table,
+    batch: &RecordBatch,
+    run_id: &str,
+) -> Result<Written, LakeError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let file = File::create(path).at(path)?;
+    let props = writer_properties(table, run_id);
+    let mut writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), table.schema(), Some(props))
+        .map_err(|e| LakeError::parquet(path, e))?;
+    writer.write(batch).map_err(|e| LakeError::parquet(path, e))?;
+    let buf = writer
+        .into_inner()
+        .map_err(|e| LakeError::parquet(path, e))?;
+    let file = buf
+        .into_inner()
+        .map_err(|e| LakeError::io(path, e.into_error()))?;
+    file.sync_all().at(path)?;
+    let bytes = file.metadata().at(path)?.len();
+    Ok(Written {
+        rows: batch.num_rows() as u64,
+        bytes,
+    })
+}
+
+/// Read a whole Parquet file of the lake.
+pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
+    let file = File::open(path).at(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| LakeError::parquet(path, e))?
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| LakeError::parquet(path, e))?;
+    reader
+        .map(|b| b.map_err(|e| LakeError::arrow(path, e)))
+        .collect()
+}
+
+/// The row count and schema version a file's footer declares.
+pub fn footer(path: &Path) -> Result<(u64, Option<u32>), LakeError> {
+    let file = File::open(path).at(path)?;
+    let reader = SerializedFileReader::new(file).map_err(|e| LakeError::parquet(path, e))?;
+    let meta = reader.metadata().file_metadata();
+    let version = meta
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == META_SCHEMA_VERSION))
+        .and_then(|k| k.value.as_deref())
+        .and_then(|v| v.parse().ok());
+    Ok((u64::try_from(meta.num_rows()).unwrap_or(0), version))
+}

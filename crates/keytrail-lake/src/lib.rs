@@ -1,0 +1,14 @@
+//! The keytrail lake: Hive-partitioned Parquet tables (`events`, `insights`, `key_daily`) in
+//! THE schema of `keytrail-model`, a manifest of every object read, and commits that make each
+//! run's rows appear exactly once, even when a run is killed half-way.
+
+mod error;
+pub mod files;
+pub mod key_daily;
+mod lake;
+pub mod manifest;
+
+pub use error::LakeError;
+pub use key_daily::KeyDaily;
+pub use lake::{Lake, Recovery, Transaction, Verification};
+pub use manifest::{Commit, FileRecord, Manifest, ManifestIndex, ObjectRecord, SourceVersion};

@@ -1,0 +1,266 @@
+//! The manifest: one JSON commit record per run that changed the lake, under
+//! `_keytrail/manifest/`. It is the lake's memory of what it holds: which objects were read
+//! (and under which filter), which files each run added, which files it replaced.
+//! `docs/exactly-once.md` explains how it keeps ingestion exactly-once.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use keytrail_model::FilterSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IoContext, LakeError};
+
+/// Version of the commit record format.
+pub const COMMIT_FORMAT: u32 = 1;
+
+/// One object (file or S3 object) a run read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// `file:///absolute/path` or `s3://bucket/key`.
+    pub source: String,
+    /// Size in bytes as stored (compressed).
+    pub size: u64,
+    /// Modification time (UTC ms) of a local file, or S3's `LastModified`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<i64>,
+    /// S3 ETag, quotes removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// xxh3-128 of the stored bytes, as `xxh3:<32 hex digits>`.
+    pub content_hash: String,
+    /// Records found in the object.
+    pub events: u64,
+    /// Rows written to `events`.
+    pub written: u64,
+    /// Rows written to `insights`.
+    #[serde(default)]
+    pub insights: u64,
+    /// Records the run's filter left out.
+    #[serde(default)]
+    pub filtered: u64,
+    /// Records an earlier run over the same content had already written.
+    #[serde(default)]
+    pub already_written: u64,
+    /// Records that could not be read (each counted in the run summary with its reason).
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+/// One file a run added to a table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub table: String,
+    /// Path relative to the lake root, with `/` separators.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// A run's commit: the moment its rows became part of the lake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub format: u32,
+    /// Position in the lake's history, from 1.
+    pub seq: u64,
+    pub run_id: String,
+    /// RFC 3339.
+    pub committed_at: String,
+    pub writer: String,
+    pub schema_version: u32,
+    /// The filter the run applied; objects below were read under it.
+    #[serde(default)]
+    pub filter: FilterSpec,
+    pub objects: Vec<ObjectRecord>,
+    pub files: Vec<FileRecord>,
+    /// Files (relative paths) this commit supersedes; they are deleted once it is published.
+    #[serde(default)]
+    pub replaced: Vec<String>,
+}
+
+impl Commit {
+    pub fn file_name(&self) -> String {
+        commit_file_name(self.seq, &self.run_id)
+    }
+}
+
+pub(crate) fn commit_file_name(seq: u64, run_id: &str) -> String {
+    format!("{seq:010}-{run_id}.json")
+}
+
+/// All commits of a lake, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Manifest {
+    commits: Vec<Commit>,
+}
+
+impl Manifest {
+    pub(crate) fn dir(root: &Path) -> PathBuf {
+        root.join("_keytrail").join("manifest")
+    }
+
+    /// Read every commit record of the lake at `root`.
+    pub fn load(root: &Path) -> Result<Manifest, LakeError> {
+        let dir = Manifest::dir(root);
+        let mut commits = Vec::new();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Manifest::default());
+            }
+            Err(e) => return Err(LakeError::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.at(&dir)?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let path = entry.path();
+            let text = fs::read(&path).at(&path)?;
+            let commit: Commit =
+                serde_json::from_slice(&text).map_err(|e| LakeError::Manifest {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            if commit.format > COMMIT_FORMAT {
+                return Err(LakeError::Manifest {
+                    path,
+                    reason: format!(
+                        "commit format {} is newer than this keytrail understands ({COMMIT_FORMAT})",
+                        commit.format
+                    ),
+                });
+            }
+            commits.push(commit);
+        }
+        commits.sort_by_key(|c| c.seq);
+        Ok(Manifest { commits })
+    }
+
+    pub fn commits(&self) -> &[Commit] {
+        &self.commits
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.commits.last().map_or(0, |c| c.seq)
+    }
+
+    pub fn commit_of(&self, run_id: &str) -> Option<&Commit> {
+        self.commits.iter().find(|c| c.run_id == run_id)
+    }
+
+    /// The files of `table` the lake holds now (added and not replaced since), relative paths.
+    pub fn live_files(&self) -> Vec<&FileRecord> {
+        let replaced: std::collections::HashSet<&str> = self
+            .commits
+            .iter()
+            .flat_map(|c| c.replaced.iter().map(String::as_str))
+            .collect();
+        self.commits
+            .iter()
+            .flat_map(|c| c.files.iter())
+            .filter(|f| !replaced.contains(f.path.as_str()))
+            .collect()
+    }
+
+    /// Lookup structures for deciding what to read.
+    pub fn index(&self) -> ManifestIndex {
+        let mut idx = ManifestIndex::default();
+        for c in &self.commits {
+            for o in &c.objects {
+                idx.add(o, &c.filter);
+            }
+        }
+        idx
+    }
+}
+
+/// What the lake knows of one stored version of a source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceVersion {
+    pub size: u64,
+    pub modified: Option<i64>,
+    pub etag: Option<String>,
+    pub content_hash: String,
+}
+
+/// Fast lookups over the manifest.
+#[derive(Clone, Debug, Default)]
+pub struct ManifestIndex {
+    by_source: HashMap<String, Vec<SourceVersion>>,
+    by_hash: HashMap<String, (String, Vec<FilterSpec>)>,
+}
+
+impl ManifestIndex {
+    pub fn add(&mut self, o: &ObjectRecord, filter: &FilterSpec) {
+        let versions = self.by_source.entry(o.source.clone()).or_default();
+        let v = SourceVersion {
+            size: o.size,
+            modified: o.modified,
+            etag: o.etag.clone(),
+            content_hash: o.content_hash.clone(),
+        };
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
+        let (_, filters) = self
+            .by_hash
+            .entry(o.content_hash.clone())
+            .or_insert_with(|| (o.source.clone(), Vec::new()));
+        if !filters.contains(filter) {
+            filters.push(filter.clone());
+        }
+    }
+
+    /// Versions of a source the lake has read.
+    pub fn source(&self, source: &str) -> &[SourceVersion] {
+        self.by_source.get(source).map_or(&[], Vec::as_slice)
+    }
+
+    /// The first source seen with this content, and the filters it was read under.
+    pub fn content(&self, hash: &str) -> Option<(&str, &[FilterSpec])> {
+        self.by_hash
+            .get(hash)
+            .map(|(s, f)| (s.as_str(), f.as_slice()))
+    }
+
+    pub fn objects(&self) -> usize {
+        self.by_source.len()
+    }
+}
+
+/// Write `bytes` to `path` so that it either appears whole or not at all: a temporary file in
+/// the same directory, synced, renamed, and the directory synced.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| LakeError::io(path, std::io::Error::other("no parent directory")))?;
+    fs::create_dir_all(dir).at(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+    }
+    fs::rename(&tmp, path).at(path)?;
+    sync_dir(dir)
+}
+
+/// Make a directory's entries (renames, creations) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LakeError> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}

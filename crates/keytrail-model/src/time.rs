@@ -1,0 +1,199 @@
+//! Event times and the `--since` / `--until` / `--as-of` forms every subcommand accepts.
+//!
+//! All times are UTC milliseconds since the Unix epoch (the unit of the lake's timestamp
+//! columns).
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// Parse a CloudTrail `eventTime` (`2024-11-30T08:43:17Z`, `2020-09-14T00:44:23.000Z`,
+/// or any RFC 3339 time with an offset). A time without an offset is read as UTC.
+pub fn parse_event_time(s: &str) -> Option<Millis> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    None
+}
+
+/// The UTC calendar day of a time, as days since 1970-01-01 (Arrow's `Date32`).
+pub fn day_of(ms: Millis) -> i32 {
+    // Floor division so times before 1970 land on the right day.
+    ms.div_euclid(86_400_000) as i32
+}
+
+/// `YYYY-MM-DD` of a day number, as used in partition directory names.
+pub fn day_string(day: i32) -> String {
+    let date = NaiveDate::from_num_days_from_ce_opt(day + 719_163)
+        .unwrap_or(NaiveDate::MIN);
+    date.format("%Y-%m-%d").to_string()
+}
+
+/// The day number of a `YYYY-MM-DD` string.
+pub fn parse_day(s: &str) -> Option<i32> {
+    let d = NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+    Some(day_of(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis()))
+}
+
+/// Format milliseconds as RFC 3339 with a `Z` (seconds, or milliseconds when present).
+pub fn format_millis(ms: Millis) -> String {
+    match Utc.timestamp_millis_opt(ms).single() {
+        Some(t) if ms % 1000 == 0 => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// The current time.
+pub fn now_millis() -> Millis {
+    Utc::now().timestamp_millis()
+}
+
+/// Which end of a window a time bound is for; a bare date means the start of that day for
+/// `--since` and the end of that day for `--until`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    Start,
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{input}` is not a time: use a date (2024-11-30), an RFC 3339 time (2024-11-30T08:00:00Z) or a relative time (90m, 36h, 7d, 2w)"
+)]
+pub struct TimeParseError {
+    pub input: String,
+}
+
+/// Parse a user-given time: `now`, a date, an RFC 3339 time, or `N` followed by `s`, `m`,
+/// `h`, `d` or `w` (that long before `now`). Returns milliseconds; for [`Bound::End`] a date
+/// means the first instant after that day, so the window is `[since, until)`.
+pub fn parse_time_bound(input: &str, bound: Bound, now: Millis) -> Result<Millis, TimeParseError> {
+    let s = input.trim();
+    let err = || TimeParseError {
+        input: input.to_owned(),
+    };
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    if let Some(day) = parse_day(s) {
+        let start = i64::from(day) * 86_400_000;
+        return Ok(match bound {
+            Bound::Start => start,
+            Bound::End => start + 86_400_000,
+        });
+    }
+    if let Some(t) = parse_event_time(s) {
+        return Ok(t);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?);
+    let n: i64 = num.parse().map_err(|_| err())?;
+    let d = match unit {
+        "s" => Duration::try_seconds(n),
+        "m" | "min" => Duration::try_minutes(n),
+        "h" => Duration::try_hours(n),
+        "d" => Duration::try_days(n),
+        "w" => Duration::try_weeks(n),
+        _ => None,
+    }
+    .ok_or_else(err)?;
+    Ok(now - d.num_milliseconds())
+}
+
+/// A half-open window of event times, `[since, until)`; either end may be open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub since: Option<Millis>,
+    pub until: Option<Millis>,
+}
+
+impl TimeWindow {
+    pub fn contains(&self, t: Millis) -> bool {
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t < u)
+    }
+
+    pub fn is_unbounded(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+
+    /// The inclusive range of UTC days the window touches, when both ends are set.
+    pub fn days(&self) -> (Option<i32>, Option<i32>) {
+        (
+            self.since.map(day_of),
+            self.until.map(|u| day_of(u - 1)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_times() {
+        assert_eq!(parse_event_time("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            parse_event_time("2020-09-14T00:44:23.000Z"),
+            Some(1_600_044_263_000)
+        );
+        assert_eq!(
+            parse_event_time("2020-09-14T02:44:23+02:00"),
+            Some(1_600_044_263_000)
+        );
+        assert_eq!(
+            parse_event_time("2020-09-14T00:44:23"),
+            Some(1_600_044_263_000)
+        );
+        assert_eq!(parse_event_time("yesterday"), None);
+        assert_eq!(format_millis(1_600_044_263_000), "2020-09-14T00:44:23Z");
+        assert_eq!(format_millis(1_600_044_263_250), "2020-09-14T00:44:23.250Z");
+    }
+
+    #[test]
+    fn days() {
+        assert_eq!(day_string(day_of(1_600_044_263_000)), "2020-09-14");
+        assert_eq!(day_string(day_of(-1)), "1969-12-31");
+        assert_eq!(parse_day("2020-09-14"), Some(day_of(1_600_044_263_000)));
+        assert_eq!(parse_day("2020-9-14x"), None);
+    }
+
+    #[test]
+    fn bounds() {
+        let now = 1_600_044_263_000;
+        let day = 1_600_041_600_000; // 2020-09-14T00:00:00Z
+        assert_eq!(parse_time_bound("2020-09-14", Bound::Start, now), Ok(day));
+        assert_eq!(
+            parse_time_bound("2020-09-14", Bound::End, now),
+            Ok(day + 86_400_000)
+        );
+        assert_eq!(parse_time_bound("7d", Bound::Start, now), Ok(now - 7 * 86_400_000));
+        assert_eq!(parse_time_bound("36h", Bound::Start, now), Ok(now - 36 * 3_600_000));
+        assert_eq!(parse_time_bound("2w", Bound::Start, now), Ok(now - 14 * 86_400_000));
+        assert_eq!(parse_time_bound("now", Bound::End, now), Ok(now));
+        assert_eq!(
+            parse_time_bound("2020-09-14T00:44:23Z", Bound::End, now),
+            Ok(now)
+        );
+        for bad in ["7", "d", "7y", "", "-3d", "2020-13-01"] {
+            assert!(parse_time_bound(bad, Bound::Start, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn window() {
+        let w = TimeWindow {
+            since: Some(10),
+            until: Some(20),
+        };
+        assert!(w.contains(10) && w.contains(19));
+        assert!(!w.contains(9) && !w.contains(20));
+        assert!(TimeWindow::default().contains(i64::MIN));
+    }
+}
