@@ -24,11 +24,15 @@ struct StructCols<const N: usize> {
     valid: NullBufferBuilder,
 }
 
+fn strings(rows: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, rows * 16)
+}
+
 impl<const N: usize> StructCols<N> {
-    fn new() -> Self {
+    fn new(rows: usize) -> Self {
         StructCols {
-            cols: std::array::from_fn(|_| StringBuilder::new()),
-            valid: NullBufferBuilder::new(0),
+            cols: std::array::from_fn(|_| strings(rows)),
+            valid: NullBufferBuilder::new(rows),
         }
     }
 
@@ -115,34 +119,43 @@ pub struct EventBatchBuilder {
 
 impl EventBatchBuilder {
     pub fn new(table: Table) -> Self {
+        EventBatchBuilder::with_capacity(table, 1024)
+    }
+
+    /// A builder sized for about `rows` events.
+    pub fn with_capacity(table: Table, rows: usize) -> Self {
         EventBatchBuilder {
             table,
             schema: table.schema(),
             len: 0,
-            eventversion: StringBuilder::new(),
-            ui_head: StructCols::new(),
-            ui_onbehalfof: StructCols::new(),
-            sc_attributes: StructCols::new(),
-            sc_issuer: StructCols::new(),
-            sc_webid: StructCols::new(),
-            sc_tail: StructCols::new(),
-            ui_tail: StructCols::new(),
-            eventtime: TimestampMillisecondBuilder::new().with_timezone(UTC),
-            mid: std::array::from_fn(|_| StringBuilder::new()),
-            readonly: BooleanBuilder::new(),
-            res_offsets: vec![0],
-            res_valid: NullBufferBuilder::new(0),
-            res_items: StructCols::new(),
-            tail: std::array::from_fn(|_| StringBuilder::new()),
-            managementevent: BooleanBuilder::new(),
-            addendum: StructCols::new(),
-            sessioncredentialfromconsole: StringBuilder::new(),
-            edgedevicedetails: StringBuilder::new(),
-            tlsdetails: StructCols::new(),
-            insightdetails: StringBuilder::new(),
-            accesskeyid: StringBuilder::new(),
-            extrafields: StringBuilder::new(),
-            sourceobject: StringBuilder::new(),
+            eventversion: strings(rows),
+            ui_head: StructCols::new(rows),
+            ui_onbehalfof: StructCols::new(rows),
+            sc_attributes: StructCols::new(rows),
+            sc_issuer: StructCols::new(rows),
+            sc_webid: StructCols::new(rows),
+            sc_tail: StructCols::new(rows),
+            ui_tail: StructCols::new(rows),
+            eventtime: TimestampMillisecondBuilder::with_capacity(rows).with_timezone(UTC),
+            mid: std::array::from_fn(|_| strings(rows)),
+            readonly: BooleanBuilder::with_capacity(rows),
+            res_offsets: {
+                let mut v = Vec::with_capacity(rows + 1);
+                v.push(0);
+                v
+            },
+            res_valid: NullBufferBuilder::new(rows),
+            res_items: StructCols::new(rows),
+            tail: std::array::from_fn(|_| strings(rows)),
+            managementevent: BooleanBuilder::with_capacity(rows),
+            addendum: StructCols::new(rows),
+            sessioncredentialfromconsole: strings(rows),
+            edgedevicedetails: strings(rows),
+            tlsdetails: StructCols::new(rows),
+            insightdetails: strings(rows),
+            accesskeyid: strings(rows),
+            extrafields: strings(rows),
+            sourceobject: strings(rows),
         }
     }
 

@@ -1,0 +1,155 @@
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use keytrail_ingest::{IngestOptions, RunSummary, ingest};
+use keytrail_model::time::{Bound, now_millis, parse_time_bound};
+use keytrail_model::{AccessKeyId, FilterSpec};
+
+use crate::flags::IngestArgs;
+use crate::output::{bytes, parse_size, stdout, thousands};
+use crate::progress::Bar;
+
+/// Read `--key-file`: one key per line; blank lines and `#` comments are ignored.
+pub fn read_key_file(path: &Path) -> anyhow::Result<Vec<AccessKeyId>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        keys.push(AccessKeyId::parse(line).with_context(|| format!("{}:{}", path.display(), n + 1))?);
+    }
+    Ok(keys)
+}
+
+/// Validate `--key`, `--key-file`, `--since` and `--until` into a filter.
+pub fn filter(keys: &[String], key_file: Option<&Path>, since: Option<&str>, until: Option<&str>) -> anyhow::Result<FilterSpec> {
+    let now = now_millis();
+    let mut set = BTreeSet::new();
+    for k in keys {
+        set.insert(AccessKeyId::parse(k).context("--key")?.into_string());
+    }
+    if let Some(f) = key_file {
+        let from_file = read_key_file(f)?;
+        if from_file.is_empty() {
+            bail!("{}: no key IDs in the file", f.display());
+        }
+        set.extend(from_file.into_iter().map(AccessKeyId::into_string));
+    }
+    let since = since.map(|s| parse_time_bound(s, Bound::Start, now)).transpose().context("--since")?;
+    let until = until.map(|s| parse_time_bound(s, Bound::End, now)).transpose().context("--until")?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            bail!("--since must be before --until");
+        }
+    }
+    Ok(FilterSpec {
+        keys: (!set.is_empty()).then_some(set),
+        since,
+        until,
+    })
+}
+
+pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut opts = IngestOptions::new(args.paths.clone(), args.lake.clone());
+    opts.filter = filter(&args.keys, args.key_file.as_deref(), args.since.as_deref(), args.until.as_deref())?;
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        opts.threads = t;
+    }
+    opts.limits.max_object_bytes = parse_size(&args.max_object_size).context("--max-object-size")?;
+    opts.limits.max_event_bytes = parse_size(&args.max_event_size).context("--max-event-size")?;
+    opts.buffer_bytes = parse_size(&args.buffer_size).context("--buffer-size")?;
+
+    let bar = Bar::new(quiet || args.json);
+    let summary = ingest(&opts, &bar)?;
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&summary)?;
+        text.push('\n');
+        stdout(&text)?;
+    } else if !quiet {
+        stdout(&render(&summary))?;
+    }
+    Ok(if summary.partial { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn reasons<K: std::fmt::Display>(m: impl IntoIterator<Item = (K, u64)>) -> String {
+    let parts: Vec<String> = m.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {}", thousands(n))).collect();
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+}
+
+/// The human summary of a run.
+pub fn render(s: &RunSummary) -> String {
+    let mut out = String::new();
+    match (&s.run_id, s.commit) {
+        (Some(run), Some(seq)) => {
+            let _ = writeln!(out, "ingested into {} (commit {seq}, run {run})", s.lake);
+        }
+        _ => {
+            let _ = writeln!(out, "nothing new for {}", s.lake);
+        }
+    }
+    let o = &s.objects;
+    let _ = writeln!(
+        out,
+        "objects  {} seen: {} read, {} skipped{}, {} failed",
+        thousands(o.seen),
+        thousands(o.read),
+        thousands(o.skipped_total()),
+        reasons(o.skipped.iter().map(|(k, v)| (k.as_str(), *v))),
+        thousands(o.failed),
+    );
+    let e = &s.events;
+    let _ = writeln!(
+        out,
+        "records  {} read: {} written, {} insights, {} filtered out, {} already in the lake, {} skipped{}",
+        thousands(e.read),
+        thousands(e.written),
+        thousands(e.insights),
+        thousands(e.filtered),
+        thousands(e.already_written),
+        thousands(e.skipped),
+        reasons(s.skipped_records_by_reason.iter().map(|(k, v)| (k.as_str(), *v))),
+    );
+    let rate = if s.elapsed_seconds > 0.0 { e.read as f64 / s.elapsed_seconds } else { 0.0 };
+    let _ = writeln!(
+        out,
+        "files    {} written ({}); {} read in {:.2}s ({} records/s)",
+        thousands(s.files_written),
+        bytes(s.bytes_written),
+        bytes(s.bytes_read),
+        s.elapsed_seconds,
+        thousands(rate as u64),
+    );
+    if !s.failures.is_empty() {
+        let _ = writeln!(out, "\nobjects that could not be read (the rest were written; a rerun tries these again):");
+        for f in &s.failures {
+            let _ = writeln!(out, "  {}: {}", f.object, f.reason);
+        }
+    }
+    if !s.notable_skips.is_empty() {
+        let _ = writeln!(out, "\nobjects passed over:");
+        for k in &s.notable_skips {
+            let _ = writeln!(out, "  {}: {}", k.object, k.detail);
+        }
+    }
+    if !s.skipped_record_samples.is_empty() {
+        let total = s.events.skipped;
+        let shown = s.skipped_record_samples.len() as u64;
+        let _ = writeln!(
+            out,
+            "\nrecords skipped{}:",
+            if total > shown { format!(" (first {shown} of {})", thousands(total)) } else { String::new() }
+        );
+        for r in &s.skipped_record_samples {
+            let _ = writeln!(out, "  {} record {}: {}", r.object, r.record, r.reason);
+        }
+    }
+    out
+}

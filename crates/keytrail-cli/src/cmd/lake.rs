@@ -1,0 +1,58 @@
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use keytrail_lake::Lake;
+
+use crate::flags::LakeCommand;
+use crate::output::{stdout, thousands};
+
+pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LakeCommand::Verify { lake, json } => {
+            let lake = Lake::open(lake)?;
+            let v = lake.verify()?;
+            if json {
+                stdout(&(serde_json::to_string_pretty(&v)? + "\n"))?;
+            } else {
+                let mut out = String::new();
+                let _ = writeln!(
+                    out,
+                    "{}: {} commits, {} objects, {} files",
+                    lake.root().display(),
+                    thousands(v.commits as u64),
+                    thousands(v.objects as u64),
+                    thousands(v.files as u64)
+                );
+                for (table, rows) in &v.rows {
+                    let _ = writeln!(out, "  {table}: {} rows", thousands(*rows));
+                }
+                if v.problems.is_empty() {
+                    let _ = writeln!(out, "ok: every file matches the manifest");
+                } else {
+                    let _ = writeln!(out, "{} problems:", v.problems.len());
+                    for p in &v.problems {
+                        let _ = writeln!(out, "  {p}");
+                    }
+                }
+                stdout(&out)?;
+            }
+            Ok(if v.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        LakeCommand::Recover { lake } => {
+            let lake = Lake::open(lake)?;
+            let r = lake.recover()?;
+            let mut out = String::new();
+            for run in &r.rolled_forward {
+                let _ = writeln!(out, "finished publishing committed run {run}");
+            }
+            for run in &r.discarded {
+                let _ = writeln!(out, "deleted the staged files of uncommitted run {run}");
+            }
+            if out.is_empty() {
+                out.push_str("nothing to recover\n");
+            }
+            stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

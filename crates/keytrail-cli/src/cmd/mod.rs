@@ -1,0 +1,5 @@
+//! One module per subcommand: validate flags into typed options, call the library, print.
+
+pub mod ingest;
+pub mod key_info;
+pub mod lake;

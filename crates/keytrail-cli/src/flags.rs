@@ -1,0 +1,102 @@
+//! Command-line flags, as clap parses them: raw strings and paths. `cmd::*` validates them into
+//! the libraries' typed options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keytrail",
+    version,
+    about = "Answers about IAM access keys from AWS CloudTrail logs",
+    long_about = "keytrail turns AWS CloudTrail logs into answers about IAM access keys: a \
+                  Parquet lake of every event, reports of unused and stale keys, the full \
+                  trail of a leaked key, and detections of suspicious use.",
+    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read; 2 usage or configuration error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More log output on stderr (-v info, -vv debug; KEYTRAIL_LOG overrides)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr, no progress bar
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read CloudTrail logs into a Parquet lake (exactly once; re-runs add only what is new)
+    Ingest(IngestArgs),
+    /// Explain an IAM key or unique ID offline: prefix, kind, owning account
+    KeyInfo(KeyInfoArgs),
+    /// Look after a lake
+    #[command(subcommand)]
+    Lake(LakeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Files or directories of CloudTrail logs (.json, .json.gz, JSON lines; directories are walked)
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// The lake directory (created if it does not exist)
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
+    /// Keep only events of this access key (made with it, or naming it); repeatable
+    #[arg(long = "key", value_name = "ID")]
+    pub keys: Vec<String>,
+    /// Keep only events of the keys listed in FILE (one per line, # comments)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Keep events at or after T: a date (2024-11-30), an RFC 3339 time, or a relative time (7d, 36h)
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Keep events before T (a date means the end of that day)
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Decoding threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Largest decompressed object to read, e.g. 512M, 2G
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub max_object_size: String,
+    /// Largest single record to read, e.g. 1M
+    #[arg(long, value_name = "SIZE", default_value = "1M")]
+    pub max_event_size: String,
+    /// Decoded rows held in memory before a partition is written out, e.g. 128M
+    #[arg(long, value_name = "SIZE", default_value = "128M")]
+    pub buffer_size: String,
+    /// Print the run summary as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyInfoArgs {
+    /// Access key IDs or other IAM unique IDs (AKIA..., ASIA..., AIDA..., AROA...)
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Check every file against the manifest (exit 1 when something is wrong)
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        lake: PathBuf,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish or clean up runs that were stopped half-way
+    Recover {
+        #[arg(long, value_name = "DIR")]
+        lake: PathBuf,
+    },
+}

@@ -1,0 +1,100 @@
+//! Writing to the terminal: stdout for results, stderr for errors.
+
+use std::io::{self, Write};
+
+/// Write to stdout; a closed pipe (`keytrail ... | head`) surfaces as an error the caller maps
+/// to success.
+pub fn stdout(text: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Print an error and its causes on stderr.
+pub fn error(err: &anyhow::Error) {
+    let mut text = format!("keytrail: {err}");
+    for cause in err.chain().skip(1) {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    text.push('\n');
+    let _ = io::stderr().write_all(text.as_bytes());
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes in human units (SI, as `ls -h --si` and S3's console show them).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Parse a size such as `512M`, `2G`, `64k` or a plain number of bytes (binary units).
+pub fn parse_size(s: &str) -> anyhow::Result<usize> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let m = match t[i..].to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+                "" => 1,
+                "k" => 1 << 10,
+                "m" => 1 << 20,
+                "g" => 1 << 30,
+                "t" => 1 << 40,
+                _ => anyhow::bail!("`{s}` is not a size: use a number of bytes or 64K, 512M, 2G"),
+            };
+            (&t[..i], m)
+        }
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a size: use a number of bytes or 64K, 512M, 2G"))?;
+    usize::try_from(n.saturating_mul(mult)).map_err(|_| anyhow::anyhow!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_numbers() {
+        assert_eq!(parse_size("1G").expect("1G"), 1 << 30);
+        assert_eq!(parse_size("512MiB").expect("m"), 512 << 20);
+        assert_eq!(parse_size("64k").expect("k"), 64 << 10);
+        assert_eq!(parse_size("100").expect("n"), 100);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5X").is_err());
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(153_000_000), "153.0 MB");
+    }
+}

@@ -1,0 +1,155 @@
+//! One object's bytes → Arrow batches, with every record accounted for.
+//!
+//! An object is all or nothing: its batches are built only after every record was cut out,
+//! so a corrupt object contributes no rows and is tried again by a later run.
+
+use std::collections::BTreeMap;
+
+use arrow::array::RecordBatch;
+use keytrail_model::time::day_of;
+use keytrail_model::{Difference, EventBatchBuilder, EventError, Table, Verdict, decode_event};
+
+use crate::decode::{Shape, decompress, split};
+use crate::error::ObjectError;
+use crate::source::{NameKind, ObjectRef};
+use crate::summary::EventCounts;
+
+/// Limits applied to every object.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest decompressed object read (bytes).
+    pub max_object_bytes: usize,
+    /// Largest single record (bytes of JSON); CloudTrail's own limit is 256 KB.
+    pub max_event_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_object_bytes: 1 << 30,
+            max_event_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A record that was not taken, for the summary.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedRecord {
+    pub object: String,
+    pub record: u64,
+    pub reason: String,
+}
+
+/// What reading one object produced.
+#[derive(Debug)]
+pub struct Decoded {
+    pub shape: Shape,
+    /// `(table, UTC day, rows)`, one batch per table and day.
+    pub batches: Vec<(Table, i32, RecordBatch)>,
+    pub counts: EventCounts,
+    /// Skipped records by reason code.
+    pub skipped_by_reason: BTreeMap<&'static str, u64>,
+    /// The first few skipped records, with their index and reason.
+    pub skipped_samples: Vec<SkippedRecord>,
+}
+
+/// How many skipped records of one object are listed by index in the summary.
+const SAMPLES_PER_OBJECT: usize = 5;
+
+/// Decompress, cut and decode one object; `scratch` is a reusable buffer.
+pub fn decode_object(
+    object: &ObjectRef,
+    bytes: &[u8],
+    rule: &Difference,
+    limits: Limits,
+    scratch: &mut Vec<u8>,
+) -> Result<Decoded, ObjectError> {
+    decompress(bytes, scratch, limits.max_object_bytes)?;
+    let split = split(scratch)?;
+    let shape = split.shape.unwrap_or(Shape::Event);
+    let display = object.display();
+    let insight_file = object.name_kind() == NameKind::Insight;
+
+    let mut counts = EventCounts {
+        read: split.total(),
+        ..EventCounts::default()
+    };
+    let mut skipped_by_reason: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut skipped_samples = Vec::new();
+    let mut skip = |index: u64, e: &EventError| {
+        *skipped_by_reason.entry(e.reason()).or_default() += 1;
+        if skipped_samples.len() < SAMPLES_PER_OBJECT {
+            skipped_samples.push(SkippedRecord {
+                object: display.clone(),
+                record: index,
+                reason: e.to_string(),
+            });
+        }
+    };
+    for (index, e) in &split.bad {
+        skip(*index, e);
+    }
+
+    // Decode every record, then group by table and day.
+    let mut kept = Vec::with_capacity(split.records.len());
+    for (index, text) in &split.records {
+        if text.len() > limits.max_event_bytes {
+            skip(
+                *index,
+                &EventError::TooLarge {
+                    size: text.len(),
+                    limit: limits.max_event_bytes,
+                },
+            );
+            continue;
+        }
+        let event = match decode_event(text) {
+            Ok(e) => e,
+            Err(e) => {
+                skip(*index, &e);
+                continue;
+            }
+        };
+        match rule.matches(&event) {
+            Verdict::Filtered => counts.filtered += 1,
+            Verdict::AlreadyWritten => counts.already_written += 1,
+            Verdict::Write => {
+                let table = if insight_file || event.is_insight() {
+                    Table::Insights
+                } else {
+                    Table::Events
+                };
+                kept.push(((table, day_of(event.event_time)), event));
+            }
+        }
+    }
+    counts.skipped = skipped_by_reason.values().sum();
+
+    kept.sort_by_key(|(k, _)| *k);
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < kept.len() {
+        let (table, day) = kept[start].0;
+        let end = start + kept[start..].iter().take_while(|(k, _)| *k == (table, day)).count();
+        let mut b = EventBatchBuilder::with_capacity(table, end - start);
+        for (_, e) in &kept[start..end] {
+            b.append(e, &display);
+        }
+        let batch = b
+            .finish()
+            .map_err(|e| ObjectError::NotJson(format!("internal: building rows failed: {e}")))?;
+        match table {
+            Table::Insights => counts.insights += batch.num_rows() as u64,
+            _ => counts.written += batch.num_rows() as u64,
+        }
+        batches.push((table, day, batch));
+        start = end;
+    }
+    Ok(Decoded {
+        shape,
+        batches,
+        counts,
+        skipped_by_reason,
+        skipped_samples,
+    })
+}
