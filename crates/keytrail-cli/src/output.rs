@@ -32,7 +32,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -62,7 +62,11 @@ pub fn parse_size(s: &str) -> anyhow::Result<usize> {
     let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         None => (t, 1u64),
         Some((i, _)) => {
-            let m = match t[i..].to_ascii_lowercase().trim_end_matches("ib").trim_end_matches('b') {
+            let m = match t[i..]
+                .to_ascii_lowercase()
+                .trim_end_matches("ib")
+                .trim_end_matches('b')
+            {
                 "" => 1,
                 "k" => 1 << 10,
                 "m" => 1 << 20,
@@ -73,10 +77,9 @@ pub fn parse_size(s: &str) -> anyhow::Result<usize> {
             (&t[..i], m)
         }
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("`{s}` is not a size: use a number of bytes or 64K, 512M, 2G"))?;
+    let n: u64 = num.trim().parse().map_err(|_| {
+        anyhow::anyhow!("`{s}` is not a size: use a number of bytes or 64K, 512M, 2G")
+    })?;
     usize::try_from(n.saturating_mul(mult)).map_err(|_| anyhow::anyhow!("`{s}` is too large"))
 }
 

@@ -43,7 +43,8 @@ impl Progress for Bar {
         self.bar.inc(bytes);
         if events > 0 {
             let n = self.events.fetch_add(events, Ordering::Relaxed) + events;
-            self.bar.set_message(format!("{} events", crate::output::thousands(n)));
+            self.bar
+                .set_message(format!("{} events", crate::output::thousands(n)));
         }
     }
 

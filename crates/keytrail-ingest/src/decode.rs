@@ -152,7 +152,8 @@ pub fn split(buf: &[u8]) -> Result<Split<'_>, ObjectError> {
         }
         Some(b'{') => {
             let first_line = memchr::memchr(b'\n', body).map_or(body, |n| &body[..n]);
-            let more = first_line.len() < body.len() && !trim_start(&body[first_line.len()..]).is_empty();
+            let more =
+                first_line.len() < body.len() && !trim_start(&body[first_line.len()..]).is_empty();
             if more && is_one_value(first_line) {
                 out.shape = Some(Shape::JsonLines);
                 for line in body.split(|b| *b == b'\n') {
@@ -205,7 +206,9 @@ fn document<'a>(doc: &'a [u8], out: &mut Split<'a>) -> Result<Shape, ObjectError
         match &*k {
             "Records" => records = Some(v),
             "Events" => events = Some(v),
-            "digestStartTime" | "digestEndTime" | "digestPublicKeyFingerprint"
+            "digestStartTime"
+            | "digestEndTime"
+            | "digestPublicKeyFingerprint"
             | "digestSignatureAlgorithm" => digest = true,
             "eventTime" | "eventName" | "eventID" | "eventVersion" | "@timestamp" => {
                 event_like = true;
@@ -216,7 +219,9 @@ fn document<'a>(doc: &'a [u8], out: &mut Split<'a>) -> Result<Shape, ObjectError
     if let Some(r) = records {
         let t = r.get_type();
         let Some(iter) = r.into_array_iter() else {
-            return Err(ObjectError::RecordsNotArray { found: type_name(t) });
+            return Err(ObjectError::RecordsNotArray {
+                found: type_name(t),
+            });
         };
         for item in iter {
             let v = item.map_err(|e| ObjectError::NotJson(e.to_string()))?;
@@ -230,11 +235,16 @@ fn document<'a>(doc: &'a [u8], out: &mut Split<'a>) -> Result<Shape, ObjectError
     if let Some(ev) = events.filter(|_| !event_like) {
         let t = ev.get_type();
         let Some(iter) = ev.into_array_iter() else {
-            return Err(ObjectError::EventsNotArray { found: type_name(t) });
+            return Err(ObjectError::EventsNotArray {
+                found: type_name(t),
+            });
         };
         for item in iter {
             let v = item.map_err(|e| ObjectError::NotJson(e.to_string()))?;
-            match v.get("CloudTrailEvent").and_then(|s| s.as_str().map(str::to_owned)) {
+            match v
+                .get("CloudTrailEvent")
+                .and_then(|s| s.as_str().map(str::to_owned))
+            {
                 Some(text) => out.push(Cow::Owned(text)),
                 None => out.push_bad(EventError::WrongType {
                     field: "Events[].CloudTrailEvent",
@@ -246,7 +256,9 @@ fn document<'a>(doc: &'a [u8], out: &mut Split<'a>) -> Result<Shape, ObjectError
         return Ok(Shape::LookupEvents);
     }
     // Any other object is taken as one event; decoding says whether it is one.
-    out.push(Cow::Borrowed(std::str::from_utf8(doc).map_err(|e| ObjectError::NotJson(e.to_string()))?));
+    out.push(Cow::Borrowed(
+        std::str::from_utf8(doc).map_err(|e| ObjectError::NotJson(e.to_string()))?,
+    ));
     Ok(Shape::Event)
 }
 
@@ -287,15 +299,25 @@ mod tests {
         let mut out = Vec::new();
         let full = gzip(&[b'x'; 4096]);
         let truncated = &full[..full.len() / 2];
-        assert!(matches!(decompress(truncated, &mut out, 1 << 20), Err(ObjectError::Gzip(_))));
+        assert!(matches!(
+            decompress(truncated, &mut out, 1 << 20),
+            Err(ObjectError::Gzip(_))
+        ));
         assert_eq!(decompress(&[], &mut out, 10), Err(ObjectError::Empty));
-        assert_eq!(decompress(&full, &mut out, 100), Err(ObjectError::TooLarge { limit: 100 }));
-        assert_eq!(decompress(b"[1,2,3]", &mut out, 3), Err(ObjectError::TooLarge { limit: 3 }));
+        assert_eq!(
+            decompress(&full, &mut out, 100),
+            Err(ObjectError::TooLarge { limit: 100 })
+        );
+        assert_eq!(
+            decompress(b"[1,2,3]", &mut out, 3),
+            Err(ObjectError::TooLarge { limit: 3 })
+        );
     }
 
     #[test]
     fn shapes() {
-        let s = split(b"{\"Records\":[{\"eventName\":\"A\"},{\"eventName\":\"B\"}]}").expect("records");
+        let s =
+            split(b"{\"Records\":[{\"eventName\":\"A\"},{\"eventName\":\"B\"}]}").expect("records");
         assert_eq!(s.shape, Some(Shape::Records));
         assert_eq!(texts(&s), [r#"{"eventName":"A"}"#, r#"{"eventName":"B"}"#]);
 
@@ -305,7 +327,14 @@ mod tests {
 
         let s = split(b"{\"eventName\":\"A\"}\n\nnot json\n{\"Records\":[{\"eventName\":\"B\"},{\"eventName\":\"C\"}]}\n").expect("lines");
         assert_eq!(s.shape, Some(Shape::JsonLines));
-        assert_eq!(texts(&s), [r#"{"eventName":"A"}"#, r#"{"eventName":"B"}"#, r#"{"eventName":"C"}"#]);
+        assert_eq!(
+            texts(&s),
+            [
+                r#"{"eventName":"A"}"#,
+                r#"{"eventName":"B"}"#,
+                r#"{"eventName":"C"}"#
+            ]
+        );
         assert_eq!(s.bad.len(), 1);
         assert_eq!(s.bad[0].0, 1, "the bad line is record 1");
         assert_eq!(s.total(), 4);
@@ -315,7 +344,8 @@ mod tests {
         assert_eq!(texts(&s), [r#"{"eventName":"A"}"#]);
         assert_eq!(s.bad.len(), 1);
 
-        let s = split(b"{\n  \"eventName\": \"A\",\n  \"eventTime\": \"x\"\n}\n").expect("one pretty event");
+        let s = split(b"{\n  \"eventName\": \"A\",\n  \"eventTime\": \"x\"\n}\n")
+            .expect("one pretty event");
         assert_eq!(s.shape, Some(Shape::Event));
         assert_eq!(s.records.len(), 1);
 
@@ -335,9 +365,20 @@ mod tests {
             (b"{\"Records\":[]} trailing", "not JSON"),
         ];
         for (input, want) in cases {
-            let err = split(input).expect_err(&String::from_utf8_lossy(input)).to_string();
-            assert!(err.contains(want), "{}: {err}", String::from_utf8_lossy(input));
+            let err = split(input)
+                .expect_err(&String::from_utf8_lossy(input))
+                .to_string();
+            assert!(
+                err.contains(want),
+                "{}: {err}",
+                String::from_utf8_lossy(input)
+            );
         }
-        assert!(split(b"{\"Events\":3}").expect_err("events").to_string().contains("`Events` is a number"));
+        assert!(
+            split(b"{\"Events\":3}")
+                .expect_err("events")
+                .to_string()
+                .contains("`Events` is a number")
+        );
     }
 }

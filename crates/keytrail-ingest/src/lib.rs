@@ -97,64 +97,79 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
         }
     }
     // Big objects first, so one large file does not finish alone at the end.
-    todo.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.location.cmp_key().cmp(&b.location.cmp_key())));
+    todo.sort_by(|a, b| {
+        b.size
+            .cmp(&a.size)
+            .then_with(|| a.location.cmp_key().cmp(&b.location.cmp_key()))
+    });
     progress.start(todo.len() as u64, todo.iter().map(|o| o.size).sum());
 
     let txn = lake.begin(opts.filter.clone())?;
     summary.run_id = Some(txn.run_id().to_owned());
     let mut writer = LakeWriter::new(&txn, opts.buffer_bytes);
     let mut records: Vec<ObjectRecord> = Vec::new();
-    let result = run_local(todo, opts.threads, opts.limits, &decider, progress, |done| {
-        match done {
-            Done::Read {
-                object,
-                content_hash,
-                decoded,
-            } => {
-                summary.bytes_read += object.size;
-                summary.events += decoded.counts;
-                for (reason, n) in &decoded.skipped_by_reason {
-                    *summary.skipped_records_by_reason.entry((*reason).to_owned()).or_default() += n;
-                }
-                let room = MAX_SKIPPED_SAMPLES.saturating_sub(summary.skipped_record_samples.len());
-                summary
-                    .skipped_record_samples
-                    .extend(decoded.skipped_samples.into_iter().take(room));
-                records.push(ObjectRecord {
-                    source: object.uri(),
-                    size: object.size,
-                    modified: object.modified,
-                    etag: object.etag.clone(),
+    let result = run_local(
+        todo,
+        opts.threads,
+        opts.limits,
+        &decider,
+        progress,
+        |done| {
+            match done {
+                Done::Read {
+                    object,
                     content_hash,
-                    events: decoded.counts.read,
-                    written: decoded.counts.written,
-                    insights: decoded.counts.insights,
-                    filtered: decoded.counts.filtered,
-                    already_written: decoded.counts.already_written,
-                    skipped: decoded.counts.skipped,
-                });
-                summary.objects.read += 1;
-                for (table, day, batch) in decoded.batches {
-                    writer.accept(table, day, batch)?;
+                    decoded,
+                } => {
+                    summary.bytes_read += object.size;
+                    summary.events += decoded.counts;
+                    for (reason, n) in &decoded.skipped_by_reason {
+                        *summary
+                            .skipped_records_by_reason
+                            .entry((*reason).to_owned())
+                            .or_default() += n;
+                    }
+                    let room =
+                        MAX_SKIPPED_SAMPLES.saturating_sub(summary.skipped_record_samples.len());
+                    summary
+                        .skipped_record_samples
+                        .extend(decoded.skipped_samples.into_iter().take(room));
+                    records.push(ObjectRecord {
+                        source: object.uri(),
+                        size: object.size,
+                        modified: object.modified,
+                        etag: object.etag.clone(),
+                        content_hash,
+                        events: decoded.counts.read,
+                        written: decoded.counts.written,
+                        insights: decoded.counts.insights,
+                        filtered: decoded.counts.filtered,
+                        already_written: decoded.counts.already_written,
+                        skipped: decoded.counts.skipped,
+                    });
+                    summary.objects.read += 1;
+                    for (table, day, batch) in decoded.batches {
+                        writer.accept(table, day, batch)?;
+                    }
+                }
+                Done::Skipped {
+                    object,
+                    reason,
+                    detail,
+                } => summary.skip(object.display(), reason, detail),
+                Done::Failed { object, error } => {
+                    tracing::debug!(object = %object.display(), "{error}");
+                    summary.objects.failed += 1;
+                    summary.failures.push(Failure {
+                        object: object.display(),
+                        code: error.reason().to_owned(),
+                        reason: error.to_string(),
+                    });
                 }
             }
-            Done::Skipped {
-                object,
-                reason,
-                detail,
-            } => summary.skip(object.display(), reason, detail),
-            Done::Failed { object, error } => {
-                tracing::debug!(object = %object.display(), "{error}");
-                summary.objects.failed += 1;
-                summary.failures.push(Failure {
-                    object: object.display(),
-                    code: error.reason().to_owned(),
-                    reason: error.to_string(),
-                });
-            }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     if let Err(e) = result.and_then(|()| writer.finish()) {
         // Nothing of a failed run is committed; its staged files go.
         if let Err(abort) = txn.abort() {
@@ -168,7 +183,12 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
     let commit = txn.commit(records)?;
     summary.commit = commit.as_ref().map(|c| c.seq);
     if let Some(c) = &commit {
-        let kd: u64 = c.files.iter().filter(|f| f.table == "key_daily").map(|f| f.bytes).sum();
+        let kd: u64 = c
+            .files
+            .iter()
+            .filter(|f| f.table == "key_daily")
+            .map(|f| f.bytes)
+            .sum();
         summary.bytes_written += kd;
         summary.files_written += c.files.iter().filter(|f| f.table == "key_daily").count() as u64;
     }

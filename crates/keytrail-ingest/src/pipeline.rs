@@ -38,7 +38,9 @@ pub enum Done {
 impl Done {
     pub fn object(&self) -> &ObjectRef {
         match self {
-            Done::Read { object, .. } | Done::Skipped { object, .. } | Done::Failed { object, .. } => object,
+            Done::Read { object, .. }
+            | Done::Skipped { object, .. }
+            | Done::Failed { object, .. } => object,
         }
     }
 }
@@ -76,11 +78,16 @@ impl<'a> Decider<'a> {
         })?;
         let (_, filters) = self.index.content(&version.content_hash)?;
         let diff = Difference::new(self.filter.clone(), filters);
-        diff.is_empty().then_some((SkipReason::AlreadyIngested, None))
+        diff.is_empty()
+            .then_some((SkipReason::AlreadyIngested, None))
     }
 
     /// After reading the bytes: the rule for writing its events, or why it is skipped.
-    pub fn after_read(&self, object: &ObjectRef, hash: &str) -> Result<Difference, (SkipReason, Option<String>)> {
+    pub fn after_read(
+        &self,
+        object: &ObjectRef,
+        hash: &str,
+    ) -> Result<Difference, (SkipReason, Option<String>)> {
         let uri = object.uri();
         let earlier: &[FilterSpec] = match self.index.content(hash) {
             Some((first, filters)) => {
@@ -105,7 +112,10 @@ impl<'a> Decider<'a> {
             }
             None => &[],
         };
-        let mut claimed = self.claimed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut claimed = self
+            .claimed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(first) = claimed.get(hash) {
             return Err((
                 SkipReason::Duplicate,
@@ -192,25 +202,29 @@ pub fn run_local(
         let cancelled = &cancelled;
         scope.spawn(move || {
             pool.install(|| {
-                objects.into_par_iter().for_each_init(Vec::new, |scratch, object| {
-                    if cancelled.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let bytes = read_local(&object);
-                    let done = handle_bytes(object, bytes, decider, limits, scratch);
-                    // The collector hung up only when it stopped on an error.
-                    let _ = tx.send(done);
-                    // Do not keep a huge buffer alive for the rest of the run.
-                    if scratch.capacity() > 64 << 20 {
-                        *scratch = Vec::new();
-                    }
-                });
+                objects
+                    .into_par_iter()
+                    .for_each_init(Vec::new, |scratch, object| {
+                        if cancelled.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let bytes = read_local(&object);
+                        let done = handle_bytes(object, bytes, decider, limits, scratch);
+                        // The collector hung up only when it stopped on an error.
+                        let _ = tx.send(done);
+                        // Do not keep a huge buffer alive for the rest of the run.
+                        if scratch.capacity() > 64 << 20 {
+                            *scratch = Vec::new();
+                        }
+                    });
             });
             drop(tx);
         });
         for done in rx.iter() {
             let (bytes, events) = match &done {
-                Done::Read { object, decoded, .. } => (object.size, decoded.counts.read),
+                Done::Read {
+                    object, decoded, ..
+                } => (object.size, decoded.counts.read),
                 other => (other.object().size, 0),
             };
             if result.is_ok() {

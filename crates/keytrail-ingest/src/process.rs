@@ -130,7 +130,11 @@ pub fn decode_object(
     let mut start = 0;
     while start < kept.len() {
         let (table, day) = kept[start].0;
-        let end = start + kept[start..].iter().take_while(|(k, _)| *k == (table, day)).count();
+        let end = start
+            + kept[start..]
+                .iter()
+                .take_while(|(k, _)| *k == (table, day))
+                .count();
         let mut b = EventBatchBuilder::with_capacity(table, end - start);
         for (_, e) in &kept[start..end] {
             b.append(e, &display);

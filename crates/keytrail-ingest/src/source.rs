@@ -90,7 +90,10 @@ pub fn classify_name(path: &str) -> NameKind {
 pub fn looks_like_log(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     let base = name.strip_suffix(".gz").unwrap_or(&name);
-    base.ends_with(".json") || base.ends_with(".jsonl") || base.ends_with(".ndjson") || name.ends_with(".gz")
+    base.ends_with(".json")
+        || base.ends_with(".jsonl")
+        || base.ends_with(".ndjson")
+        || name.ends_with(".gz")
 }
 
 /// The result of looking at the paths a user named.
@@ -142,7 +145,9 @@ pub fn discover_local(paths: &[PathBuf]) -> Result<Discovery, IngestError> {
         for entry in walker {
             let entry = entry.map_err(|e| IngestError::Input {
                 path: e.path().map_or_else(|| path.clone(), Path::to_path_buf),
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("walk failed")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("walk failed")),
             })?;
             if !entry.file_type().is_file() {
                 continue;
@@ -154,9 +159,12 @@ pub fn discover_local(paths: &[PathBuf]) -> Result<Discovery, IngestError> {
             }
             let meta = entry.metadata().map_err(|e| IngestError::Input {
                 path: entry.path().to_path_buf(),
-                source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("stat failed")),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("stat failed")),
             })?;
-            out.objects.push(local_object(entry.path().to_path_buf(), &meta));
+            out.objects
+                .push(local_object(entry.path().to_path_buf(), &meta));
         }
     }
     // The same file named twice (or reached through two paths) is one object.
@@ -172,9 +180,18 @@ mod tests {
     #[test]
     fn names() {
         for (name, kind) in [
-            ("AWSLogs/1/CloudTrail-Digest/us-east-1/2024/01/01/1_CloudTrail-Digest_us-east-1_x_20240101T0000Z.json.gz", NameKind::Digest),
-            ("AWSLogs/1/CloudTrail-Insight/us-east-1/2024/01/01/1_CloudTrail-Insight_us-east-1_20240101T0000Z_x.json.gz", NameKind::Insight),
-            ("AWSLogs/1/CloudTrail/us-east-1/2024/01/01/1_CloudTrail_us-east-1_20240101T0000Z_x.json.gz", NameKind::Log),
+            (
+                "AWSLogs/1/CloudTrail-Digest/us-east-1/2024/01/01/1_CloudTrail-Digest_us-east-1_x_20240101T0000Z.json.gz",
+                NameKind::Digest,
+            ),
+            (
+                "AWSLogs/1/CloudTrail-Insight/us-east-1/2024/01/01/1_CloudTrail-Insight_us-east-1_20240101T0000Z_x.json.gz",
+                NameKind::Insight,
+            ),
+            (
+                "AWSLogs/1/CloudTrail/us-east-1/2024/01/01/1_CloudTrail_us-east-1_20240101T0000Z_x.json.gz",
+                NameKind::Log,
+            ),
         ] {
             assert_eq!(classify_name(name), kind, "{name}");
         }

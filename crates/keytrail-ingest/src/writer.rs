@@ -37,7 +37,12 @@ impl<'t> LakeWriter<'t> {
         }
     }
 
-    pub fn accept(&mut self, table: Table, day: i32, batch: RecordBatch) -> Result<(), IngestError> {
+    pub fn accept(
+        &mut self,
+        table: Table,
+        day: i32,
+        batch: RecordBatch,
+    ) -> Result<(), IngestError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }

@@ -6,7 +6,9 @@ use std::io::BufWriter;
 use std::path::Path;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::compute::{SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use keytrail_model::Table;
 use keytrail_model::schema::{META_SCHEMA_VERSION, META_TABLE, META_WRITER, SCHEMA_VERSION, col};
 use parquet::arrow::ArrowWriter;
@@ -109,9 +111,10 @@ fn sort_columns(table: Table) -> Vec<SortingColumn> {
 }
 
 fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef, arrow::error::ArrowError> {
-    batch.column_by_name(name).cloned().ok_or_else(|| {
-        arrow::error::ArrowError::SchemaError(format!("batch has no column {name}"))
-    })
+    batch
+        .column_by_name(name)
+        .cloned()
+        .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("batch has no column {name}")))
 }
 
 /// Concatenate event batches and order them by access key (events without a key last), then
@@ -158,9 +161,15 @@ pub fn write_file(
     }
     let file = File::create(path).at(path)?;
     let props = writer_properties(table, run_id);
-    let mut writer = ArrowWriter::try_new(BufWriter::with_capacity(1 << 20, file), table.schema(), Some(props))
+    let mut writer = ArrowWriter::try_new(
+        BufWriter::with_capacity(1 << 20, file),
+        table.schema(),
+        Some(props),
+    )
+    .map_err(|e| LakeError::parquet(path, e))?;
+    writer
+        .write(batch)
         .map_err(|e| LakeError::parquet(path, e))?;
-    writer.write(batch).map_err(|e| LakeError::parquet(path, e))?;
     let buf = writer
         .into_inner()
         .map_err(|e| LakeError::parquet(path, e))?;

@@ -83,12 +83,14 @@ fn strings<'a>(batch: &'a RecordBatch, path: &[&str]) -> Result<&'a StringArray,
             .ok_or_else(missing)?
             .as_ref();
     }
-    arr.as_string_opt::<i32>().ok_or_else(|| {
-        ArrowError::SchemaError(format!("column {} is not Utf8", path.join(".")))
-    })
+    arr.as_string_opt::<i32>()
+        .ok_or_else(|| ArrowError::SchemaError(format!("column {} is not Utf8", path.join("."))))
 }
 
-fn timestamps<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a TimestampMillisecondArray, ArrowError> {
+fn timestamps<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a TimestampMillisecondArray, ArrowError> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
@@ -312,8 +314,10 @@ impl KeyDaily {
         };
         let ts = |f: fn(&KeyDay) -> Millis| -> ArrayRef {
             Arc::new(
-                TimestampMillisecondArray::from(keys.iter().map(|k| f(&rows[*k])).collect::<Vec<_>>())
-                    .with_timezone(UTC),
+                TimestampMillisecondArray::from(
+                    keys.iter().map(|k| f(&rows[*k])).collect::<Vec<_>>(),
+                )
+                .with_timezone(UTC),
             )
         };
         let list = |f: fn(&KeyDay) -> &BTreeSet<String>| -> ArrayRef {
@@ -327,7 +331,11 @@ impl KeyDaily {
             Arc::new(b.finish())
         };
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(keys.iter().map(|k| Some(k.as_str())).collect::<StringArray>()),
+            Arc::new(
+                keys.iter()
+                    .map(|k| Some(k.as_str()))
+                    .collect::<StringArray>(),
+            ),
             Arc::new(
                 keys.iter()
                     .map(|k| Some(KeyKind::of(k).as_str()))
@@ -382,19 +390,32 @@ mod tests {
     #[test]
     fn aggregates_per_key() {
         let mut kd = KeyDaily::default();
-        kd.add_events(19723, &events(&[A2, B1, A1, NOKEY])).expect("add");
+        kd.add_events(19723, &events(&[A2, B1, A1, NOKEY]))
+            .expect("add");
         assert_eq!(kd.rows(), 2);
         let batch = kd.batch(19723).expect("batch");
         let key = batch.column(0).as_string::<i32>();
         assert_eq!((key.value(0), key.value(1)), ("AKIAA", "ASIAB"));
         let kind = batch.column(1).as_string::<i32>();
         assert_eq!((kind.value(0), kind.value(1)), ("long-term", "temporary"));
-        let events = batch.column_by_name("events").expect("c").as_primitive::<arrow::datatypes::Int64Type>();
-        let errors = batch.column_by_name("errors").expect("c").as_primitive::<arrow::datatypes::Int64Type>();
+        let events = batch
+            .column_by_name("events")
+            .expect("c")
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let errors = batch
+            .column_by_name("errors")
+            .expect("c")
+            .as_primitive::<arrow::datatypes::Int64Type>();
         assert_eq!((events.value(0), errors.value(0)), (2, 1));
-        let last = batch.column_by_name("lasteventname").expect("c").as_string::<i32>();
+        let last = batch
+            .column_by_name("lasteventname")
+            .expect("c")
+            .as_string::<i32>();
         assert_eq!(last.value(0), "CreateUser");
-        let ips = batch.column_by_name("sourceipaddresses").expect("c").as_list::<i32>();
+        let ips = batch
+            .column_by_name("sourceipaddresses")
+            .expect("c")
+            .as_list::<i32>();
         let ips0 = ips.value(0);
         let ips0: Vec<_> = ips0.as_string::<i32>().iter().flatten().collect();
         assert_eq!(ips0, ["198.51.100.1", "203.0.113.9"]);
@@ -403,7 +424,9 @@ mod tests {
     #[test]
     fn merging_runs_equals_one_run() {
         let mut whole = KeyDaily::default();
-        whole.add_events(19723, &events(&[A1, A2, B1])).expect("add");
+        whole
+            .add_events(19723, &events(&[A1, A2, B1]))
+            .expect("add");
 
         // Two runs, the second merged with the file the first wrote.
         let mut first = KeyDaily::default();

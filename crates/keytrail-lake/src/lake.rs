@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IoContext, LakeError};
 use crate::files::{WRITER, footer, read_file, sort_events, write_file};
 use crate::key_daily::KeyDaily;
-use crate::manifest::{COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic};
+use crate::manifest::{
+    COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic,
+};
 
 const META_DIR: &str = "_keytrail";
 const LAKE_FORMAT: &str = "keytrail-lake";
@@ -83,7 +85,8 @@ fn crash_point(name: &str) {
 }
 
 fn rel_to_path(root: &Path, rel: &str) -> PathBuf {
-    rel.split('/').fold(root.to_path_buf(), |p, part| p.join(part))
+    rel.split('/')
+        .fold(root.to_path_buf(), |p, part| p.join(part))
 }
 
 fn new_run_id() -> String {
@@ -221,7 +224,10 @@ impl Lake {
             if manifest.is_none() {
                 manifest = Some(self.manifest()?);
             }
-            let committed = manifest.as_ref().and_then(|m| m.commit_of(&run_id)).cloned();
+            let committed = manifest
+                .as_ref()
+                .and_then(|m| m.commit_of(&run_id))
+                .cloned();
             match committed {
                 Some(commit) => {
                     tracing::info!(run = %run_id, "finishing a committed run");
@@ -299,7 +305,9 @@ impl Lake {
 
     /// Files of a table partition on disk (published), relative to the root.
     fn partition_files(&self, table: Table, day: i32) -> Result<Vec<String>, LakeError> {
-        let dir = self.table_dir(table).join(format!("date={}", day_string(day)));
+        let dir = self
+            .table_dir(table)
+            .join(format!("date={}", day_string(day)));
         let mut out = Vec::new();
         match fs::read_dir(&dir) {
             Ok(entries) => {
@@ -354,12 +362,15 @@ impl Lake {
         }
         for table in Table::ALL {
             let dir = self.table_dir(table);
-            let Ok(parts) = fs::read_dir(&dir) else { continue };
+            let Ok(parts) = fs::read_dir(&dir) else {
+                continue;
+            };
             for part in parts {
                 let part = part.at(&dir)?;
                 let pname = part.file_name().to_string_lossy().into_owned();
                 let Some(day) = pname.strip_prefix("date=").and_then(parse_day) else {
-                    v.problems.push(format!("{}/{pname}: not a date partition", table.name()));
+                    v.problems
+                        .push(format!("{}/{pname}: not a date partition", table.name()));
                     continue;
                 };
                 for rel in self.partition_files(table, day)? {
@@ -409,7 +420,12 @@ impl Transaction {
 
     /// Sort `batches` (all of `table`, all events of UTC day `day`) and write them as one
     /// staged Parquet file.
-    pub fn write(&self, table: Table, day: i32, batches: &[RecordBatch]) -> Result<FileRecord, LakeError> {
+    pub fn write(
+        &self,
+        table: Table,
+        day: i32,
+        batches: &[RecordBatch],
+    ) -> Result<FileRecord, LakeError> {
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
         let rel = format!(
             "{}/date={}/part-{}-{n:05}.parquet",
@@ -526,7 +542,10 @@ impl Transaction {
             reason: e.to_string(),
         })?;
         // The commit point.
-        write_atomic(&Manifest::dir(&self.lake.root).join(commit.file_name()), &text)?;
+        write_atomic(
+            &Manifest::dir(&self.lake.root).join(commit.file_name()),
+            &text,
+        )?;
         crash_point("after-commit");
         self.lake.publish(&commit, &self.staging)?;
         Ok(Some(commit))

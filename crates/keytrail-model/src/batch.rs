@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BooleanBuilder, ListArray, RecordBatch, StringBuilder, StructArray,
     TimestampMillisecondBuilder,
 };
-use arrow::array::NullBufferBuilder;
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Fields, SchemaRef};
 use arrow::error::ArrowError;
@@ -63,7 +63,11 @@ impl<const N: usize> StructCols<N> {
     fn finish(&mut self, fields: &Fields) -> Result<ArrayRef, ArrowError> {
         let children = self.children();
         let nulls = self.valid.finish();
-        Ok(Arc::new(StructArray::try_new(fields.clone(), children, nulls)?))
+        Ok(Arc::new(StructArray::try_new(
+            fields.clone(),
+            children,
+            nulls,
+        )?))
     }
 }
 
@@ -193,31 +197,28 @@ impl EventBatchBuilder {
                 .map(|o| [o.user_id.as_deref(), o.identity_store_arn.as_deref()]),
         );
         let sc = ui.and_then(|u| u.session_context.as_ref());
-        self.sc_attributes.append(sc.and_then(|c| c.attributes.as_ref()).map(|a| {
-            [
-                a.mfa_authenticated.as_deref(),
-                a.creation_date.as_deref(),
-            ]
-        }));
-        self.sc_issuer.append(sc.and_then(|c| c.session_issuer.as_ref()).map(|s| {
-            [
-                s.r#type.as_deref(),
-                s.principal_id.as_deref(),
-                s.arn.as_deref(),
-                s.account_id.as_deref(),
-                s.user_name.as_deref(),
-            ]
-        }));
+        self.sc_attributes.append(
+            sc.and_then(|c| c.attributes.as_ref())
+                .map(|a| [a.mfa_authenticated.as_deref(), a.creation_date.as_deref()]),
+        );
+        self.sc_issuer
+            .append(sc.and_then(|c| c.session_issuer.as_ref()).map(|s| {
+                [
+                    s.r#type.as_deref(),
+                    s.principal_id.as_deref(),
+                    s.arn.as_deref(),
+                    s.account_id.as_deref(),
+                    s.user_name.as_deref(),
+                ]
+            }));
         self.sc_webid.append(
             sc.and_then(|c| c.web_id_federation_data.as_ref())
                 .map(|w| [w.federated_provider.as_deref(), w.attributes.as_deref()]),
         );
-        self.sc_tail.append(
-            sc.map(|c| [c.ec2_role_delivery.as_deref(), c.source_identity.as_deref()]),
-        );
-        self.ui_tail.append(
-            ui.map(|u| [u.identity_provider.as_deref(), u.credential_id.as_deref()]),
-        );
+        self.sc_tail
+            .append(sc.map(|c| [c.ec2_role_delivery.as_deref(), c.source_identity.as_deref()]));
+        self.ui_tail
+            .append(ui.map(|u| [u.identity_provider.as_deref(), u.credential_id.as_deref()]));
 
         self.eventtime.append_value(e.event_time);
         let mid = [
@@ -254,7 +255,8 @@ impl EventBatchBuilder {
         }
         let last = self.res_offsets.last().copied().unwrap_or(0);
         let n = e.resources.as_ref().map_or(0, Vec::len);
-        self.res_offsets.push(last + i32::try_from(n).unwrap_or(i32::MAX));
+        self.res_offsets
+            .push(last + i32::try_from(n).unwrap_or(i32::MAX));
 
         let tail = [
             e.event_type.as_deref(),
@@ -289,7 +291,8 @@ impl EventBatchBuilder {
                 t.client_provided_host_header.as_deref(),
             ]
         }));
-        self.insightdetails.append_option(e.insight_details.as_deref());
+        self.insightdetails
+            .append_option(e.insight_details.as_deref());
         self.accesskeyid.append_option(e.access_key_id());
         self.extrafields.append_option(extra_json(&e.extra));
         self.sourceobject.append_value(source);
@@ -373,7 +376,10 @@ impl EventBatchBuilder {
         columns.push(self.addendum.finish(struct_fields(&field("addendum")?)?)?);
         columns.push(Arc::new(self.sessioncredentialfromconsole.finish()));
         columns.push(Arc::new(self.edgedevicedetails.finish()));
-        columns.push(self.tlsdetails.finish(struct_fields(&field("tlsdetails")?)?)?);
+        columns.push(
+            self.tlsdetails
+                .finish(struct_fields(&field("tlsdetails")?)?)?,
+        );
         columns.push(Arc::new(self.insightdetails.finish()));
         columns.push(Arc::new(self.accesskeyid.finish()));
         columns.push(Arc::new(self.extrafields.finish()));
@@ -439,7 +445,10 @@ mod tests {
             "false"
         );
 
-        let res = batch.column_by_name("resources").expect("res").as_list::<i32>();
+        let res = batch
+            .column_by_name("resources")
+            .expect("res")
+            .as_list::<i32>();
         assert_eq!(res.value_length(0), 2);
         assert!(res.is_null(1));
         let t = batch
@@ -447,7 +456,10 @@ mod tests {
             .expect("t")
             .as_primitive::<TimestampMillisecondType>();
         assert_eq!(t.value(0), 1_732_956_197_000);
-        let extra = batch.column_by_name("extrafields").expect("x").as_string::<i32>();
+        let extra = batch
+            .column_by_name("extrafields")
+            .expect("x")
+            .as_string::<i32>();
         assert_eq!(extra.value(0), r#"{"@version":"1"}"#);
         assert!(extra.is_null(1));
 

@@ -281,7 +281,12 @@ fn json_err(e: sonic_rs::Error) -> EventError {
 }
 
 /// Keep an unknown member: its path and its JSON text.
-fn keep_extra<'a>(extra: &mut Vec<(String, Cow<'a, str>)>, prefix: &str, key: &str, v: &LazyValue<'a>) {
+fn keep_extra<'a>(
+    extra: &mut Vec<(String, Cow<'a, str>)>,
+    prefix: &str,
+    key: &str,
+    v: &LazyValue<'a>,
+) {
     let path = if prefix.is_empty() {
         key.to_owned()
     } else {
@@ -462,9 +467,7 @@ pub fn decode_event(raw: &str) -> Result<Event<'_>, EventError> {
             "serviceEventDetails" => e.service_event_details = json(&v),
             "sharedEventID" => e.shared_event_id = text(&v, "sharedEventID")?,
             "vpcEndpointId" => e.vpc_endpoint_id = text(&v, "vpcEndpointId")?,
-            "vpcEndpointAccountId" => {
-                e.vpc_endpoint_account_id = text(&v, "vpcEndpointAccountId")?
-            }
+            "vpcEndpointAccountId" => e.vpc_endpoint_account_id = text(&v, "vpcEndpointAccountId")?,
             "eventCategory" => e.event_category = text(&v, "eventCategory")?,
             "managementEvent" => e.management_event = boolean(&v, "managementEvent")?,
             "addendum" => {
@@ -514,7 +517,8 @@ pub fn decode_event(raw: &str) -> Result<Event<'_>, EventError> {
             });
         }
     };
-    e.event_time = parse_event_time(&time_text).ok_or_else(|| EventError::BadTime(time_text.into_owned()))?;
+    e.event_time =
+        parse_event_time(&time_text).ok_or_else(|| EventError::BadTime(time_text.into_owned()))?;
     e.extra = extra;
     Ok(e)
 }
@@ -588,36 +592,52 @@ mod tests {
         let c = u.session_context.as_ref().expect("context");
         assert_eq!(c.ec2_role_delivery.as_deref(), Some("2.0"));
         assert_eq!(
-            c.session_issuer.as_ref().and_then(|s| s.user_name.as_deref()),
+            c.session_issuer
+                .as_ref()
+                .and_then(|s| s.user_name.as_deref()),
             Some("Admin")
         );
         assert_eq!(c.web_id_federation_data, None, "empty object is absent");
         assert_eq!(
-            c.attributes.as_ref().and_then(|a| a.mfa_authenticated.as_deref()),
+            c.attributes
+                .as_ref()
+                .and_then(|a| a.mfa_authenticated.as_deref()),
             Some("false")
         );
         // Single-line JSON is kept as written; multi-line JSON is compacted (see redact).
-        assert_eq!(e.request_parameters.as_deref(), Some(r#"{"userName": "backdoor"}"#));
+        assert_eq!(
+            e.request_parameters.as_deref(),
+            Some(r#"{"userName": "backdoor"}"#)
+        );
         assert_eq!(e.read_only, Some(false));
         assert_eq!(e.management_event, Some(true));
         let r = e.resources.as_ref().expect("resources");
         assert_eq!(r.len(), 1);
-        assert_eq!(r[0].arn.as_deref(), Some("arn:aws:iam::111122223333:user/backdoor"));
         assert_eq!(
-            e.tls_details.as_ref().and_then(|t| t.tls_version.as_deref()),
+            r[0].arn.as_deref(),
+            Some("arn:aws:iam::111122223333:user/backdoor")
+        );
+        assert_eq!(
+            e.tls_details
+                .as_ref()
+                .and_then(|t| t.tls_version.as_deref()),
             Some("TLSv1.3")
         );
         assert_eq!(
             extra_json(&e.extra).as_deref(),
-            Some(r#"{"userIdentity.inScopeOf":{"issuerType": "AWS::Lambda::Function"},"futureField":[1, 2]}"#)
+            Some(
+                r#"{"userIdentity.inScopeOf":{"issuerType": "AWS::Lambda::Function"},"futureField":[1, 2]}"#
+            )
         );
         assert!(!e.is_insight());
     }
 
     #[test]
     fn at_timestamp_stands_in_for_event_time() {
-        let e = decode_event(r#"{"@timestamp":"2020-09-14T00:44:23.000Z","eventName":"X","@version":"1"}"#)
-            .expect("decodes");
+        let e = decode_event(
+            r#"{"@timestamp":"2020-09-14T00:44:23.000Z","eventName":"X","@version":"1"}"#,
+        )
+        .expect("decodes");
         assert_eq!(e.event_time, 1_600_044_263_000);
         assert_eq!(
             extra_json(&e.extra).as_deref(),
@@ -641,12 +661,30 @@ mod tests {
             ("17", "not a JSON object but a number"),
             (r#"{"eventName":"X"}"#, "no `eventTime`"),
             (r#"{"eventTime":"soon"}"#, "\"soon\" is not a time"),
-            (r#"{"eventTime":17}"#, "`eventTime` is a number, expected a string"),
-            (r#"{"eventTime":"2024-01-01T00:00:00Z","eventName":{"a":1}}"#, "`eventName` is an object"),
-            (r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":"root"}"#, "`userIdentity` is a string, expected an object"),
-            (r#"{"eventTime":"2024-01-01T00:00:00Z","resources":{}}"#, "`resources` is an object, expected an array"),
-            (r#"{"eventTime":"2024-01-01T00:00:00Z","readOnly":"maybe"}"#, "`readOnly` is a string other than true/false"),
-            (r#"{"eventTime":"2024-01-01T00:00:00Z","eventName":"X""#, "invalid JSON"),
+            (
+                r#"{"eventTime":17}"#,
+                "`eventTime` is a number, expected a string",
+            ),
+            (
+                r#"{"eventTime":"2024-01-01T00:00:00Z","eventName":{"a":1}}"#,
+                "`eventName` is an object",
+            ),
+            (
+                r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":"root"}"#,
+                "`userIdentity` is a string, expected an object",
+            ),
+            (
+                r#"{"eventTime":"2024-01-01T00:00:00Z","resources":{}}"#,
+                "`resources` is an object, expected an array",
+            ),
+            (
+                r#"{"eventTime":"2024-01-01T00:00:00Z","readOnly":"maybe"}"#,
+                "`readOnly` is a string other than true/false",
+            ),
+            (
+                r#"{"eventTime":"2024-01-01T00:00:00Z","eventName":"X""#,
+                "invalid JSON",
+            ),
         ];
         for (raw, want) in cases {
             let err = decode_event(raw).expect_err(raw).to_string();
@@ -663,6 +701,10 @@ mod tests {
         let e = decode_event(&raw).expect("decodes");
         let all = format!("{e:?}");
         assert!(!all.contains("IQoJb3JpZ2lu"), "{all}");
-        assert!(e.response_elements.as_deref().is_some_and(|r| r.contains("ASIAX")));
+        assert!(
+            e.response_elements
+                .as_deref()
+                .is_some_and(|r| r.contains("ASIAX"))
+        );
     }
 }

@@ -129,7 +129,9 @@ impl Difference {
 
     /// Whether an earlier filter already kept everything this one keeps.
     pub fn is_empty(&self) -> bool {
-        self.earlier.iter().any(|e| e.spec.covers(&self.current.spec))
+        self.earlier
+            .iter()
+            .any(|e| e.spec.covers(&self.current.spec))
     }
 
     pub fn matches(&self, e: &Event<'_>) -> Verdict {
@@ -197,7 +199,10 @@ mod tests {
         .compile();
         let made = decode_event(r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAIOSFODNN7EXAMPLE"}}"#).expect("e");
         let about = decode_event(r#"{"eventTime":"2024-01-01T00:00:00Z","eventName":"UpdateAccessKey","requestParameters":{"accessKeyId":"AKIAIOSFODNN7EXAMPLE","status":"Inactive"}}"#).expect("e");
-        let other = decode_event(r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAOTHER"}}"#).expect("e");
+        let other = decode_event(
+            r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAOTHER"}}"#,
+        )
+        .expect("e");
         assert!(f.matches(&made) && f.matches(&about) && !f.matches(&other));
     }
 
@@ -213,9 +218,18 @@ mod tests {
         };
         let d = Difference::new(now.compile(), std::slice::from_ref(&earlier));
         assert!(!d.is_empty());
-        let a = decode_event(r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAA"}}"#).expect("a");
-        let b = decode_event(r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAB"}}"#).expect("b");
-        let c = decode_event(r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAC"}}"#).expect("c");
+        let a = decode_event(
+            r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAA"}}"#,
+        )
+        .expect("a");
+        let b = decode_event(
+            r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAB"}}"#,
+        )
+        .expect("b");
+        let c = decode_event(
+            r#"{"eventTime":"2024-01-01T00:00:00Z","userIdentity":{"accessKeyId":"AKIAC"}}"#,
+        )
+        .expect("c");
         assert_eq!(d.matches(&a), Verdict::AlreadyWritten);
         assert_eq!(d.matches(&b), Verdict::Write);
         assert_eq!(d.matches(&c), Verdict::Filtered);

@@ -381,7 +381,10 @@ mod tests {
             ),
             ("AKIA-OSFODNN7EXAMPL", "it holds `-`"),
             ("AKIA12", "it has 6 characters"),
-            ("XXXXIOSFODNN7EXAMPLE", "does not start with a known IAM prefix"),
+            (
+                "XXXXIOSFODNN7EXAMPLE",
+                "does not start with a known IAM prefix",
+            ),
             (
                 "AIDAIOSFODNN7EXAMPLE",
                 "is not an access key ID: AIDA is the prefix of IAM user IDs",

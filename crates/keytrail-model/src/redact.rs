@@ -208,7 +208,10 @@ mod tests {
         // A suspicious word without a secret is looked at and left alone.
         let raw = r#"{"passwordLastUsed":"2024-01-01","tokenCode":null}"#;
         assert_eq!(scrub_json(raw), raw);
-        assert!(matches!(scrub_text("aws-cli/2.0 IQoJb3JpZ2lu"), Cow::Borrowed(_)));
+        assert!(matches!(
+            scrub_text("aws-cli/2.0 IQoJb3JpZ2lu"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -342,7 +342,10 @@ mod tests {
                 s.metadata().get(META_SCHEMA_VERSION),
                 Some(&SCHEMA_VERSION.to_string())
             );
-            assert_eq!(s.metadata().get(META_TABLE).map(String::as_str), Some(t.name()));
+            assert_eq!(
+                s.metadata().get(META_TABLE).map(String::as_str),
+                Some(t.name())
+            );
             assert_eq!(Table::from_name(t.name()), Some(t));
         }
     }

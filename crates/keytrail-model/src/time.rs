@@ -31,8 +31,7 @@ pub fn day_of(ms: Millis) -> i32 {
 
 /// `YYYY-MM-DD` of a day number, as used in partition directory names.
 pub fn day_string(day: i32) -> String {
-    let date = NaiveDate::from_num_days_from_ce_opt(day + 719_163)
-        .unwrap_or(NaiveDate::MIN);
+    let date = NaiveDate::from_num_days_from_ce_opt(day + 719_163).unwrap_or(NaiveDate::MIN);
     date.format("%Y-%m-%d").to_string()
 }
 
@@ -125,10 +124,7 @@ impl TimeWindow {
 
     /// The inclusive range of UTC days the window touches, when both ends are set.
     pub fn days(&self) -> (Option<i32>, Option<i32>) {
-        (
-            self.since.map(day_of),
-            self.until.map(|u| day_of(u - 1)),
-        )
+        (self.since.map(day_of), self.until.map(|u| day_of(u - 1)))
     }
 }
 
@@ -173,9 +169,18 @@ mod tests {
             parse_time_bound("2020-09-14", Bound::End, now),
             Ok(day + 86_400_000)
         );
-        assert_eq!(parse_time_bound("7d", Bound::Start, now), Ok(now - 7 * 86_400_000));
-        assert_eq!(parse_time_bound("36h", Bound::Start, now), Ok(now - 36 * 3_600_000));
-        assert_eq!(parse_time_bound("2w", Bound::Start, now), Ok(now - 14 * 86_400_000));
+        assert_eq!(
+            parse_time_bound("7d", Bound::Start, now),
+            Ok(now - 7 * 86_400_000)
+        );
+        assert_eq!(
+            parse_time_bound("36h", Bound::Start, now),
+            Ok(now - 36 * 3_600_000)
+        );
+        assert_eq!(
+            parse_time_bound("2w", Bound::Start, now),
+            Ok(now - 14 * 86_400_000)
+        );
         assert_eq!(parse_time_bound("now", Bound::End, now), Ok(now));
         assert_eq!(
             parse_time_bound("2020-09-14T00:44:23Z", Bound::End, now),

@@ -14,20 +14,28 @@ use crate::progress::Bar;
 
 /// Read `--key-file`: one key per line; blank lines and `#` comments are ignored.
 pub fn read_key_file(path: &Path) -> anyhow::Result<Vec<AccessKeyId>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut keys = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
         }
-        keys.push(AccessKeyId::parse(line).with_context(|| format!("{}:{}", path.display(), n + 1))?);
+        keys.push(
+            AccessKeyId::parse(line).with_context(|| format!("{}:{}", path.display(), n + 1))?,
+        );
     }
     Ok(keys)
 }
 
 /// Validate `--key`, `--key-file`, `--since` and `--until` into a filter.
-pub fn filter(keys: &[String], key_file: Option<&Path>, since: Option<&str>, until: Option<&str>) -> anyhow::Result<FilterSpec> {
+pub fn filter(
+    keys: &[String],
+    key_file: Option<&Path>,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> anyhow::Result<FilterSpec> {
     let now = now_millis();
     let mut set = BTreeSet::new();
     for k in keys {
@@ -40,12 +48,18 @@ pub fn filter(keys: &[String], key_file: Option<&Path>, since: Option<&str>, unt
         }
         set.extend(from_file.into_iter().map(AccessKeyId::into_string));
     }
-    let since = since.map(|s| parse_time_bound(s, Bound::Start, now)).transpose().context("--since")?;
-    let until = until.map(|s| parse_time_bound(s, Bound::End, now)).transpose().context("--until")?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if s >= u {
-            bail!("--since must be before --until");
-        }
+    let since = since
+        .map(|s| parse_time_bound(s, Bound::Start, now))
+        .transpose()
+        .context("--since")?;
+    let until = until
+        .map(|s| parse_time_bound(s, Bound::End, now))
+        .transpose()
+        .context("--until")?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        bail!("--since must be before --until");
     }
     Ok(FilterSpec {
         keys: (!set.is_empty()).then_some(set),
@@ -56,14 +70,20 @@ pub fn filter(keys: &[String], key_file: Option<&Path>, since: Option<&str>, unt
 
 pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut opts = IngestOptions::new(args.paths.clone(), args.lake.clone());
-    opts.filter = filter(&args.keys, args.key_file.as_deref(), args.since.as_deref(), args.until.as_deref())?;
+    opts.filter = filter(
+        &args.keys,
+        args.key_file.as_deref(),
+        args.since.as_deref(),
+        args.until.as_deref(),
+    )?;
     if let Some(t) = args.threads {
         if t == 0 {
             bail!("--threads must be at least 1");
         }
         opts.threads = t;
     }
-    opts.limits.max_object_bytes = parse_size(&args.max_object_size).context("--max-object-size")?;
+    opts.limits.max_object_bytes =
+        parse_size(&args.max_object_size).context("--max-object-size")?;
     opts.limits.max_event_bytes = parse_size(&args.max_event_size).context("--max-event-size")?;
     opts.buffer_bytes = parse_size(&args.buffer_size).context("--buffer-size")?;
 
@@ -76,12 +96,24 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     } else if !quiet {
         stdout(&render(&summary))?;
     }
-    Ok(if summary.partial { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if summary.partial {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn reasons<K: std::fmt::Display>(m: impl IntoIterator<Item = (K, u64)>) -> String {
-    let parts: Vec<String> = m.into_iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {}", thousands(n))).collect();
-    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+    let parts: Vec<String> = m
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {}", thousands(n)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }
 
 /// The human summary of a run.
@@ -115,9 +147,17 @@ pub fn render(s: &RunSummary) -> String {
         thousands(e.filtered),
         thousands(e.already_written),
         thousands(e.skipped),
-        reasons(s.skipped_records_by_reason.iter().map(|(k, v)| (k.as_str(), *v))),
+        reasons(
+            s.skipped_records_by_reason
+                .iter()
+                .map(|(k, v)| (k.as_str(), *v))
+        ),
     );
-    let rate = if s.elapsed_seconds > 0.0 { e.read as f64 / s.elapsed_seconds } else { 0.0 };
+    let rate = if s.elapsed_seconds > 0.0 {
+        e.read as f64 / s.elapsed_seconds
+    } else {
+        0.0
+    };
     let _ = writeln!(
         out,
         "files    {} written ({}); {} read in {:.2}s ({} records/s)",
@@ -128,7 +168,10 @@ pub fn render(s: &RunSummary) -> String {
         thousands(rate as u64),
     );
     if !s.failures.is_empty() {
-        let _ = writeln!(out, "\nobjects that could not be read (the rest were written; a rerun tries these again):");
+        let _ = writeln!(
+            out,
+            "\nobjects that could not be read (the rest were written; a rerun tries these again):"
+        );
         for f in &s.failures {
             let _ = writeln!(out, "  {}: {}", f.object, f.reason);
         }
@@ -145,7 +188,11 @@ pub fn render(s: &RunSummary) -> String {
         let _ = writeln!(
             out,
             "\nrecords skipped{}:",
-            if total > shown { format!(" (first {shown} of {})", thousands(total)) } else { String::new() }
+            if total > shown {
+                format!(" (first {shown} of {})", thousands(total))
+            } else {
+                String::new()
+            }
         );
         for r in &s.skipped_record_samples {
             let _ = writeln!(out, "  {} record {}: {}", r.object, r.record, r.reason);

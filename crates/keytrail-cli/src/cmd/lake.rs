@@ -36,7 +36,11 @@ pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
                 }
                 stdout(&out)?;
             }
-            Ok(if v.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if v.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         LakeCommand::Recover { lake } => {
             let lake = Lake::open(lake)?;

@@ -1,0 +1,33 @@
+//! The lake read back by an independent reader: DuckDB (installed by `.ci/run` from PyPI)
+//! counts events per key in the Parquet files and in the raw JSON, and the counts must agree.
+
+use std::process::Command;
+
+use crate::util::*;
+
+#[test]
+fn duckdb_reads_the_lake_and_agrees_with_the_input() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let stratus = testdata().join("stratus");
+    let otrf = testdata().join("otrf");
+    ingest_json(&[&stratus, &otrf], &lake, &[], 0);
+    let script = testdata().join("../scripts/independent_reader.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&lake)
+        .arg(&stratus)
+        .arg(&otrf)
+        .output()
+        .expect(
+            "python3 runs (install the test requirements: pip install -r requirements-test.txt)",
+        );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "independent reader failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("events 413"), "{text}");
+    assert!(text.contains("keys 43 agree"), "{text}");
+}
