@@ -8,10 +8,12 @@
 //! - a single event object
 //! - CloudTrail digest files (`digestStartTime`, ...): recognised, no records.
 
-use std::borrow::Cow;
 use std::io::Read;
 
-use keytrail_model::EventError;
+use keytrail_model::event::Key;
+use keytrail_model::redact::is_suspicious;
+use keytrail_model::{Event, EventError, EventFields, EventSeed};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sonic_rs::{JsonType, JsonValueTrait, LazyValue};
 
 use crate::error::ObjectError;
@@ -80,32 +82,43 @@ pub enum Shape {
     Digest,
 }
 
-/// The records of one object, as JSON texts, and the records that were not even JSON.
+/// The records of one object, decoded, in the order they appear.
 #[derive(Debug, Default)]
 pub struct Split<'a> {
     pub shape: Option<Shape>,
-    /// `(record index, JSON text)`; the index counts every record of the object from 0.
-    pub records: Vec<(u64, Cow<'a, str>)>,
-    /// Records that could not be cut out (a JSON-lines line that is not JSON, a
-    /// lookup-events entry without `CloudTrailEvent`).
-    pub bad: Vec<(u64, EventError)>,
+    /// `(record index, decoded event or why not)`; the index counts every record of the
+    /// object from 0.
+    pub records: Vec<(u64, Result<Event<'a>, EventError>)>,
+    /// Records that are JSON text inside a string (lookup-events output), to decode next.
+    pub texts: Vec<(u64, String)>,
     next: u64,
 }
 
 impl<'a> Split<'a> {
-    fn push(&mut self, text: Cow<'a, str>) {
-        self.records.push((self.next, text));
+    fn push(&mut self, r: Result<Event<'a>, EventError>) {
+        self.records.push((self.next, r));
         self.next += 1;
     }
 
-    fn push_bad(&mut self, e: EventError) {
-        self.bad.push((self.next, e));
+    fn push_text(&mut self, t: String) {
+        self.texts.push((self.next, t));
         self.next += 1;
     }
 
     /// Records found, readable or not.
     pub fn total(&self) -> u64 {
         self.next
+    }
+
+    /// Forget what was added since `mark` (a JSON-lines line that turned out broken).
+    fn rollback(&mut self, mark: (usize, usize, u64)) {
+        self.records.truncate(mark.0);
+        self.texts.truncate(mark.1);
+        self.next = mark.2;
+    }
+
+    fn mark(&self) -> (usize, usize, u64) {
+        (self.records.len(), self.texts.len(), self.next)
     }
 }
 
@@ -129,137 +142,213 @@ fn trim_start(buf: &[u8]) -> &[u8] {
     &buf[start..]
 }
 
-/// Whether `text` is exactly one JSON value (with optional surrounding whitespace).
-fn is_one_value(text: &[u8]) -> bool {
-    sonic_rs::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+fn short(e: sonic_rs::Error) -> String {
+    // sonic-rs quotes the text around the error; keep the first line.
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or("invalid JSON")
+        .to_owned()
 }
 
-/// Cut an object's text into records.
-pub fn split(buf: &[u8]) -> Result<Split<'_>, ObjectError> {
+/// Read an object's text into decoded records, in one validating pass.
+pub fn split(buf: &[u8], max_event_bytes: usize) -> Result<Split<'_>, ObjectError> {
     let body = trim_start(buf);
+    let seed = EventSeed {
+        scrub: is_suspicious(body),
+        max_bytes: max_event_bytes,
+    };
     let mut out = Split::default();
     match body.first() {
         None => return Err(ObjectError::NotJson("no content".into())),
         Some(b'[') => {
             out.shape = Some(Shape::Array);
-            if !is_one_value(body) {
-                return Err(ObjectError::NotJson(first_error(body)));
-            }
-            for item in sonic_rs::to_array_iter(body) {
-                let v = item.map_err(|e| ObjectError::NotJson(e.to_string()))?;
-                out.push(v.as_raw_cow());
+            let mut de = sonic_rs::Deserializer::from_slice(body);
+            let found = RecordsSeed { out: &mut out, seed }
+                .deserialize(&mut de)
+                .and_then(|r| de.end().map(|()| r))
+                .map_err(|e| ObjectError::NotJson(short(e)))?;
+            if let Err(found) = found {
+                return Err(ObjectError::NotJson(format!("a JSON array was expected, found {found}")));
             }
         }
         Some(b'{') => {
             let first_line = memchr::memchr(b'\n', body).map_or(body, |n| &body[..n]);
-            let more =
-                first_line.len() < body.len() && !trim_start(&body[first_line.len()..]).is_empty();
-            if more && is_one_value(first_line) {
+            let more = first_line.len() < body.len()
+                && !trim_start(&body[first_line.len()..]).is_empty();
+            if more && document(first_line, seed, &mut out).is_ok() {
                 out.shape = Some(Shape::JsonLines);
-                for line in body.split(|b| *b == b'\n') {
+                for line in body[first_line.len()..].split(|b| *b == b'\n') {
                     let line = trim_start(line);
                     if line.is_empty() {
                         continue;
                     }
-                    if !is_one_value(line) {
-                        out.push_bad(EventError::Json(first_error(line)));
-                        continue;
-                    }
-                    if let Err(e) = document(line, &mut out) {
-                        out.push_bad(EventError::Json(e.to_string()));
+                    let mark = out.mark();
+                    if let Err(e) = document(line, seed, &mut out) {
+                        out.rollback(mark);
+                        out.push(Err(EventError::Json(e.to_string())));
                     }
                 }
             } else {
-                if !is_one_value(body) {
-                    return Err(ObjectError::NotJson(first_error(body)));
-                }
-                out.shape = Some(document(body, &mut out)?);
+                out = Split::default();
+                out.shape = Some(document(body, seed, &mut out)?);
             }
         }
         Some(_) => {
-            return Err(ObjectError::NotJson(first_error(body)));
+            let msg = match sonic_rs::from_slice::<IgnoredAny>(body) {
+                Ok(_) => "not a JSON object or array".to_owned(),
+                Err(e) => short(e),
+            };
+            return Err(ObjectError::NotJson(msg));
         }
     }
     Ok(out)
 }
 
-/// A short description of why a text is not JSON.
-fn first_error(text: &[u8]) -> String {
-    match sonic_rs::from_slice::<serde::de::IgnoredAny>(text) {
-        Ok(_) => "not a JSON object or array".into(),
-        Err(e) => {
-            let msg = e.to_string();
-            // sonic-rs quotes the text around the error; keep the message short.
-            msg.lines().next().unwrap_or("invalid JSON").to_owned()
-        }
+/// Read one JSON document (an object) and add its records.
+fn document<'a>(doc: &'a [u8], seed: EventSeed, out: &mut Split<'a>) -> Result<Shape, ObjectError> {
+    if trim_start(doc).first() != Some(&b'{') {
+        return Err(ObjectError::NotJson("not a JSON object".into()));
+    }
+    let mut de = sonic_rs::Deserializer::from_slice(doc);
+    let shape = DocSeed { out, seed }
+        .deserialize(&mut de)
+        .and_then(|r| de.end().map(|()| r))
+        .map_err(|e| ObjectError::NotJson(short(e)))?;
+    shape
+}
+
+/// A top-level object: a delivery file (`Records`), lookup-events output (`Events`), a digest
+/// file, or one event. Read in one pass: the members of an event are decoded as they come, so
+/// a single event costs no second parse.
+struct DocSeed<'s, 'a> {
+    out: &'s mut Split<'a>,
+    seed: EventSeed,
+}
+
+impl<'de, 's> DeserializeSeed<'de> for DocSeed<'s, 'de> {
+    type Value = Result<Shape, ObjectError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-/// Read one JSON document (already known to be valid JSON) and add its records.
-fn document<'a>(doc: &'a [u8], out: &mut Split<'a>) -> Result<Shape, ObjectError> {
-    let mut records: Option<LazyValue<'a>> = None;
-    let mut events: Option<LazyValue<'a>> = None;
-    let mut digest = false;
-    let mut event_like = false;
-    for item in sonic_rs::to_object_iter(doc) {
-        let (k, v) = item.map_err(|e| ObjectError::NotJson(e.to_string()))?;
-        match &*k {
-            "Records" => records = Some(v),
-            "Events" => events = Some(v),
-            "digestStartTime"
-            | "digestEndTime"
-            | "digestPublicKeyFingerprint"
-            | "digestSignatureAlgorithm" => digest = true,
-            "eventTime" | "eventName" | "eventID" | "eventVersion" | "@timestamp" => {
-                event_like = true;
-            }
-            _ => {}
-        }
+impl<'de, 's> Visitor<'de> for DocSeed<'s, 'de> {
+    type Value = Result<Shape, ObjectError>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
     }
-    if let Some(r) = records {
-        let t = r.get_type();
-        let Some(iter) = r.into_array_iter() else {
-            return Err(ObjectError::RecordsNotArray {
-                found: type_name(t),
-            });
-        };
-        for item in iter {
-            let v = item.map_err(|e| ObjectError::NotJson(e.to_string()))?;
-            out.push(v.as_raw_cow());
-        }
-        return Ok(Shape::Records);
-    }
-    if digest && !event_like {
-        return Ok(Shape::Digest);
-    }
-    if let Some(ev) = events.filter(|_| !event_like) {
-        let t = ev.get_type();
-        let Some(iter) = ev.into_array_iter() else {
-            return Err(ObjectError::EventsNotArray {
-                found: type_name(t),
-            });
-        };
-        for item in iter {
-            let v = item.map_err(|e| ObjectError::NotJson(e.to_string()))?;
-            match v
-                .get("CloudTrailEvent")
-                .and_then(|s| s.as_str().map(str::to_owned))
-            {
-                Some(text) => out.push(Cow::Owned(text)),
-                None => out.push_bad(EventError::WrongType {
-                    field: "Events[].CloudTrailEvent",
-                    found: "missing or not a string",
-                    expected: "the event's JSON text",
-                }),
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = EventFields::new(self.seed.scrub);
+        let mut records: Option<Result<(), &'static str>> = None;
+        let mut events: Option<LazyValue<'de>> = None;
+        let mut digest = false;
+        let mut event_like = false;
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match &*k {
+                "Records" => {
+                    records = Some(map.next_value_seed(RecordsSeed {
+                        out: &mut *self.out,
+                        seed: self.seed,
+                    })?);
+                }
+                "Events" => events = Some(map.next_value()?),
+                key => {
+                    digest |= matches!(
+                        key,
+                        "digestStartTime" | "digestEndTime" | "digestPublicKeyFingerprint" | "digestSignatureAlgorithm"
+                    );
+                    event_like |= matches!(key, "eventTime" | "eventName" | "eventID" | "eventVersion" | "@timestamp");
+                    fields.take(key, &mut map)?;
+                }
             }
         }
-        return Ok(Shape::LookupEvents);
+        if let Some(found) = records {
+            return Ok(match found {
+                Ok(()) => Ok(Shape::Records),
+                Err(found) => Err(ObjectError::RecordsNotArray { found }),
+            });
+        }
+        if digest && !event_like {
+            return Ok(Ok(Shape::Digest));
+        }
+        if let Some(ev) = events.filter(|_| !event_like) {
+            let t = ev.get_type();
+            let Some(iter) = ev.into_array_iter() else {
+                return Ok(Err(ObjectError::EventsNotArray { found: type_name(t) }));
+            };
+            for item in iter {
+                let v = match item {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(ObjectError::NotJson(short(e)))),
+                };
+                match v.get("CloudTrailEvent").and_then(|s| s.as_str().map(str::to_owned)) {
+                    Some(text) => self.out.push_text(text),
+                    None => self.out.push(Err(EventError::WrongType {
+                        field: "Events[].CloudTrailEvent",
+                        found: "missing or not a string",
+                        expected: "the event's JSON text",
+                    })),
+                }
+            }
+            return Ok(Ok(Shape::LookupEvents));
+        }
+        // Any other object is one event; decoding says whether it is one.
+        self.out.push(fields.finish(self.seed.max_bytes));
+        Ok(Ok(Shape::Event))
     }
-    // Any other object is taken as one event; decoding says whether it is one.
-    out.push(Cow::Borrowed(
-        std::str::from_utf8(doc).map_err(|e| ObjectError::NotJson(e.to_string()))?,
-    ));
-    Ok(Shape::Event)
+}
+
+/// An array of events (`Records`, or a whole file): each element decoded in place. `Err`
+/// names the JSON type found when it is not an array.
+struct RecordsSeed<'s, 'a> {
+    out: &'s mut Split<'a>,
+    seed: EventSeed,
+}
+
+impl<'de, 's> DeserializeSeed<'de> for RecordsSeed<'s, 'de> {
+    type Value = Result<(), &'static str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, 's> Visitor<'de> for RecordsSeed<'s, 'de> {
+    type Value = Result<(), &'static str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        if let Some(n) = seq.size_hint() {
+            self.out.records.reserve(n);
+        }
+        while let Some(r) = seq.next_element_seed(self.seed)? {
+            self.out.push(r);
+        }
+        Ok(Ok(()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Err("an object"))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err("a string"))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err("a number"))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err("null"))
+    }
 }
 
 #[cfg(test)]
@@ -273,8 +362,22 @@ mod tests {
         e.finish().expect("finish")
     }
 
-    fn texts(s: &Split<'_>) -> Vec<String> {
-        s.records.iter().map(|(_, t)| t.to_string()).collect()
+    fn names(s: &Split<'_>) -> Vec<String> {
+        s.records
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .map(|e| e.event_name.as_deref().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    fn bad(s: &Split<'_>) -> Vec<u64> {
+        s.records.iter().filter(|(_, r)| r.is_err()).map(|(i, _)| *i).collect()
+    }
+
+    const T: &str = r#""eventTime":"2024-01-01T00:00:00Z""#;
+
+    fn split(buf: &[u8]) -> Result<Split<'_>, ObjectError> {
+        super::split(buf, 1 << 20)
     }
 
     #[test]
@@ -316,42 +419,46 @@ mod tests {
 
     #[test]
     fn shapes() {
-        let s =
-            split(b"{\"Records\":[{\"eventName\":\"A\"},{\"eventName\":\"B\"}]}").expect("records");
+        let text = format!(r#"{{"Records":[{{"eventName":"A",{T}}},{{"eventName":"B",{T}}}]}}"#);
+        let s = split(text.as_bytes()).expect("records");
         assert_eq!(s.shape, Some(Shape::Records));
-        assert_eq!(texts(&s), [r#"{"eventName":"A"}"#, r#"{"eventName":"B"}"#]);
+        assert_eq!(names(&s), ["A", "B"]);
 
-        let s = split(b"\xEF\xBB\xBF [ {\"eventName\":\"A\"} ]").expect("array");
+        let text = format!("\u{feff} [ {{\"eventName\":\"A\",{T}}} ]");
+        let s = split(text.as_bytes()).expect("array");
         assert_eq!(s.shape, Some(Shape::Array));
-        assert_eq!(s.records.len(), 1);
+        assert_eq!(names(&s), ["A"]);
 
-        let s = split(b"{\"eventName\":\"A\"}\n\nnot json\n{\"Records\":[{\"eventName\":\"B\"},{\"eventName\":\"C\"}]}\n").expect("lines");
-        assert_eq!(s.shape, Some(Shape::JsonLines));
-        assert_eq!(
-            texts(&s),
-            [
-                r#"{"eventName":"A"}"#,
-                r#"{"eventName":"B"}"#,
-                r#"{"eventName":"C"}"#
-            ]
+        let text = format!(
+            "{{\"eventName\":\"A\",{T}}}\n\nnot json\n{{\"Records\":[{{\"eventName\":\"B\",{T}}},{{\"eventName\":\"C\",{T}}}]}}\n{{\"Records\":[{{\"eventName\":\"D\",{T}}},{{\"cut\n"
         );
-        assert_eq!(s.bad.len(), 1);
-        assert_eq!(s.bad[0].0, 1, "the bad line is record 1");
-        assert_eq!(s.total(), 4);
+        let s = split(text.as_bytes()).expect("lines");
+        assert_eq!(s.shape, Some(Shape::JsonLines));
+        assert_eq!(names(&s), ["A", "B", "C"]);
+        assert_eq!(bad(&s), [1, 4], "the two bad lines, each one record; D is not kept");
+        assert_eq!(s.total(), 5);
 
-        let s = split(br#"{"Events":[{"EventId":"x","CloudTrailEvent":"{\"eventName\":\"A\"}"},{"EventId":"y"}],"NextToken":"t"}"#).expect("lookup");
+        let inner = format!(r#"{{\"eventName\":\"A\",{}}}"#, T.replace('"', "\\\""));
+        let text = format!(r#"{{"Events":[{{"EventId":"x","CloudTrailEvent":"{inner}"}},{{"EventId":"y"}}],"NextToken":"t"}}"#);
+        let s = split(text.as_bytes()).expect("lookup");
         assert_eq!(s.shape, Some(Shape::LookupEvents));
-        assert_eq!(texts(&s), [r#"{"eventName":"A"}"#]);
-        assert_eq!(s.bad.len(), 1);
+        assert_eq!(s.texts.len(), 1);
+        assert!(s.texts[0].1.contains("eventName"), "{:?}", s.texts);
+        assert_eq!(bad(&s), [1]);
 
-        let s = split(b"{\n  \"eventName\": \"A\",\n  \"eventTime\": \"x\"\n}\n")
-            .expect("one pretty event");
+        let s = split(b"{\n  \"eventName\": \"A\",\n  \"eventTime\": \"2024-01-01T00:00:00Z\"\n}\n").expect("one pretty event");
         assert_eq!(s.shape, Some(Shape::Event));
-        assert_eq!(s.records.len(), 1);
+        assert_eq!(names(&s), ["A"]);
 
         let s = split(br#"{"awsAccountId":"1","digestStartTime":"2024-01-01T00:00:00Z","digestPublicKeyFingerprint":"f","logFiles":[]}"#).expect("digest");
         assert_eq!(s.shape, Some(Shape::Digest));
         assert!(s.records.is_empty());
+
+        // One record of the wrong type does not cost its neighbours.
+        let text = format!(r#"{{"Records":[{{"eventName":"A",{T}}},{{"eventName":{{"x":1}},{T}}},7,{{"eventName":"D",{T}}}]}}"#);
+        let s = split(text.as_bytes()).expect("records");
+        assert_eq!(names(&s), ["A", "D"]);
+        assert_eq!(bad(&s), [1, 2]);
     }
 
     #[test]

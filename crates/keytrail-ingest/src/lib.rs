@@ -14,6 +14,7 @@ pub mod summary;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use keytrail_lake::{Lake, ObjectRecord};
@@ -25,7 +26,7 @@ pub use process::{Limits, SkippedRecord};
 pub use source::{Location, ObjectRef};
 pub use summary::{EventCounts, Failure, NoProgress, Progress, RunSummary, SkipReason};
 
-use crate::pipeline::run_local;
+use crate::pipeline::{decode_pool, run_local};
 use crate::source::{NameKind, discover_local};
 use crate::writer::LakeWriter;
 
@@ -104,13 +105,14 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
     });
     progress.start(todo.len() as u64, todo.iter().map(|o| o.size).sum());
 
-    let txn = lake.begin(opts.filter.clone())?;
+    let pool = decode_pool(opts.threads)?;
+    let txn = Arc::new(lake.begin(opts.filter.clone())?);
     summary.run_id = Some(txn.run_id().to_owned());
-    let mut writer = LakeWriter::new(&txn, opts.buffer_bytes);
+    let mut writer = LakeWriter::new(Arc::clone(&txn), opts.buffer_bytes, opts.threads.div_ceil(2));
     let mut records: Vec<ObjectRecord> = Vec::new();
     let result = run_local(
         todo,
-        opts.threads,
+        &pool,
         opts.limits,
         &decider,
         progress,
@@ -170,17 +172,26 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
             Ok(())
         },
     );
-    if let Err(e) = result.and_then(|()| writer.finish()) {
-        // Nothing of a failed run is committed; its staged files go.
-        if let Err(abort) = txn.abort() {
-            tracing::warn!("could not remove the staged files of the failed run: {abort}");
+    let t_decode = started.elapsed();
+    let finished = writer.finish(&pool);
+    let t_finish = started.elapsed();
+    let txn = Arc::try_unwrap(txn).map_err(|_| IngestError::Config("internal: the transaction is still shared".into()))?;
+    match result.and(finished) {
+        Ok((files, bytes)) => {
+            summary.files_written = files;
+            summary.bytes_written = bytes;
         }
-        return Err(e);
+        Err(e) => {
+            // Nothing of a failed run is committed; its staged files go.
+            if let Err(abort) = txn.abort() {
+                tracing::warn!("could not remove the staged files of the failed run: {abort}");
+            }
+            return Err(e);
+        }
     }
-    summary.files_written = writer.files;
-    summary.bytes_written = writer.bytes;
     progress.phase("committing");
     let commit = txn.commit(records)?;
+    eprintln!("TIMING decode {:?} finish {:?} commit {:?}", t_decode, t_finish, started.elapsed());
     summary.commit = commit.as_ref().map(|c| c.seq);
     if let Some(c) = &commit {
         let kd: u64 = c

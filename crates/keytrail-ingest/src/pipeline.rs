@@ -179,23 +179,27 @@ pub fn handle_bytes(
     }
 }
 
-/// Decode `objects` (local files) on `threads` workers and hand each outcome, in completion
+/// The pool of decoding threads.
+pub fn decode_pool(threads: usize) -> Result<rayon::ThreadPool, IngestError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("keytrail-decode-{i}"))
+        .build()
+        .map_err(|e| IngestError::Config(format!("cannot start {threads} threads: {e}")))
+}
+
+/// Decode `objects` (local files) on the workers of `pool` and hand each outcome, in completion
 /// order, to `on_done` on the calling thread. Stops early, without error from the workers,
 /// when `on_done` fails; that error is returned.
 pub fn run_local(
     objects: Vec<ObjectRef>,
-    threads: usize,
+    pool: &rayon::ThreadPool,
     limits: Limits,
     decider: &Decider<'_>,
     progress: &dyn Progress,
     mut on_done: impl FnMut(Done) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("keytrail-decode-{i}"))
-        .build()
-        .map_err(|e| IngestError::Config(format!("cannot start {threads} threads: {e}")))?;
-    let (tx, rx) = crossbeam_channel::bounded::<Done>(threads.max(1) * 2);
+    let (tx, rx) = crossbeam_channel::bounded::<Done>(pool.current_num_threads() * 2);
     let cancelled = AtomicBool::new(false);
     let mut result = Ok(());
     std::thread::scope(|scope| {

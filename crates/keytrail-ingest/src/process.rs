@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
 use keytrail_model::time::day_of;
-use keytrail_model::{Difference, EventBatchBuilder, EventError, Table, Verdict, decode_event};
+use keytrail_model::{Difference, Event, EventBatchBuilder, EventError, Table, Verdict, decode_event};
 
 use crate::decode::{Shape, decompress, split};
 use crate::error::ObjectError;
@@ -65,7 +65,7 @@ pub fn decode_object(
     scratch: &mut Vec<u8>,
 ) -> Result<Decoded, ObjectError> {
     decompress(bytes, scratch, limits.max_object_bytes)?;
-    let split = split(scratch)?;
+    let split = split(scratch, limits.max_event_bytes)?;
     let shape = split.shape.unwrap_or(Shape::Event);
     let display = object.display();
     let insight_file = object.name_kind() == NameKind::Insight;
@@ -86,27 +86,32 @@ pub fn decode_object(
             });
         }
     };
-    for (index, e) in &split.bad {
-        skip(*index, e);
-    }
 
-    // Decode every record, then group by table and day.
-    let mut kept = Vec::with_capacity(split.records.len());
-    for (index, text) in &split.records {
-        if text.len() > limits.max_event_bytes {
-            skip(
-                *index,
-                &EventError::TooLarge {
-                    size: text.len(),
+    // Lookup-events output holds each record as JSON text inside a string.
+    let texts: Vec<(u64, Result<Event<'_>, EventError>)> = split
+        .texts
+        .iter()
+        .map(|(i, t)| {
+            let r = if t.len() > limits.max_event_bytes {
+                Err(EventError::TooLarge {
+                    size: t.len(),
                     limit: limits.max_event_bytes,
-                },
-            );
-            continue;
-        }
-        let event = match decode_event(text) {
+                })
+            } else {
+                decode_event(t)
+            };
+            (*i, r)
+        })
+        .collect();
+
+    let mut kept = Vec::with_capacity(split.records.len());
+    let mut all: Vec<(u64, Result<Event<'_>, EventError>)> = split.records;
+    all.extend(texts);
+    for (index, decoded) in all {
+        let event = match decoded {
             Ok(e) => e,
             Err(e) => {
-                skip(*index, &e);
+                skip(index, &e);
                 continue;
             }
         };

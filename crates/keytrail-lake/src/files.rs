@@ -5,10 +5,12 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-use arrow::array::{ArrayRef, RecordBatch};
-use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use std::cmp::Ordering;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::interleave_record_batch;
+use arrow::datatypes::TimestampMillisecondType;
+use arrow::error::ArrowError;
 use keytrail_model::Table;
 use keytrail_model::schema::{META_SCHEMA_VERSION, META_TABLE, META_WRITER, SCHEMA_VERSION, col};
 use parquet::arrow::ArrowWriter;
@@ -47,7 +49,7 @@ const NO_DICTIONARY: &[&str] = &[
 /// key, the sort order declared, the schema version stamped.
 pub fn writer_properties(table: Table, run_id: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![
@@ -117,29 +119,59 @@ fn column(batch: &RecordBatch, name: &str) -> Result<ArrayRef, arrow::error::Arr
         .ok_or_else(|| arrow::error::ArrowError::SchemaError(format!("batch has no column {name}")))
 }
 
-/// Concatenate event batches and order them by access key (events without a key last), then
-/// time, then event ID, so every file's order is the same whatever order the rows came in.
-pub fn sort_events(batches: &[RecordBatch]) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let schema = batches
-        .first()
-        .map(RecordBatch::schema)
-        .ok_or_else(|| arrow::error::ArrowError::InvalidArgumentError("no batches".into()))?;
-    let all = concat_batches(&schema, batches)?;
-    let asc = SortOptions {
-        descending: false,
-        nulls_first: false,
+/// The order of the rows of `batches` by access key (events without a key last), then time,
+/// then event ID, as `(batch, row)` pairs: every file's order is the same whatever order the
+/// rows came in. Only the three sort columns are read; rows are not copied.
+pub fn sorted_order(batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, ArrowError> {
+    let mut cols = Vec::with_capacity(batches.len());
+    for b in batches {
+        let key = column(b, col::ACCESSKEYID)?;
+        let time = column(b, col::EVENTTIME)?;
+        let id = column(b, col::EVENTID)?;
+        let (Some(key), Some(time), Some(id)) = (
+            key.as_string_opt::<i32>().cloned(),
+            time.as_primitive_opt::<TimestampMillisecondType>().cloned(),
+            id.as_string_opt::<i32>().cloned(),
+        ) else {
+            return Err(ArrowError::SchemaError("unexpected sort column types".into()));
+        };
+        cols.push((key, time, id));
+    }
+    let mut order: Vec<(usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+        .collect();
+    let get = |(b, r): (usize, usize)| {
+        let (k, t, i) = &cols[b];
+        (
+            k.is_valid(r).then(|| k.value(r)),
+            t.value(r),
+            i.is_valid(r).then(|| i.value(r)),
+        )
     };
-    let keys = [col::ACCESSKEYID, col::EVENTTIME, col::EVENTID]
-        .into_iter()
-        .map(|name| {
-            Ok(SortColumn {
-                values: column(&all, name)?,
-                options: Some(asc),
-            })
-        })
-        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
-    let order = lexsort_to_indices(&keys, None)?;
-    take_record_batch(&all, &order)
+    order.sort_unstable_by(|&a, &b| {
+        let (ka, ta, ia) = get(a);
+        let (kb, tb, ib) = get(b);
+        // Keys ascending with nulls last, then time, then event ID (nulls first there).
+        match (ka, kb) {
+            (Some(x), Some(y)) => x.cmp(y),
+            (None, Some(_)) => Ordering::Greater,
+            (Some(_), None) => Ordering::Less,
+            (None, None) => Ordering::Equal,
+        }
+        .then(ta.cmp(&tb))
+        .then(ia.cmp(&ib))
+        .then(a.cmp(&b))
+    });
+    Ok(order)
+}
+
+/// Concatenate event batches in [`sorted_order`].
+pub fn sort_events(batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+    let order = sorted_order(batches)?;
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    interleave_record_batch(&refs, &order)
 }
 
 /// What a written file holds.
@@ -156,6 +188,38 @@ pub fn write_file(
     batch: &RecordBatch,
     run_id: &str,
 ) -> Result<Written, LakeError> {
+    write_chunks(path, table, run_id, std::iter::once(Ok(batch.clone())))
+}
+
+/// Rows materialised at a time when writing a sorted file.
+const CHUNK_ROWS: usize = 32 * 1024;
+
+/// Write `batches` as one Parquet file of `table` at `path`, rows in [`sorted_order`], and
+/// make it durable. The sorted rows are built a chunk at a time, so the file never exists
+/// twice in memory; `each` sees every chunk (to derive `key_daily`).
+pub fn write_sorted(
+    path: &Path,
+    table: Table,
+    batches: &[RecordBatch],
+    run_id: &str,
+    mut each: impl FnMut(&RecordBatch) -> Result<(), ArrowError>,
+) -> Result<Written, LakeError> {
+    let order = sorted_order(batches).map_err(|e| LakeError::arrow(path, e))?;
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    let chunks = order.chunks(CHUNK_ROWS).map(|chunk| {
+        let b = interleave_record_batch(&refs, chunk)?;
+        each(&b)?;
+        Ok(b)
+    });
+    write_chunks(path, table, run_id, chunks)
+}
+
+fn write_chunks(
+    path: &Path,
+    table: Table,
+    run_id: &str,
+    chunks: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
+) -> Result<Written, LakeError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
     }
@@ -167,9 +231,14 @@ pub fn write_file(
         Some(props),
     )
     .map_err(|e| LakeError::parquet(path, e))?;
-    writer
-        .write(batch)
-        .map_err(|e| LakeError::parquet(path, e))?;
+    let mut rows = 0;
+    for chunk in chunks {
+        let chunk = chunk.map_err(|e| LakeError::arrow(path, e))?;
+        rows += chunk.num_rows() as u64;
+        writer
+            .write(&chunk)
+            .map_err(|e| LakeError::parquet(path, e))?;
+    }
     let buf = writer
         .into_inner()
         .map_err(|e| LakeError::parquet(path, e))?;
@@ -178,10 +247,7 @@ pub fn write_file(
         .map_err(|e| LakeError::io(path, e.into_error()))?;
     file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
-    Ok(Written {
-        rows: batch.num_rows() as u64,
-        bytes,
-    })
+    Ok(Written { rows, bytes })
 }
 
 /// Read a whole Parquet file of the lake.

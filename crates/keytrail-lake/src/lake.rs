@@ -29,7 +29,7 @@ use keytrail_model::{FilterSpec, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, LakeError};
-use crate::files::{WRITER, footer, read_file, sort_events, write_file};
+use crate::files::{WRITER, footer, read_file, write_file, write_sorted};
 use crate::key_daily::KeyDaily;
 use crate::manifest::{
     COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic,
@@ -434,13 +434,14 @@ impl Transaction {
             self.run_id
         );
         let path = rel_to_path(&self.staging, &rel);
-        let sorted = sort_events(batches).map_err(|e| LakeError::arrow(&path, e))?;
-        let written = write_file(&path, table, &sorted, &self.run_id)?;
-        if table == Table::Events {
-            let mut partial = KeyDaily::default();
-            partial
-                .add_events(day, &sorted)
-                .map_err(|e| LakeError::arrow(&path, e))?;
+        let mut partial = KeyDaily::default();
+        let written = write_sorted(&path, table, batches, &self.run_id, |chunk| {
+            if table == Table::Events {
+                partial.add_events(day, chunk)?;
+            }
+            Ok(())
+        })?;
+        if !partial.is_empty() {
             locked(&self.key_daily).merge(partial);
         }
         let record = FileRecord {

@@ -11,7 +11,7 @@ pub mod schema;
 pub mod time;
 
 pub use batch::EventBatchBuilder;
-pub use event::{Event, EventError, decode_event};
+pub use event::{Event, EventError, EventFields, EventSeed, decode_event};
 pub use filter::{Difference, EventFilter, FilterSpec, Verdict};
 pub use key::{AccessKeyId, AccountDecode, IdPrefix, KeyIdError, KeyKind, UniqueId};
 pub use schema::{SCHEMA_VERSION, Table};

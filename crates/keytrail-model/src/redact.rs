@@ -47,27 +47,47 @@ const TOKEN_PREFIXES: &[&str] = &[
 /// Shortest run of base64 after a token prefix that is taken for a token.
 const MIN_TOKEN_LEN: usize = 64;
 
-/// Any of these (without case) makes a text worth a closer look.
+/// Any of these makes a text worth a closer look: the tail of every secret member name, in the
+/// casings JSON writers use (camelCase, PascalCase, lower and upper case), and the token
+/// prefixes. Matching is case-sensitive so the search runs on SIMD (Teddy) at several GB/s;
+/// the closer look compares member names without case.
 static SUSPICIOUS: LazyLock<AhoCorasick> = LazyLock::new(|| {
-    let mut needles: Vec<&str> = vec![
-        "sessiontoken",
-        "security-token",
-        "securitytoken",
-        "secretaccesskey",
-        "secretkey",
-        "secretstring",
-        "secretbinary",
-        "password",
-        "privatekey",
-        "keymaterial",
+    let tails = [
+        "essiontoken",
+        "ecuritytoken",
+        "ecurity-token",
+        "ecretaccesskey",
+        "ecretkey",
+        "ecretstring",
+        "ecretbinary",
+        "assword",
+        "rivatekey",
+        "eymaterial",
     ];
-    needles.extend(TOKEN_PREFIXES.iter().copied());
-    build(&needles, true)
+    let mut needles: Vec<String> = Vec::new();
+    for t in tails {
+        needles.push(t.to_owned());
+        needles.push(t.to_ascii_uppercase());
+        // camelCase / PascalCase: every word after the first capitalised.
+        let camel = t
+            .replace("token", "Token")
+            .replace("access", "Access")
+            .replace("key", "Key")
+            .replace("string", "String")
+            .replace("binary", "Binary")
+            .replace("material", "Material")
+            .replace("-t", "-T");
+        if camel != t {
+            needles.push(camel);
+        }
+    }
+    needles.extend(TOKEN_PREFIXES.iter().map(|p| (*p).to_owned()));
+    build(&needles, false)
 });
 
 static TOKENS: LazyLock<AhoCorasick> = LazyLock::new(|| build(TOKEN_PREFIXES, false));
 
-fn build(needles: &[&str], nocase: bool) -> AhoCorasick {
+fn build<S: AsRef<[u8]>>(needles: &[S], nocase: bool) -> AhoCorasick {
     match AhoCorasickBuilder::new()
         .ascii_case_insensitive(nocase)
         .match_kind(MatchKind::LeftmostFirst)
@@ -114,8 +134,8 @@ pub fn scrub_text(s: &str) -> Cow<'_, str> {
 }
 
 /// Whether a text might hold a secret and needs the slow path.
-pub fn is_suspicious(s: &str) -> bool {
-    SUSPICIOUS.is_match(s)
+pub fn is_suspicious(s: impl AsRef<[u8]>) -> bool {
+    SUSPICIOUS.is_match(s.as_ref())
 }
 
 fn scrub_value(v: &mut Value) -> bool {
@@ -212,6 +232,30 @@ mod tests {
             scrub_text("aws-cli/2.0 IQoJb3JpZ2lu"),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn every_secret_member_casing_is_suspicious() {
+        for m in SECRET_MEMBERS {
+            let pascal: String = m
+                .split('-')
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+                .join("-");
+            for variant in [m.to_string(), m.to_ascii_uppercase(), pascal] {
+                let text = format!(r#"{{"{variant}":"x"}}"#);
+                if variant.len() > 6 {
+                    assert!(is_suspicious(&text), "{variant}");
+                }
+            }
+        }
+        for camel in ["sessionToken", "SessionToken", "secretAccessKey", "SecretAccessKey", "newPassword", "X-Amz-Security-Token", "privateKey", "keyMaterial", "SecretString"] {
+            assert!(is_suspicious(camel), "{camel}");
+        }
+        assert!(!is_suspicious(r#"{"userName":"alice","nextToken":"abc"}"#));
     }
 
     #[test]

@@ -1,0 +1,89 @@
+//! `keytrail-bench`: generate data, run keytrail's ingest on it, report.
+//!
+//! ```text
+//! keytrail-bench gen DIR [--events N] [--seed S]      write synthetic CloudTrail under DIR
+//! keytrail-bench ingest DIR [--threads N]             ingest DIR into a fresh lake, report
+//! ```
+//! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
+//! runs the whole comparison with DuckDB.
+
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use keytrail_benches::synth::{GenOptions, generate};
+use keytrail_benches::peak_rss_bytes;
+use keytrail_ingest::{IngestOptions, NoProgress, ingest};
+
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, dir) = match (args.first(), args.get(1)) {
+        (Some(c), Some(d)) => (c.as_str(), PathBuf::from(d)),
+        _ => bail!("usage: keytrail-bench gen DIR [--events N] [--seed S] | ingest DIR [--threads N] [--lake DIR]"),
+    };
+    match cmd {
+        "gen" => {
+            let mut o = GenOptions::default();
+            if let Some(n) = arg_value(&args, "--events") {
+                o.events = n.parse().context("--events")?;
+            }
+            if let Some(s) = arg_value(&args, "--seed") {
+                o.seed = s.parse().context("--seed")?;
+            }
+            if let Some(s) = arg_value(&args, "--events-per-file") {
+                o.events_per_file = s.parse().context("--events-per-file")?;
+            }
+            let t = Instant::now();
+            let g = generate(&dir, &o)?;
+            println!(
+                "generated {} files, {} events, {:.1} MB JSON, {:.1} MB gzipped ({:.1}:1), {:.0} B/event, in {:.1}s",
+                g.files,
+                g.events,
+                g.json_bytes as f64 / 1e6,
+                g.gz_bytes as f64 / 1e6,
+                g.json_bytes as f64 / g.gz_bytes.max(1) as f64,
+                g.json_bytes as f64 / g.events.max(1) as f64,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        "ingest" => {
+            let lake = match arg_value(&args, "--lake") {
+                Some(l) => PathBuf::from(l),
+                None => std::env::temp_dir().join(format!("keytrail-bench-lake-{}", std::process::id())),
+            };
+            if lake.exists() {
+                std::fs::remove_dir_all(&lake).context("clearing the lake")?;
+            }
+            let mut opts = IngestOptions::new(vec![dir.clone()], lake.clone());
+            if let Some(t) = arg_value(&args, "--threads") {
+                opts.threads = t.parse().context("--threads")?;
+            }
+            let t = Instant::now();
+            let s = ingest(&opts, &NoProgress)?;
+            let secs = t.elapsed().as_secs_f64();
+            let rss = peak_rss_bytes().unwrap_or(0);
+            println!(
+                "keytrail ingest: {} events in {:.2}s = {:.0} events/s, {:.1} MB/s gzipped in, threads {}, peak RSS {:.0} MiB, lake {:.1} MB in {} files, {} objects failed",
+                s.events.read,
+                secs,
+                s.events.read as f64 / secs,
+                s.bytes_read as f64 / 1e6 / secs,
+                opts.threads,
+                rss as f64 / (1 << 20) as f64,
+                s.bytes_written as f64 / 1e6,
+                s.files_written,
+                s.objects.failed
+            );
+            if arg_value(&args, "--lake").is_none() {
+                let _ = std::fs::remove_dir_all(&lake);
+            }
+        }
+        other => bail!("unknown command {other}"),
+    }
+    Ok(())
+}
