@@ -43,6 +43,15 @@ fn main() {
         let batch = b.finish().expect("batch");
         tb += t.elapsed();
         n += batch.num_rows() as u64;
+        if n < 2000 {
+            println!(
+                "batch of {} rows: {} bytes in memory ({} per row); {} bytes JSON/row",
+                batch.num_rows(),
+                batch.get_array_memory_size(),
+                batch.get_array_memory_size() / batch.num_rows(),
+                buf.len() / batch.num_rows()
+            );
+        }
         all.push(batch);
     }
     let per = |d: Duration| d.as_secs_f64() * 1e9 / n as f64;
@@ -58,7 +67,8 @@ fn main() {
     let torder = t.elapsed();
     let path = std::env::temp_dir().join("keytrail-stages.parquet");
     let t = Instant::now();
-    let w = keytrail_lake::files::write_sorted(&path, Table::Events, &all, "stages", |_| Ok(())).expect("write");
+    let w = keytrail_lake::files::write_sorted(&path, Table::Events, &all, "stages", |_| Ok(()))
+        .expect("write");
     let tw = t.elapsed();
     let _ = std::fs::remove_file(&path);
     println!(

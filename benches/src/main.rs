@@ -7,24 +7,27 @@
 //! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
 //! runs the whole comparison with DuckDB.
 
-
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use keytrail_benches::synth::{GenOptions, generate};
 use keytrail_benches::peak_rss_bytes;
+use keytrail_benches::synth::{GenOptions, generate};
 use keytrail_ingest::{IngestOptions, NoProgress, ingest};
 
 fn arg_value(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (cmd, dir) = match (args.first(), args.get(1)) {
         (Some(c), Some(d)) => (c.as_str(), PathBuf::from(d)),
-        _ => bail!("usage: keytrail-bench gen DIR [--events N] [--seed S] | ingest DIR [--threads N] [--lake DIR]"),
+        _ => bail!(
+            "usage: keytrail-bench gen DIR [--events N] [--seed S] | ingest DIR [--threads N] [--lake DIR]"
+        ),
     };
     match cmd {
         "gen" => {
@@ -54,12 +57,17 @@ fn main() -> anyhow::Result<()> {
         "ingest" => {
             let lake = match arg_value(&args, "--lake") {
                 Some(l) => PathBuf::from(l),
-                None => std::env::temp_dir().join(format!("keytrail-bench-lake-{}", std::process::id())),
+                None => {
+                    std::env::temp_dir().join(format!("keytrail-bench-lake-{}", std::process::id()))
+                }
             };
             if lake.exists() {
                 std::fs::remove_dir_all(&lake).context("clearing the lake")?;
             }
             let mut opts = IngestOptions::new(vec![dir.clone()], lake.clone());
+            if let Some(b) = arg_value(&args, "--buffer-mib") {
+                opts.buffer_bytes = b.parse::<usize>().context("--buffer-mib")? << 20;
+            }
             if let Some(t) = arg_value(&args, "--threads") {
                 opts.threads = t.parse().context("--threads")?;
             }

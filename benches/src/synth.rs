@@ -41,7 +41,10 @@ impl Default for GenOptions {
             accounts: 3,
             users: 200,
             roles: 40,
-            start: Utc.with_ymd_and_hms(2024, 11, 1, 0, 0, 0).single().unwrap_or_default(),
+            start: Utc
+                .with_ymd_and_hms(2024, 11, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
             days: 14,
         }
     }
@@ -74,28 +77,118 @@ const CALLS: [(&str, &str, bool, u32, Req); 30] = [
     ("kms.amazonaws.com", "Decrypt", true, 90, Req::Kms),
     ("kms.amazonaws.com", "GenerateDataKey", true, 40, Req::Kms),
     ("sts.amazonaws.com", "AssumeRole", true, 25, Req::AssumeRole),
-    ("sts.amazonaws.com", "GetCallerIdentity", true, 15, Req::None),
-    ("ec2.amazonaws.com", "DescribeInstances", true, 45, Req::Filters),
-    ("ec2.amazonaws.com", "DescribeSecurityGroups", true, 15, Req::Filters),
-    ("ec2.amazonaws.com", "DescribeVolumes", true, 12, Req::Filters),
-    ("ec2.amazonaws.com", "RunInstances", false, 2, Req::RunInstances),
+    (
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+        true,
+        15,
+        Req::None,
+    ),
+    (
+        "ec2.amazonaws.com",
+        "DescribeInstances",
+        true,
+        45,
+        Req::Filters,
+    ),
+    (
+        "ec2.amazonaws.com",
+        "DescribeSecurityGroups",
+        true,
+        15,
+        Req::Filters,
+    ),
+    (
+        "ec2.amazonaws.com",
+        "DescribeVolumes",
+        true,
+        12,
+        Req::Filters,
+    ),
+    (
+        "ec2.amazonaws.com",
+        "RunInstances",
+        false,
+        2,
+        Req::RunInstances,
+    ),
     ("ec2.amazonaws.com", "CreateTags", false, 6, Req::Tags),
-    ("logs.amazonaws.com", "CreateLogStream", false, 20, Req::Logs),
-    ("logs.amazonaws.com", "DescribeLogGroups", true, 8, Req::None),
-    ("monitoring.amazonaws.com", "GetMetricData", true, 35, Req::Metrics),
-    ("monitoring.amazonaws.com", "PutMetricAlarm", false, 2, Req::Metrics),
+    (
+        "logs.amazonaws.com",
+        "CreateLogStream",
+        false,
+        20,
+        Req::Logs,
+    ),
+    (
+        "logs.amazonaws.com",
+        "DescribeLogGroups",
+        true,
+        8,
+        Req::None,
+    ),
+    (
+        "monitoring.amazonaws.com",
+        "GetMetricData",
+        true,
+        35,
+        Req::Metrics,
+    ),
+    (
+        "monitoring.amazonaws.com",
+        "PutMetricAlarm",
+        false,
+        2,
+        Req::Metrics,
+    ),
     ("lambda.amazonaws.com", "Invoke", false, 25, Req::Lambda),
-    ("lambda.amazonaws.com", "ListFunctions20150331", true, 6, Req::None),
-    ("dynamodb.amazonaws.com", "DescribeTable", true, 15, Req::Dynamo),
-    ("dynamodb.amazonaws.com", "UpdateItem", false, 10, Req::Dynamo),
+    (
+        "lambda.amazonaws.com",
+        "ListFunctions20150331",
+        true,
+        6,
+        Req::None,
+    ),
+    (
+        "dynamodb.amazonaws.com",
+        "DescribeTable",
+        true,
+        15,
+        Req::Dynamo,
+    ),
+    (
+        "dynamodb.amazonaws.com",
+        "UpdateItem",
+        false,
+        10,
+        Req::Dynamo,
+    ),
     ("iam.amazonaws.com", "ListUsers", true, 4, Req::None),
     ("iam.amazonaws.com", "GetRole", true, 6, Req::Role),
     ("iam.amazonaws.com", "PutRolePolicy", false, 1, Req::Policy),
     ("iam.amazonaws.com", "ListAccessKeys", true, 2, Req::User),
-    ("secretsmanager.amazonaws.com", "GetSecretValue", true, 10, Req::Secret),
+    (
+        "secretsmanager.amazonaws.com",
+        "GetSecretValue",
+        true,
+        10,
+        Req::Secret,
+    ),
     ("ssm.amazonaws.com", "GetParameter", true, 18, Req::Param),
-    ("cloudtrail.amazonaws.com", "LookupEvents", true, 2, Req::None),
-    ("ecr.amazonaws.com", "GetAuthorizationToken", true, 8, Req::None),
+    (
+        "cloudtrail.amazonaws.com",
+        "LookupEvents",
+        true,
+        2,
+        Req::None,
+    ),
+    (
+        "ecr.amazonaws.com",
+        "GetAuthorizationToken",
+        true,
+        8,
+        Req::None,
+    ),
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -131,11 +224,17 @@ const AGENTS: [&str; 8] = [
 ];
 
 const ERRORS: [(&str, &str); 5] = [
-    ("AccessDenied", "User is not authorized to perform this action because no identity-based policy allows it"),
+    (
+        "AccessDenied",
+        "User is not authorized to perform this action because no identity-based policy allows it",
+    ),
     ("ThrottlingException", "Rate exceeded"),
     ("NoSuchKey", "The specified key does not exist."),
     ("ResourceNotFoundException", "Requested resource not found"),
-    ("Client.UnauthorizedOperation", "You are not authorized to perform this operation."),
+    (
+        "Client.UnauthorizedOperation",
+        "You are not authorized to perform this operation.",
+    ),
 ];
 
 const SERVICES: [&str; 6] = [
@@ -278,7 +377,12 @@ impl World {
     }
 }
 
-fn request(rng: &mut StdRng, req: Req, account: u64, region: &str) -> (Value, Value, Option<Value>) {
+fn request(
+    rng: &mut StdRng,
+    req: Req,
+    account: u64,
+    region: &str,
+) -> (Value, Value, Option<Value>) {
     let bucket = format!("data-{account}-{}", rng.random_range(0..12));
     match req {
         Req::None => (Value::Null, Value::Null, None),
@@ -302,14 +406,18 @@ fn request(rng: &mut StdRng, req: Req, account: u64, region: &str) -> (Value, Va
         Req::S3Bucket => (
             json!({"bucketName": bucket, "Host": format!("{bucket}.s3.{region}.amazonaws.com"), "prefix": "warehouse/", "list-type": "2", "max-keys": "1000"}),
             Value::Null,
-            Some(json!([{"accountId": account.to_string(), "type": "AWS::S3::Bucket", "ARN": format!("arn:aws:s3:::{bucket}")}])),
+            Some(
+                json!([{"accountId": account.to_string(), "type": "AWS::S3::Bucket", "ARN": format!("arn:aws:s3:::{bucket}")}]),
+            ),
         ),
         Req::Kms => {
             let key = format!("arn:aws:kms:{region}:{account}:key/{}", uuid(rng));
             (
                 json!({"encryptionAlgorithm": "SYMMETRIC_DEFAULT", "keyId": key, "encryptionContext": {"aws:s3:arn": format!("arn:aws:s3:::{bucket}")}}),
                 Value::Null,
-                Some(json!([{"accountId": account.to_string(), "type": "AWS::KMS::Key", "ARN": key}])),
+                Some(
+                    json!([{"accountId": account.to_string(), "type": "AWS::KMS::Key", "ARN": key}]),
+                ),
             )
         }
         Req::AssumeRole => (
@@ -322,7 +430,11 @@ fn request(rng: &mut StdRng, req: Req, account: u64, region: &str) -> (Value, Va
             let items: Vec<Value> = (0..n)
                 .map(|_| json!({"name": "tag:Environment", "valueSet": {"items": [{"value": "production"}, {"value": "staging"}]}}))
                 .collect();
-            (json!({"filterSet": {"items": items}, "maxResults": 1000}), Value::Null, None)
+            (
+                json!({"filterSet": {"items": items}, "maxResults": 1000}),
+                Value::Null,
+                None,
+            )
         }
         Req::RunInstances => {
             let n = rng.random_range(1..4);
@@ -374,22 +486,42 @@ fn request(rng: &mut StdRng, req: Req, account: u64, region: &str) -> (Value, Va
         Req::Lambda => (
             json!({"functionName": format!("arn:aws:lambda:{region}:{account}:function:function-{}", rng.random_range(0..50)), "invocationType": "RequestResponse", "logType": "None"}),
             Value::Null,
-            Some(json!([{"accountId": account.to_string(), "type": "AWS::Lambda::Function", "ARN": format!("arn:aws:lambda:{region}:{account}:function:function-1")}])),
+            Some(
+                json!([{"accountId": account.to_string(), "type": "AWS::Lambda::Function", "ARN": format!("arn:aws:lambda:{region}:{account}:function:function-1")}]),
+            ),
         ),
         Req::Dynamo => (
             json!({"tableName": format!("orders-{}", rng.random_range(0..8)), "key": {"pk": {"S": uuid(rng)}}, "updateExpression": "SET #s = :s", "expressionAttributeNames": {"#s": "status"}}),
             Value::Null,
-            Some(json!([{"accountId": account.to_string(), "type": "AWS::DynamoDB::Table", "ARN": format!("arn:aws:dynamodb:{region}:{account}:table/orders")}])),
+            Some(
+                json!([{"accountId": account.to_string(), "type": "AWS::DynamoDB::Table", "ARN": format!("arn:aws:dynamodb:{region}:{account}:table/orders")}]),
+            ),
         ),
-        Req::Role => (json!({"roleName": format!("service-role-{}", rng.random_range(0..40))}), Value::Null, None),
+        Req::Role => (
+            json!({"roleName": format!("service-role-{}", rng.random_range(0..40))}),
+            Value::Null,
+            None,
+        ),
         Req::Policy => (
             json!({"roleName": format!("service-role-{}", rng.random_range(0..40)), "policyName": "inline-access", "policyDocument": "{\n  \"Version\": \"2012-10-17\",\n  \"Statement\": [\n    {\n      \"Effect\": \"Allow\",\n      \"Action\": [\"s3:GetObject\", \"s3:PutObject\", \"s3:ListBucket\"],\n      \"Resource\": [\"arn:aws:s3:::data-bucket\", \"arn:aws:s3:::data-bucket/*\"]\n    },\n    {\n      \"Effect\": \"Allow\",\n      \"Action\": [\"kms:Decrypt\", \"kms:GenerateDataKey\"],\n      \"Resource\": \"*\"\n    }\n  ]\n}"}),
             Value::Null,
             None,
         ),
-        Req::User => (json!({"userName": format!("user{:04}", rng.random_range(0..200))}), Value::Null, None),
-        Req::Secret => (json!({"secretId": format!("arn:aws:secretsmanager:{region}:{account}:secret:prod/db-{}", rng.random_range(0..10))}), Value::Null, None),
-        Req::Param => (json!({"name": format!("/app/prod/config-{}", rng.random_range(0..30)), "withDecryption": true}), Value::Null, None),
+        Req::User => (
+            json!({"userName": format!("user{:04}", rng.random_range(0..200))}),
+            Value::Null,
+            None,
+        ),
+        Req::Secret => (
+            json!({"secretId": format!("arn:aws:secretsmanager:{region}:{account}:secret:prod/db-{}", rng.random_range(0..10))}),
+            Value::Null,
+            None,
+        ),
+        Req::Param => (
+            json!({"name": format!("/app/prod/config-{}", rng.random_range(0..30)), "withDecryption": true}),
+            Value::Null,
+            None,
+        ),
     }
 }
 
@@ -402,7 +534,11 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
     let (identity, agent, src_ip) = if roll < 100 {
         // An AWS service acting on its own behalf: no key.
         let svc = SERVICES[rng.random_range(0..SERVICES.len())];
-        (json!({"type": "AWSService", "invokedBy": svc}), svc.to_owned(), svc.to_owned())
+        (
+            json!({"type": "AWSService", "invokedBy": svc}),
+            svc.to_owned(),
+            svc.to_owned(),
+        )
     } else if roll < 101 {
         (
             json!({"type": "Root", "principalId": account.to_string(), "arn": format!("arn:aws:iam::{account}:root"), "accountId": account.to_string(), "accessKeyId": key_id(rng, "ASIA", account), "sessionContext": {"attributes": {"creationDate": t.format("%Y-%m-%dT%H:%M:%SZ").to_string(), "mfaAuthenticated": "true"}}}),
@@ -416,7 +552,11 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
         (
             json!({"type": "IAMUser", "principalId": u.id, "arn": format!("arn:aws:iam::{}:user/{}", u.account, u.name), "accountId": u.account.to_string(), "accessKeyId": key, "userName": u.name}),
             AGENTS[u.agent].to_owned(),
-            if rng.random_bool(0.97) { u.ip.clone() } else { ip(rng) },
+            if rng.random_bool(0.97) {
+                u.ip.clone()
+            } else {
+                ip(rng)
+            },
         )
     } else {
         let candidates: Vec<&Role> = w.roles.iter().filter(|r| r.account == account).collect();
@@ -472,7 +612,10 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 6), flate2::Compression::default());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 6),
+        flate2::Compression::default(),
+    );
     enc.write_all(data)?;
     enc.finish()
 }
@@ -490,7 +633,8 @@ pub fn generate(out: &Path, o: &GenOptions) -> anyhow::Result<Generated> {
         let account = world.accounts[(f as usize) % world.accounts.len()];
         let region = pick_weighted(&mut rng, &regions, world.region_weights);
         // Files are spread evenly over the span; each covers five minutes.
-        let start = o.start + Duration::milliseconds(span.num_milliseconds() * f as i64 / files as i64);
+        let start =
+            o.start + Duration::milliseconds(span.num_milliseconds() * f as i64 / files as i64);
         let n = if f + 1 == files {
             left
         } else {
@@ -562,7 +706,8 @@ mod tests {
     }
 
     fn tempfile_dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("keytrail-gen-test-{tag}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("keytrail-gen-test-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
     }

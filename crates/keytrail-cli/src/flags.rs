@@ -66,8 +66,8 @@ pub struct IngestArgs {
     /// Largest single record to read, e.g. 1M
     #[arg(long, value_name = "SIZE", default_value = "1M")]
     pub max_event_size: String,
-    /// Decoded rows held in memory before a partition is written out, e.g. 128M
-    #[arg(long, value_name = "SIZE", default_value = "128M")]
+    /// Decoded rows held in memory before a partition is written out, e.g. 96M
+    #[arg(long, value_name = "SIZE", default_value = "96M")]
     pub buffer_size: String,
     /// Print the run summary as JSON on stdout
     #[arg(long)]

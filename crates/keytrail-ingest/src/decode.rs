@@ -37,6 +37,11 @@ pub fn detect_compression(bytes: &[u8]) -> Compression {
 
 /// Decompress `input` into `out` (cleared first), refusing more than `limit` bytes. Gzip
 /// streams of several members and headers with a file name are read whole.
+///
+/// A single-member gzip object (what CloudTrail writes) is inflated in one call by libdeflate
+/// into a buffer sized from the gzip trailer; anything else (several members, a trailer that
+/// lies, corrupt data) goes through flate2's streaming decoder, which also says precisely what
+/// is wrong.
 pub fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), ObjectError> {
     out.clear();
     if input.is_empty() {
@@ -50,6 +55,10 @@ pub fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), O
             out.extend_from_slice(input);
         }
         Compression::Gzip => {
+            if inflate_whole(input, out, limit) {
+                return Ok(());
+            }
+            out.clear();
             let decoder = flate2::read::MultiGzDecoder::new(input);
             let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
             decoder
@@ -63,6 +72,30 @@ pub fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), O
         }
     }
     Ok(())
+}
+
+thread_local! {
+    static INFLATER: std::cell::RefCell<libdeflater::Decompressor> =
+        std::cell::RefCell::new(libdeflater::Decompressor::new());
+}
+
+/// The fast path: one gzip member whose trailer gives its size. `false` means "use the
+/// streaming decoder".
+fn inflate_whole(input: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
+    let Some(trailer) = input.len().checked_sub(4).and_then(|i| input.get(i..)) else {
+        return false;
+    };
+    let size = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]) as usize;
+    if size == 0 || size > limit {
+        return false;
+    }
+    out.resize(size, 0);
+    let ok =
+        INFLATER.with(|d| matches!(d.borrow_mut().gzip_decompress(input, out), Ok(n) if n == size));
+    if !ok {
+        out.clear();
+    }
+    ok
 }
 
 /// The shape an object's JSON had.
@@ -164,18 +197,23 @@ pub fn split(buf: &[u8], max_event_bytes: usize) -> Result<Split<'_>, ObjectErro
         Some(b'[') => {
             out.shape = Some(Shape::Array);
             let mut de = sonic_rs::Deserializer::from_slice(body);
-            let found = RecordsSeed { out: &mut out, seed }
-                .deserialize(&mut de)
-                .and_then(|r| de.end().map(|()| r))
-                .map_err(|e| ObjectError::NotJson(short(e)))?;
+            let found = RecordsSeed {
+                out: &mut out,
+                seed,
+            }
+            .deserialize(&mut de)
+            .and_then(|r| de.end().map(|()| r))
+            .map_err(|e| ObjectError::NotJson(short(e)))?;
             if let Err(found) = found {
-                return Err(ObjectError::NotJson(format!("a JSON array was expected, found {found}")));
+                return Err(ObjectError::NotJson(format!(
+                    "a JSON array was expected, found {found}"
+                )));
             }
         }
         Some(b'{') => {
             let first_line = memchr::memchr(b'\n', body).map_or(body, |n| &body[..n]);
-            let more = first_line.len() < body.len()
-                && !trim_start(&body[first_line.len()..]).is_empty();
+            let more =
+                first_line.len() < body.len() && !trim_start(&body[first_line.len()..]).is_empty();
             if more && document(first_line, seed, &mut out).is_ok() {
                 out.shape = Some(Shape::JsonLines);
                 for line in body[first_line.len()..].split(|b| *b == b'\n') {
@@ -211,11 +249,10 @@ fn document<'a>(doc: &'a [u8], seed: EventSeed, out: &mut Split<'a>) -> Result<S
         return Err(ObjectError::NotJson("not a JSON object".into()));
     }
     let mut de = sonic_rs::Deserializer::from_slice(doc);
-    let shape = DocSeed { out, seed }
+    DocSeed { out, seed }
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r))
-        .map_err(|e| ObjectError::NotJson(short(e)))?;
-    shape
+        .map_err(|e| ObjectError::NotJson(short(e)))?
 }
 
 /// A top-level object: a delivery file (`Records`), lookup-events output (`Events`), a digest
@@ -256,9 +293,15 @@ impl<'de, 's> Visitor<'de> for DocSeed<'s, 'de> {
                 key => {
                     digest |= matches!(
                         key,
-                        "digestStartTime" | "digestEndTime" | "digestPublicKeyFingerprint" | "digestSignatureAlgorithm"
+                        "digestStartTime"
+                            | "digestEndTime"
+                            | "digestPublicKeyFingerprint"
+                            | "digestSignatureAlgorithm"
                     );
-                    event_like |= matches!(key, "eventTime" | "eventName" | "eventID" | "eventVersion" | "@timestamp");
+                    event_like |= matches!(
+                        key,
+                        "eventTime" | "eventName" | "eventID" | "eventVersion" | "@timestamp"
+                    );
                     fields.take(key, &mut map)?;
                 }
             }
@@ -275,14 +318,19 @@ impl<'de, 's> Visitor<'de> for DocSeed<'s, 'de> {
         if let Some(ev) = events.filter(|_| !event_like) {
             let t = ev.get_type();
             let Some(iter) = ev.into_array_iter() else {
-                return Ok(Err(ObjectError::EventsNotArray { found: type_name(t) }));
+                return Ok(Err(ObjectError::EventsNotArray {
+                    found: type_name(t),
+                }));
             };
             for item in iter {
                 let v = match item {
                     Ok(v) => v,
                     Err(e) => return Ok(Err(ObjectError::NotJson(short(e)))),
                 };
-                match v.get("CloudTrailEvent").and_then(|s| s.as_str().map(str::to_owned)) {
+                match v
+                    .get("CloudTrailEvent")
+                    .and_then(|s| s.as_str().map(str::to_owned))
+                {
                     Some(text) => self.out.push_text(text),
                     None => self.out.push(Err(EventError::WrongType {
                         field: "Events[].CloudTrailEvent",
@@ -371,7 +419,11 @@ mod tests {
     }
 
     fn bad(s: &Split<'_>) -> Vec<u64> {
-        s.records.iter().filter(|(_, r)| r.is_err()).map(|(i, _)| *i).collect()
+        s.records
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| *i)
+            .collect()
     }
 
     const T: &str = r#""eventTime":"2024-01-01T00:00:00Z""#;
@@ -435,18 +487,26 @@ mod tests {
         let s = split(text.as_bytes()).expect("lines");
         assert_eq!(s.shape, Some(Shape::JsonLines));
         assert_eq!(names(&s), ["A", "B", "C"]);
-        assert_eq!(bad(&s), [1, 4], "the two bad lines, each one record; D is not kept");
+        assert_eq!(
+            bad(&s),
+            [1, 4],
+            "the two bad lines, each one record; D is not kept"
+        );
         assert_eq!(s.total(), 5);
 
         let inner = format!(r#"{{\"eventName\":\"A\",{}}}"#, T.replace('"', "\\\""));
-        let text = format!(r#"{{"Events":[{{"EventId":"x","CloudTrailEvent":"{inner}"}},{{"EventId":"y"}}],"NextToken":"t"}}"#);
+        let text = format!(
+            r#"{{"Events":[{{"EventId":"x","CloudTrailEvent":"{inner}"}},{{"EventId":"y"}}],"NextToken":"t"}}"#
+        );
         let s = split(text.as_bytes()).expect("lookup");
         assert_eq!(s.shape, Some(Shape::LookupEvents));
         assert_eq!(s.texts.len(), 1);
         assert!(s.texts[0].1.contains("eventName"), "{:?}", s.texts);
         assert_eq!(bad(&s), [1]);
 
-        let s = split(b"{\n  \"eventName\": \"A\",\n  \"eventTime\": \"2024-01-01T00:00:00Z\"\n}\n").expect("one pretty event");
+        let s =
+            split(b"{\n  \"eventName\": \"A\",\n  \"eventTime\": \"2024-01-01T00:00:00Z\"\n}\n")
+                .expect("one pretty event");
         assert_eq!(s.shape, Some(Shape::Event));
         assert_eq!(names(&s), ["A"]);
 
@@ -455,7 +515,9 @@ mod tests {
         assert!(s.records.is_empty());
 
         // One record of the wrong type does not cost its neighbours.
-        let text = format!(r#"{{"Records":[{{"eventName":"A",{T}}},{{"eventName":{{"x":1}},{T}}},7,{{"eventName":"D",{T}}}]}}"#);
+        let text = format!(
+            r#"{{"Records":[{{"eventName":"A",{T}}},{{"eventName":{{"x":1}},{T}}},7,{{"eventName":"D",{T}}}]}}"#
+        );
         let s = split(text.as_bytes()).expect("records");
         assert_eq!(names(&s), ["A", "D"]);
         assert_eq!(bad(&s), [1, 2]);

@@ -57,7 +57,7 @@ impl IngestOptions {
             filter: FilterSpec::all(),
             threads: std::thread::available_parallelism().map_or(2, usize::from),
             limits: Limits::default(),
-            buffer_bytes: 128 << 20,
+            buffer_bytes: 96 << 20,
         }
     }
 }
@@ -97,85 +97,79 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
             todo.push(object);
         }
     }
-    // Big objects first, so one large file does not finish alone at the end.
-    todo.sort_by(|a, b| {
-        b.size
-            .cmp(&a.size)
-            .then_with(|| a.location.cmp_key().cmp(&b.location.cmp_key()))
+    // In delivery-time order (CloudTrail puts it in every object name), then name order, so
+    // the events of one day arrive together and each day's partition fills, and is written,
+    // as a whole rather than in many small files.
+    todo.sort_by_cached_key(|o| {
+        (
+            source::delivery_time(o.file_name()).map(str::to_owned),
+            o.location.cmp_key(),
+        )
     });
     progress.start(todo.len() as u64, todo.iter().map(|o| o.size).sum());
 
     let pool = decode_pool(opts.threads)?;
     let txn = Arc::new(lake.begin(opts.filter.clone())?);
     summary.run_id = Some(txn.run_id().to_owned());
-    let mut writer = LakeWriter::new(Arc::clone(&txn), opts.buffer_bytes, opts.threads.div_ceil(2));
+    let mut writer = LakeWriter::new(Arc::clone(&txn), opts.buffer_bytes, opts.threads);
     let mut records: Vec<ObjectRecord> = Vec::new();
-    let result = run_local(
-        todo,
-        &pool,
-        opts.limits,
-        &decider,
-        progress,
-        |done| {
-            match done {
-                Done::Read {
-                    object,
-                    content_hash,
-                    decoded,
-                } => {
-                    summary.bytes_read += object.size;
-                    summary.events += decoded.counts;
-                    for (reason, n) in &decoded.skipped_by_reason {
-                        *summary
-                            .skipped_records_by_reason
-                            .entry((*reason).to_owned())
-                            .or_default() += n;
-                    }
-                    let room =
-                        MAX_SKIPPED_SAMPLES.saturating_sub(summary.skipped_record_samples.len());
-                    summary
-                        .skipped_record_samples
-                        .extend(decoded.skipped_samples.into_iter().take(room));
-                    records.push(ObjectRecord {
-                        source: object.uri(),
-                        size: object.size,
-                        modified: object.modified,
-                        etag: object.etag.clone(),
-                        content_hash,
-                        events: decoded.counts.read,
-                        written: decoded.counts.written,
-                        insights: decoded.counts.insights,
-                        filtered: decoded.counts.filtered,
-                        already_written: decoded.counts.already_written,
-                        skipped: decoded.counts.skipped,
-                    });
-                    summary.objects.read += 1;
-                    for (table, day, batch) in decoded.batches {
-                        writer.accept(table, day, batch)?;
-                    }
+    let result = run_local(todo, &pool, opts.limits, &decider, progress, |done| {
+        match done {
+            Done::Read {
+                object,
+                content_hash,
+                decoded,
+            } => {
+                summary.bytes_read += object.size;
+                summary.events += decoded.counts;
+                for (reason, n) in &decoded.skipped_by_reason {
+                    *summary
+                        .skipped_records_by_reason
+                        .entry((*reason).to_owned())
+                        .or_default() += n;
                 }
-                Done::Skipped {
-                    object,
-                    reason,
-                    detail,
-                } => summary.skip(object.display(), reason, detail),
-                Done::Failed { object, error } => {
-                    tracing::debug!(object = %object.display(), "{error}");
-                    summary.objects.failed += 1;
-                    summary.failures.push(Failure {
-                        object: object.display(),
-                        code: error.reason().to_owned(),
-                        reason: error.to_string(),
-                    });
+                let room = MAX_SKIPPED_SAMPLES.saturating_sub(summary.skipped_record_samples.len());
+                summary
+                    .skipped_record_samples
+                    .extend(decoded.skipped_samples.into_iter().take(room));
+                records.push(ObjectRecord {
+                    source: object.uri(),
+                    size: object.size,
+                    modified: object.modified,
+                    etag: object.etag.clone(),
+                    content_hash,
+                    events: decoded.counts.read,
+                    written: decoded.counts.written,
+                    insights: decoded.counts.insights,
+                    filtered: decoded.counts.filtered,
+                    already_written: decoded.counts.already_written,
+                    skipped: decoded.counts.skipped,
+                });
+                summary.objects.read += 1;
+                for (table, day, batch) in decoded.batches {
+                    writer.accept(table, day, batch)?;
                 }
             }
-            Ok(())
-        },
-    );
-    let t_decode = started.elapsed();
+            Done::Skipped {
+                object,
+                reason,
+                detail,
+            } => summary.skip(object.display(), reason, detail),
+            Done::Failed { object, error } => {
+                tracing::debug!(object = %object.display(), "{error}");
+                summary.objects.failed += 1;
+                summary.failures.push(Failure {
+                    object: object.display(),
+                    code: error.reason().to_owned(),
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(())
+    });
     let finished = writer.finish(&pool);
-    let t_finish = started.elapsed();
-    let txn = Arc::try_unwrap(txn).map_err(|_| IngestError::Config("internal: the transaction is still shared".into()))?;
+    let txn = Arc::try_unwrap(txn)
+        .map_err(|_| IngestError::Config("internal: the transaction is still shared".into()))?;
     match result.and(finished) {
         Ok((files, bytes)) => {
             summary.files_written = files;
@@ -191,7 +185,6 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
     }
     progress.phase("committing");
     let commit = txn.commit(records)?;
-    eprintln!("TIMING decode {:?} finish {:?} commit {:?}", t_decode, t_finish, started.elapsed());
     summary.commit = commit.as_ref().map(|c| c.seq);
     if let Some(c) = &commit {
         let kd: u64 = c

@@ -206,8 +206,11 @@ pub fn run_local(
         let cancelled = &cancelled;
         scope.spawn(move || {
             pool.install(|| {
+                // `par_bridge` hands objects out in order, so the objects of one day are
+                // decoded together and its partition fills as a whole.
                 objects
-                    .into_par_iter()
+                    .into_iter()
+                    .par_bridge()
                     .for_each_init(Vec::new, |scratch, object| {
                         if cancelled.load(Ordering::Relaxed) {
                             return;

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use arrow::array::RecordBatch;
 use keytrail_model::time::day_of;
-use keytrail_model::{Difference, Event, EventBatchBuilder, EventError, Table, Verdict, decode_event};
+use keytrail_model::{
+    Difference, Event, EventBatchBuilder, EventError, Table, Verdict, decode_event,
+};
 
 use crate::decode::{Shape, decompress, split};
 use crate::error::ObjectError;

@@ -85,6 +85,19 @@ pub fn classify_name(path: &str) -> NameKind {
     }
 }
 
+/// The delivery time CloudTrail writes into an object's name
+/// (`<account>_CloudTrail_<region>_20241130T0805Z_<id>.json.gz` → `20241130T0805Z`).
+pub fn delivery_time(name: &str) -> Option<&str> {
+    name.split('_').find(|part| {
+        let b = part.as_bytes();
+        b.len() == 14
+            && b[..8].iter().all(u8::is_ascii_digit)
+            && b[8] == b'T'
+            && b[9..13].iter().all(u8::is_ascii_digit)
+            && b[13] == b'Z'
+    })
+}
+
 /// File names taken when walking a directory; files named on the command line are read
 /// whatever their name.
 pub fn looks_like_log(name: &str) -> bool {
@@ -198,6 +211,14 @@ mod tests {
         for yes in ["a.json", "a.json.gz", "A.JSONL", "x.ndjson.gz", "blob.gz"] {
             assert!(looks_like_log(yes), "{yes}");
         }
+        assert_eq!(
+            delivery_time("111122223333_CloudTrail_us-east-1_20241130T0805Z_AbCdEf.json.gz"),
+            Some("20241130T0805Z")
+        );
+        assert_eq!(
+            delivery_time("aws.persistence.iam-backdoor-user.json"),
+            None
+        );
         for no in ["README.md", "LICENSE", "a.parquet", ".DS_Store"] {
             assert!(!looks_like_log(no), "{no}");
         }

@@ -90,7 +90,12 @@ impl LakeWriter {
         Ok(())
     }
 
-    pub fn accept(&mut self, table: Table, day: i32, batch: RecordBatch) -> Result<(), IngestError> {
+    pub fn accept(
+        &mut self,
+        table: Table,
+        day: i32,
+        batch: RecordBatch,
+    ) -> Result<(), IngestError> {
         self.drain()?;
         if batch.num_rows() == 0 {
             return Ok(());
@@ -100,6 +105,20 @@ impl LakeWriter {
         part.batches.push(batch);
         part.bytes += bytes;
         self.buffered += bytes;
+        // A partition that alone holds a good file's worth goes now.
+        if part.bytes >= self.limit / 2 {
+            let part = self.parts.remove(&(table, day)).unwrap_or_default();
+            self.buffered -= part.bytes;
+            let sent = self
+                .jobs
+                .as_ref()
+                .is_some_and(|j| j.send(((table, day), part)).is_ok());
+            if !sent {
+                self.drain()?;
+                return Err(IngestError::Config("the writer threads stopped".into()));
+            }
+            return Ok(());
+        }
         // Over budget: hand the largest partition to the writers. While they are busy, keep
         // buffering up to half as much again before waiting for them, so a write in progress
         // does not stall decoding.
@@ -149,7 +168,10 @@ impl LakeWriter {
             let _ = w.join();
         }
         let mut first_err = None;
-        for r in tail.into_iter().chain(self.results.try_iter().collect::<Vec<_>>()) {
+        for r in tail
+            .into_iter()
+            .chain(self.results.try_iter().collect::<Vec<_>>())
+        {
             if let Err(e) = self.collect(r) {
                 first_err.get_or_insert(e);
             }

@@ -5,8 +5,6 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-use std::cmp::Ordering;
-
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::interleave_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
@@ -133,38 +131,79 @@ pub fn sorted_order(batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, Arro
             time.as_primitive_opt::<TimestampMillisecondType>().cloned(),
             id.as_string_opt::<i32>().cloned(),
         ) else {
-            return Err(ArrowError::SchemaError("unexpected sort column types".into()));
+            return Err(ArrowError::SchemaError(
+                "unexpected sort column types".into(),
+            ));
         };
         cols.push((key, time, id));
     }
-    let mut order: Vec<(usize, usize)> = batches
+    // Rank the distinct keys once, so the sort compares integers, not strings.
+    let mut distinct: Vec<&str> = cols
+        .iter()
+        .flat_map(|(k, _, _)| k.iter().flatten())
+        .collect::<std::collections::HashSet<&str>>()
+        .into_iter()
+        .collect();
+    distinct.sort_unstable();
+    let rank: std::collections::HashMap<&str, u32> = distinct
         .iter()
         .enumerate()
-        .flat_map(|(b, batch)| (0..batch.num_rows()).map(move |r| (b, r)))
+        .map(|(i, k)| (*k, i as u32))
         .collect();
-    let get = |(b, r): (usize, usize)| {
-        let (k, t, i) = &cols[b];
-        (
-            k.is_valid(r).then(|| k.value(r)),
-            t.value(r),
-            i.is_valid(r).then(|| i.value(r)),
-        )
-    };
-    order.sort_unstable_by(|&a, &b| {
-        let (ka, ta, ia) = get(a);
-        let (kb, tb, ib) = get(b);
-        // Keys ascending with nulls last, then time, then event ID (nulls first there).
-        match (ka, kb) {
-            (Some(x), Some(y)) => x.cmp(y),
-            (None, Some(_)) => Ordering::Greater,
-            (Some(_), None) => Ordering::Less,
-            (None, None) => Ordering::Equal,
+    let mut order: Vec<(u32, i64, u32, u32)> =
+        Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for (b, (k, t, _)) in cols.iter().enumerate() {
+        for r in 0..k.len() {
+            let key_rank = if k.is_valid(r) {
+                rank[k.value(r)]
+            } else {
+                u32::MAX
+            };
+            order.push((key_rank, t.value(r), b as u32, r as u32));
         }
-        .then(ta.cmp(&tb))
-        .then(ia.cmp(&ib))
-        .then(a.cmp(&b))
+    }
+    let id = |b: u32, r: u32| {
+        let ids = &cols[b as usize].2;
+        ids.is_valid(r as usize).then(|| ids.value(r as usize))
+    };
+    // Keys ascending with nulls last, then time, then event ID (nulls first), then position.
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| id(a.2, a.3).cmp(&id(b.2, b.3)))
+            .then_with(|| (a.2, a.3).cmp(&(b.2, b.3)))
     });
+    let order = order
+        .into_iter()
+        .map(|(_, _, b, r)| (b as usize, r as usize))
+        .collect();
     Ok(order)
+}
+
+/// `interleave_record_batch`, but columns that are null in every batch (many CloudTrail
+/// fields are absent from most events) are made as null arrays instead of copied row by row.
+fn interleave_rows(
+    batches: &[&RecordBatch],
+    rows: &[(usize, usize)],
+) -> Result<RecordBatch, ArrowError> {
+    let Some(first) = batches.first() else {
+        return Err(ArrowError::InvalidArgumentError("no batches".into()));
+    };
+    let schema = first.schema();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let cols: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+            if cols.iter().all(|a| a.null_count() == a.len()) {
+                Ok(arrow::array::new_null_array(
+                    schema.field(c).data_type(),
+                    rows.len(),
+                ))
+            } else {
+                arrow::compute::interleave(&cols, rows)
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, ArrowError>>()?;
+    RecordBatch::try_new(schema, columns)
 }
 
 /// Concatenate event batches in [`sorted_order`].
@@ -192,7 +231,7 @@ pub fn write_file(
 }
 
 /// Rows materialised at a time when writing a sorted file.
-const CHUNK_ROWS: usize = 32 * 1024;
+const CHUNK_ROWS: usize = 16 * 1024;
 
 /// Write `batches` as one Parquet file of `table` at `path`, rows in [`sorted_order`], and
 /// make it durable. The sorted rows are built a chunk at a time, so the file never exists
@@ -207,7 +246,7 @@ pub fn write_sorted(
     let order = sorted_order(batches).map_err(|e| LakeError::arrow(path, e))?;
     let refs: Vec<&RecordBatch> = batches.iter().collect();
     let chunks = order.chunks(CHUNK_ROWS).map(|chunk| {
-        let b = interleave_record_batch(&refs, chunk)?;
+        let b = interleave_rows(&refs, chunk)?;
         each(&b)?;
         Ok(b)
     });

@@ -8,10 +8,8 @@
 
 use std::borrow::Cow;
 
-use serde::de::{
-    DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sonic_rs::{JsonValueTrait, LazyValue};
 
 use crate::redact::{scrub_json, scrub_text};
@@ -36,7 +34,7 @@ pub enum EventError {
     MissingTime,
     #[error("`eventTime` {0:?} is not a time")]
     BadTime(String),
-    #[error("record of {size} bytes is larger than the limit of {limit} bytes")]
+    #[error("record holds {size} bytes of values, more than the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
 }
 
@@ -222,7 +220,11 @@ impl<'de> Visitor<'de> for ScalarVisitor {
         Ok(Scalar::Text(Cow::Owned(v)))
     }
     fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Scalar::Text(Cow::Borrowed(if v { "true" } else { "false" })))
+        Ok(Scalar::Text(Cow::Borrowed(if v {
+            "true"
+        } else {
+            "false"
+        })))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
         Ok(Scalar::Text(Cow::Owned(v.to_string())))
@@ -703,7 +705,9 @@ impl<'de> EventFields<'de> {
                 let v: LazyValue<'de> = map.next_value()?;
                 if let Some(t) = v.as_str() {
                     self.at_timestamp = Some(match v.as_raw_cow() {
-                        Cow::Borrowed(raw) if !raw.contains('\\') => Cow::Borrowed(&raw[1..raw.len() - 1]),
+                        Cow::Borrowed(raw) if !raw.contains('\\') => {
+                            Cow::Borrowed(&raw[1..raw.len() - 1])
+                        }
                         _ => Cow::Owned(t.to_owned()),
                     });
                 }
@@ -745,7 +749,8 @@ impl<'de> EventFields<'de> {
             }
             None | Some(Scalar::Null) => at_timestamp.ok_or(EventError::MissingTime)?,
         };
-        e.event_time = parse_event_time(&time_text).ok_or_else(|| EventError::BadTime(time_text.into_owned()))?;
+        e.event_time = parse_event_time(&time_text)
+            .ok_or_else(|| EventError::BadTime(time_text.into_owned()))?;
         e.extra = cx.extra;
         Ok(e)
     }
@@ -806,7 +811,13 @@ impl<'de> Visitor<'de> for EventSeed {
 }
 
 fn json_err(e: sonic_rs::Error) -> EventError {
-    EventError::Json(e.to_string().lines().next().unwrap_or("invalid JSON").to_owned())
+    EventError::Json(
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid JSON")
+            .to_owned(),
+    )
 }
 
 /// Decode one record from its JSON text.

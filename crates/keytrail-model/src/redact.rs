@@ -241,7 +241,9 @@ mod tests {
                 .split('-')
                 .map(|w| {
                     let mut c = w.chars();
-                    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                    c.next()
+                        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                        .unwrap_or_default()
                 })
                 .collect::<Vec<_>>()
                 .join("-");
@@ -252,7 +254,17 @@ mod tests {
                 }
             }
         }
-        for camel in ["sessionToken", "SessionToken", "secretAccessKey", "SecretAccessKey", "newPassword", "X-Amz-Security-Token", "privateKey", "keyMaterial", "SecretString"] {
+        for camel in [
+            "sessionToken",
+            "SessionToken",
+            "secretAccessKey",
+            "SecretAccessKey",
+            "newPassword",
+            "X-Amz-Security-Token",
+            "privateKey",
+            "keyMaterial",
+            "SecretString",
+        ] {
             assert!(is_suspicious(camel), "{camel}");
         }
         assert!(!is_suspicious(r#"{"userName":"alice","nextToken":"abc"}"#));
