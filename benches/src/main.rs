@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! keytrail-bench gen DIR [--events N] [--seed S]      write synthetic CloudTrail under DIR
+//! keytrail-bench gen-sample DIR                       write the sample bundled in testdata/sample
 //! keytrail-bench ingest DIR [--threads N]             ingest DIR into a fresh lake, report
 //! ```
 //! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
@@ -53,6 +54,10 @@ fn main() -> anyhow::Result<()> {
                 g.json_bytes as f64 / g.events.max(1) as f64,
                 t.elapsed().as_secs_f64()
             );
+        }
+        "gen-sample" => {
+            let (g, keys) = keytrail_benches::synth::generate_sample(&dir)?;
+            println!("sample: {} files, {} events; keys: {keys:#?}", g.files, g.events);
         }
         "ingest" => {
             let lake = match arg_value(&args, "--lake") {

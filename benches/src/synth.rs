@@ -712,3 +712,187 @@ mod tests {
         d
     }
 }
+
+/// The keys of the bundled sample's incident, decoded to account 111111111111.
+#[derive(Clone, Debug)]
+pub struct SampleKeys {
+    /// `ci-deploy`'s long-term key: used by Terraform all week, then leaked.
+    pub leaked: String,
+    /// A second long-term key the attacker creates for a new user `backup-admin`.
+    pub backdoor: String,
+    /// Temporary keys the attacker mints: GetSessionToken, then AssumeRole from the backdoor.
+    pub session: String,
+    pub assumed: String,
+    /// A federation token minted from the leaked key.
+    pub federation: String,
+    /// A well-behaved key for contrast.
+    pub steady: String,
+}
+
+const SAMPLE_ACCOUNT: u64 = 111_111_111_111;
+
+fn sample_keys() -> SampleKeys {
+    let mut rng = StdRng::seed_from_u64(20_241_130);
+    SampleKeys {
+        leaked: key_id(&mut rng, "AKIA", SAMPLE_ACCOUNT),
+        backdoor: key_id(&mut rng, "AKIA", SAMPLE_ACCOUNT),
+        session: key_id(&mut rng, "ASIA", SAMPLE_ACCOUNT),
+        assumed: key_id(&mut rng, "ASIA", SAMPLE_ACCOUNT),
+        federation: key_id(&mut rng, "ASIA", SAMPLE_ACCOUNT),
+        steady: key_id(&mut rng, "AKIA", SAMPLE_ACCOUNT),
+    }
+}
+
+struct Call<'a> {
+    t: DateTime<Utc>,
+    identity: Value,
+    ip: &'a str,
+    agent: &'a str,
+    source: &'a str,
+    name: &'a str,
+    region: &'a str,
+    request: Value,
+    response: Value,
+    error: Option<(&'a str, &'a str)>,
+}
+
+fn record(rng: &mut StdRng, c: Call<'_>) -> Value {
+    let mut e = json!({
+        "eventVersion": "1.10",
+        "userIdentity": c.identity,
+        "eventTime": c.t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "eventSource": c.source,
+        "eventName": c.name,
+        "awsRegion": c.region,
+        "sourceIPAddress": c.ip,
+        "userAgent": c.agent,
+        "requestParameters": c.request,
+        "responseElements": c.response,
+        "requestID": uuid(rng),
+        "eventID": uuid(rng),
+        "readOnly": c.name.starts_with("Get") || c.name.starts_with("List") || c.name.starts_with("Describe"),
+        "eventType": "AwsApiCall",
+        "managementEvent": true,
+        "recipientAccountId": SAMPLE_ACCOUNT.to_string(),
+        "eventCategory": "Management",
+        "tlsDetails": {"tlsVersion": "TLSv1.3", "cipherSuite": "TLS_AES_128_GCM_SHA256", "clientProvidedHostHeader": format!("{}.amazonaws.com", c.source.split('.').next().unwrap_or("sts"))},
+    });
+    if let Some((code, msg)) = c.error {
+        e["errorCode"] = json!(code);
+        e["errorMessage"] = json!(msg);
+        e["responseElements"] = Value::Null;
+    }
+    e
+}
+
+fn user_identity(name: &str, key: &str) -> Value {
+    json!({"type": "IAMUser", "principalId": format!("AIDA{}", name.to_ascii_uppercase().replace('-', "")), "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/{name}"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": key, "userName": name})
+}
+
+fn write_delivery(out: &Path, region: &str, t: DateTime<Utc>, tag: &str, records: Vec<Value>, g: &mut Generated) -> anyhow::Result<()> {
+    let dir = out.join(format!("AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail/{region}/{}", t.format("%Y/%m/%d")));
+    fs::create_dir_all(&dir)?;
+    let n = records.len() as u64;
+    let doc = serde_json::to_vec(&json!({"Records": records}))?;
+    let gz = gzip(&doc)?;
+    fs::write(
+        dir.join(format!("{SAMPLE_ACCOUNT}_CloudTrail_{region}_{}_{tag}.json.gz", t.format("%Y%m%dT%H%MZ"))),
+        &gz,
+    )?;
+    g.files += 1;
+    g.events += n;
+    g.json_bytes += doc.len() as u64;
+    g.gz_bytes += gz.len() as u64;
+    Ok(())
+}
+
+/// The sample bundled in `testdata/sample/`: a week of ordinary activity in account
+/// 111111111111, and one night (2024-11-30, 03:12 UTC) when `ci-deploy`'s key leaks and is
+/// used to look around, create a backdoor user and key, mint temporary credentials, start
+/// large instances, stop the trail and open a bucket. Also a digest file and an Insights file,
+/// as a real trail bucket holds them. Deterministic.
+pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
+    let o = GenOptions {
+        events: 1200,
+        events_per_file: 60,
+        accounts: 1,
+        users: 8,
+        roles: 3,
+        seed: 7,
+        start: Utc.with_ymd_and_hms(2024, 11, 24, 0, 0, 0).single().unwrap_or_default(),
+        days: 7,
+    };
+    let mut g = generate(out, &o)?;
+    let keys = sample_keys();
+    let mut rng = StdRng::seed_from_u64(99);
+    let at = |d: u32, h: u32, m: u32, s: u32| Utc.with_ymd_and_hms(2024, 11, d, h, m, s).single().unwrap_or_default();
+    let terraform = AGENTS[4];
+    let home = "203.0.113.10";
+
+    // A week of Terraform runs with the key that will leak, and a steady reporting job.
+    for day in 24..30 {
+        let mut recs = Vec::new();
+        for (i, name) in ["GetCallerIdentity", "DescribeInstances", "DescribeSecurityGroups", "ListBuckets"].iter().enumerate() {
+            let source = match *name {
+                "GetCallerIdentity" => "sts.amazonaws.com",
+                "ListBuckets" => "s3.amazonaws.com",
+                _ => "ec2.amazonaws.com",
+            };
+            recs.push(record(&mut rng, Call { t: at(day, 14, 2, i as u32 * 7), identity: user_identity("ci-deploy", &keys.leaked), ip: home, agent: terraform, source, name, region: "us-east-1", request: Value::Null, response: Value::Null, error: None }));
+        }
+        for i in 0..3 {
+            recs.push(record(&mut rng, Call { t: at(day, 6, 0, i * 20), identity: user_identity("reporting", &keys.steady), ip: "198.18.0.25", agent: AGENTS[2], source: "monitoring.amazonaws.com", name: "GetMetricData", region: "eu-west-1", request: json!({"startTime": "x"}), response: Value::Null, error: None }));
+        }
+        write_delivery(out, "us-east-1", at(day, 14, 5, 0), "TFRUNSAMPLE00000", recs, &mut g)?;
+    }
+
+    // The night of 2024-11-30, from an address the key never used.
+    let evil = "198.51.100.77";
+    let kali = "aws-cli/2.15.30 Python/3.11.8 Linux/6.6.9-amd64 exe/x86_64.kali.2024 prompt/off command/sts.get-caller-identity";
+    let py = "python-requests/2.31.0";
+    let leaked = |name: &str| user_identity("ci-deploy", name);
+    let mut first = Vec::new();
+    let call = |rng: &mut StdRng, t, identity, agent, source, name, request, response, error| {
+        record(rng, Call { t, identity, ip: evil, agent, source, name, region: "us-east-1", request, response, error })
+    };
+    first.push(call(&mut rng, at(30, 3, 12, 5), leaked(&keys.leaked), kali, "sts.amazonaws.com", "GetCallerIdentity", Value::Null, Value::Null, None));
+    for (i, (source, name)) in [("iam.amazonaws.com", "ListUsers"), ("iam.amazonaws.com", "ListRoles"), ("s3.amazonaws.com", "ListBuckets"), ("ec2.amazonaws.com", "DescribeInstances"), ("ec2.amazonaws.com", "DescribeRegions"), ("iam.amazonaws.com", "ListAttachedUserPolicies"), ("guardduty.amazonaws.com", "ListDetectors"), ("cloudtrail.amazonaws.com", "DescribeTrails")].into_iter().enumerate() {
+        first.push(call(&mut rng, at(30, 3, 12, 20 + i as u32 * 3), leaked(&keys.leaked), py, source, name, Value::Null, Value::Null, None));
+    }
+    for i in 0..16 {
+        first.push(call(&mut rng, at(30, 3, 14, i * 4), leaked(&keys.leaked), py, "iam.amazonaws.com", "GetAccountAuthorizationDetails", Value::Null, Value::Null, Some(("AccessDenied", "User: arn:aws:iam::111111111111:user/ci-deploy is not authorized to perform: iam:GetAccountAuthorizationDetails"))));
+    }
+    first.push(call(&mut rng, at(30, 3, 16, 2), leaked(&keys.leaked), py, "iam.amazonaws.com", "CreateUser", json!({"userName": "backup-admin"}), json!({"user": {"path": "/", "userName": "backup-admin", "userId": "AIDABACKUPADMIN00001", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/backup-admin"), "createDate": "Nov 30, 2024, 3:16:02 AM"}}), None));
+    first.push(call(&mut rng, at(30, 3, 16, 9), leaked(&keys.leaked), py, "iam.amazonaws.com", "AttachUserPolicy", json!({"userName": "backup-admin", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}), Value::Null, None));
+    first.push(call(&mut rng, at(30, 3, 16, 15), leaked(&keys.leaked), py, "iam.amazonaws.com", "CreateAccessKey", json!({"userName": "backup-admin"}), json!({"accessKey": {"accessKeyId": keys.backdoor, "status": "Active", "userName": "backup-admin", "createDate": "Nov 30, 2024, 3:16:15 AM"}}), None));
+    first.push(call(&mut rng, at(30, 3, 17, 0), leaked(&keys.leaked), py, "sts.amazonaws.com", "GetSessionToken", json!({"durationSeconds": 129600}), json!({"credentials": {"accessKeyId": keys.session, "sessionToken": "IQoJb3JpZ2luX2VjEHsaCXVzLWVhc3QtMSJHMEUCIQD3mJ8bX1lqZgq8pE3lN4h0u9VdGlTf7uMZ5rzqlJ5p6wIgV8sM1oVn0g3qzqG0gU2pL8dC1bqB9xM0fkVXz2Yh8KYqmAII", "expiration": "Dec 1, 2024, 3:17:00 PM"}}), None));
+    first.push(call(&mut rng, at(30, 3, 17, 30), leaked(&keys.leaked), py, "sts.amazonaws.com", "GetFederationToken", json!({"name": "svc", "policy": "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}]}"}), json!({"credentials": {"accessKeyId": keys.federation, "sessionToken": "IQoJb3JpZ2luX2VjEHsaCXVzLWVhc3QtMSJHMEUCIQD3mJ8bX1lqZgq8pE3lN4h0u9VdGlTf7uMZ5rzqlJ5p6wIgV8sM1oVn0g3qzqG0gU2pL8dC1bqB9xM0fkVXz2Yh8KYqmAII", "expiration": "Nov 30, 2024, 3:17:30 PM"}, "federatedUser": {"arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:federated-user/svc"), "federatedUserId": format!("{SAMPLE_ACCOUNT}:svc")}}), None));
+    // The security team reacts at 03:40: the leaked key is made inactive.
+    first.push(record(&mut rng, Call { t: at(30, 3, 40, 0), identity: json!({"type": "AssumedRole", "principalId": "AROASECOPS0000000001:responder", "arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:assumed-role/SecOps/responder"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": "ASIASECOPSRESPONDER1", "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROASECOPS0000000001", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/SecOps"), "accountId": SAMPLE_ACCOUNT.to_string(), "userName": "SecOps"}, "attributes": {"creationDate": "2024-11-30T03:35:00Z", "mfaAuthenticated": "true"}}}), ip: "192.0.2.44", agent: AGENTS[5], source: "iam.amazonaws.com", name: "UpdateAccessKey", region: "us-east-1", request: json!({"accessKeyId": keys.leaked, "status": "Inactive", "userName": "ci-deploy"}), response: Value::Null, error: None }));
+    write_delivery(out, "us-east-1", at(30, 3, 20, 0), "INCIDENTPART0001", first, &mut g)?;
+
+    // Calls made with the minted keys. This file is delivered before the one above in name
+    // order, as CloudTrail's time-sliced delivery can do: a reader must not rely on order.
+    let mut second = Vec::new();
+    let temp = |key: &str| json!({"type": "IAMUser", "principalId": "AIDACIDEPLOY", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/ci-deploy"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": key, "userName": "ci-deploy", "sessionContext": {"attributes": {"creationDate": "2024-11-30T03:17:00Z", "mfaAuthenticated": "false"}}});
+    second.push(record(&mut rng, Call { t: at(30, 3, 18, 10), identity: temp(&keys.session), ip: evil, agent: py, source: "ec2.amazonaws.com", name: "RunInstances", region: "us-east-1", request: json!({"instancesSet": {"items": [{"imageId": "ami-0c101f26f147fa7fd", "minCount": 10, "maxCount": 10}]}, "instanceType": "p4d.24xlarge", "userData": "<sensitiveDataRemoved>"}), response: json!({"instancesSet": {"items": [{"instanceId": "i-0a1b2c3d4e5f60001", "instanceType": "p4d.24xlarge"}]}}), error: None }));
+    second.push(record(&mut rng, Call { t: at(30, 3, 18, 40), identity: temp(&keys.session), ip: evil, agent: py, source: "ec2.amazonaws.com", name: "AuthorizeSecurityGroupIngress", region: "us-east-1", request: json!({"groupId": "sg-0123456789abcdef0", "ipPermissions": {"items": [{"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}}), response: json!({"_return": true}), error: None }));
+    second.push(record(&mut rng, Call { t: at(30, 3, 19, 5), identity: temp(&keys.session), ip: evil, agent: py, source: "cloudtrail.amazonaws.com", name: "StopLogging", region: "us-east-1", request: json!({"name": format!("arn:aws:cloudtrail:us-east-1:{SAMPLE_ACCOUNT}:trail/org-trail")}), response: Value::Null, error: None }));
+    second.push(record(&mut rng, Call { t: at(30, 3, 21, 0), identity: user_identity("backup-admin", &keys.backdoor), ip: evil, agent: py, source: "sts.amazonaws.com", name: "AssumeRole", region: "us-east-1", request: json!({"roleArn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/DataPipeline"), "roleSessionName": "maint"}), response: json!({"credentials": {"accessKeyId": keys.assumed, "sessionToken": "IQoJb3JpZ2luX2VjEHsaCXVzLWVhc3QtMSJHMEUCIQD3mJ8bX1lqZgq8pE3lN4h0u9VdGlTf7uMZ5rzqlJ5p6wIgV8sM1oVn0g3qzqG0gU2pL8dC1bqB9xM0fkVXz2Yh8KYqmAII", "expiration": "Nov 30, 2024, 4:21:00 AM"}, "assumedRoleUser": {"assumedRoleId": "AROADATAPIPELINE0001:maint", "arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:assumed-role/DataPipeline/maint")}}), error: None }));
+    let role = json!({"type": "AssumedRole", "principalId": "AROADATAPIPELINE0001:maint", "arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:assumed-role/DataPipeline/maint"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": keys.assumed, "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROADATAPIPELINE0001", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/DataPipeline"), "accountId": SAMPLE_ACCOUNT.to_string(), "userName": "DataPipeline"}, "attributes": {"creationDate": "2024-11-30T03:21:00Z", "mfaAuthenticated": "false"}}});
+    second.push(record(&mut rng, Call { t: at(30, 3, 22, 30), identity: role.clone(), ip: evil, agent: py, source: "s3.amazonaws.com", name: "PutBucketPolicy", region: "us-east-1", request: json!({"bucketName": "customer-exports", "bucketPolicy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::customer-exports/*"}]}}), response: Value::Null, error: None }));
+    // The federation token keeps working after the parent key was deactivated at 03:40.
+    second.push(record(&mut rng, Call { t: at(30, 4, 2, 0), identity: json!({"type": "FederatedUser", "principalId": format!("{SAMPLE_ACCOUNT}:svc"), "arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:federated-user/svc"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": keys.federation, "sessionContext": {"sessionIssuer": {"type": "IAMUser", "principalId": "AIDACIDEPLOY", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/ci-deploy"), "accountId": SAMPLE_ACCOUNT.to_string(), "userName": "ci-deploy"}, "attributes": {"creationDate": "2024-11-30T03:17:30Z", "mfaAuthenticated": "false"}}}), ip: evil, agent: py, source: "s3.amazonaws.com", name: "ListBuckets", region: "us-east-1", request: Value::Null, response: Value::Null, error: None }));
+    write_delivery(out, "us-east-1", at(30, 3, 15, 0), "INCIDENTPART0002", second, &mut g)?;
+
+    // What else a trail bucket holds: a digest file and an Insights event.
+    let digest_dir = out.join(format!("AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail-Digest/us-east-1/2024/11/30"));
+    fs::create_dir_all(&digest_dir)?;
+    let digest = json!({"awsAccountId": SAMPLE_ACCOUNT.to_string(), "digestStartTime": "2024-11-30T02:00:00Z", "digestEndTime": "2024-11-30T03:00:00Z", "digestS3Bucket": "trail-bucket", "digestS3Object": "x", "digestPublicKeyFingerprint": "0123456789abcdef", "digestSignatureAlgorithm": "SHA256withRSA", "newestEventTime": "2024-11-30T02:59:59Z", "oldestEventTime": "2024-11-30T02:00:01Z", "previousDigestS3Bucket": "trail-bucket", "previousDigestHashValue": "00", "previousDigestHashAlgorithm": "SHA-256", "previousDigestSignature": "00", "logFiles": []});
+    fs::write(digest_dir.join(format!("{SAMPLE_ACCOUNT}_CloudTrail-Digest_us-east-1_org-trail_us-east-1_20241130T030000Z.json.gz")), gzip(&serde_json::to_vec(&digest)?)?)?;
+    let insight_dir = out.join(format!("AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail-Insight/us-east-1/2024/11/30"));
+    fs::create_dir_all(&insight_dir)?;
+    let insight = json!({"Records": [{"eventVersion": "1.08", "eventTime": "2024-11-30T03:15:00Z", "awsRegion": "us-east-1", "eventID": uuid(&mut rng), "eventType": "AwsCloudTrailInsight", "recipientAccountId": SAMPLE_ACCOUNT.to_string(), "sharedEventID": uuid(&mut rng), "insightDetails": {"state": "Start", "eventSource": "iam.amazonaws.com", "eventName": "GetAccountAuthorizationDetails", "insightType": "ApiErrorRateInsight", "insightContext": {"statistics": {"baseline": {"average": 0.0}, "insight": {"average": 16.0}}}}, "eventCategory": "Insight"}]});
+    fs::write(insight_dir.join(format!("{SAMPLE_ACCOUNT}_CloudTrail-Insight_us-east-1_20241130T0315Z_INSIGHT00000001.json.gz")), gzip(&serde_json::to_vec(&insight)?)?)?;
+    Ok((g, keys))
+}

@@ -334,6 +334,20 @@ mod tests {
         insta::assert_snapshot!(describe(&key_daily_schema()));
     }
 
+    /// `docs/schema.md` names every column of both tables in its tables' first cells.
+    #[test]
+    fn the_schema_page_lists_every_column() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.md"))
+            .expect("docs/schema.md");
+        for schema in [events_schema(), key_daily_schema()] {
+            for line in describe(&schema).lines() {
+                let path = line.split(':').next().unwrap_or_default();
+                let cell = format!("| `{path}` |");
+                assert!(doc.contains(&cell), "docs/schema.md has no row for `{path}`");
+            }
+        }
+    }
+
     #[test]
     fn schemas_carry_their_version_and_table() {
         for t in Table::ALL {
