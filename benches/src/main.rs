@@ -57,7 +57,10 @@ fn main() -> anyhow::Result<()> {
         }
         "gen-sample" => {
             let (g, keys) = keytrail_benches::synth::generate_sample(&dir)?;
-            println!("sample: {} files, {} events; keys: {keys:#?}", g.files, g.events);
+            println!(
+                "sample: {} files, {} events; keys: {keys:#?}",
+                g.files, g.events
+            );
         }
         "ingest" => {
             let lake = match arg_value(&args, "--lake") {

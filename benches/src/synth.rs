@@ -789,14 +789,27 @@ fn user_identity(name: &str, key: &str) -> Value {
     json!({"type": "IAMUser", "principalId": format!("AIDA{}", name.to_ascii_uppercase().replace('-', "")), "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/{name}"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": key, "userName": name})
 }
 
-fn write_delivery(out: &Path, region: &str, t: DateTime<Utc>, tag: &str, records: Vec<Value>, g: &mut Generated) -> anyhow::Result<()> {
-    let dir = out.join(format!("AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail/{region}/{}", t.format("%Y/%m/%d")));
+fn write_delivery(
+    out: &Path,
+    region: &str,
+    t: DateTime<Utc>,
+    tag: &str,
+    records: Vec<Value>,
+    g: &mut Generated,
+) -> anyhow::Result<()> {
+    let dir = out.join(format!(
+        "AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail/{region}/{}",
+        t.format("%Y/%m/%d")
+    ));
     fs::create_dir_all(&dir)?;
     let n = records.len() as u64;
     let doc = serde_json::to_vec(&json!({"Records": records}))?;
     let gz = gzip(&doc)?;
     fs::write(
-        dir.join(format!("{SAMPLE_ACCOUNT}_CloudTrail_{region}_{}_{tag}.json.gz", t.format("%Y%m%dT%H%MZ"))),
+        dir.join(format!(
+            "{SAMPLE_ACCOUNT}_CloudTrail_{region}_{}_{tag}.json.gz",
+            t.format("%Y%m%dT%H%MZ")
+        )),
         &gz,
     )?;
     g.files += 1;
@@ -819,31 +832,81 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
         users: 8,
         roles: 3,
         seed: 7,
-        start: Utc.with_ymd_and_hms(2024, 11, 24, 0, 0, 0).single().unwrap_or_default(),
+        start: Utc
+            .with_ymd_and_hms(2024, 11, 24, 0, 0, 0)
+            .single()
+            .unwrap_or_default(),
         days: 7,
     };
     let mut g = generate(out, &o)?;
     let keys = sample_keys();
     let mut rng = StdRng::seed_from_u64(99);
-    let at = |d: u32, h: u32, m: u32, s: u32| Utc.with_ymd_and_hms(2024, 11, d, h, m, s).single().unwrap_or_default();
+    let at = |d: u32, h: u32, m: u32, s: u32| {
+        Utc.with_ymd_and_hms(2024, 11, d, h, m, s)
+            .single()
+            .unwrap_or_default()
+    };
     let terraform = AGENTS[4];
     let home = "203.0.113.10";
 
     // A week of Terraform runs with the key that will leak, and a steady reporting job.
     for day in 24..30 {
         let mut recs = Vec::new();
-        for (i, name) in ["GetCallerIdentity", "DescribeInstances", "DescribeSecurityGroups", "ListBuckets"].iter().enumerate() {
+        for (i, name) in [
+            "GetCallerIdentity",
+            "DescribeInstances",
+            "DescribeSecurityGroups",
+            "ListBuckets",
+        ]
+        .iter()
+        .enumerate()
+        {
             let source = match *name {
                 "GetCallerIdentity" => "sts.amazonaws.com",
                 "ListBuckets" => "s3.amazonaws.com",
                 _ => "ec2.amazonaws.com",
             };
-            recs.push(record(&mut rng, Call { t: at(day, 14, 2, i as u32 * 7), identity: user_identity("ci-deploy", &keys.leaked), ip: home, agent: terraform, source, name, region: "us-east-1", request: Value::Null, response: Value::Null, error: None }));
+            recs.push(record(
+                &mut rng,
+                Call {
+                    t: at(day, 14, 2, i as u32 * 7),
+                    identity: user_identity("ci-deploy", &keys.leaked),
+                    ip: home,
+                    agent: terraform,
+                    source,
+                    name,
+                    region: "us-east-1",
+                    request: Value::Null,
+                    response: Value::Null,
+                    error: None,
+                },
+            ));
         }
         for i in 0..3 {
-            recs.push(record(&mut rng, Call { t: at(day, 6, 0, i * 20), identity: user_identity("reporting", &keys.steady), ip: "198.18.0.25", agent: AGENTS[2], source: "monitoring.amazonaws.com", name: "GetMetricData", region: "eu-west-1", request: json!({"startTime": "x"}), response: Value::Null, error: None }));
+            recs.push(record(
+                &mut rng,
+                Call {
+                    t: at(day, 6, 0, i * 20),
+                    identity: user_identity("reporting", &keys.steady),
+                    ip: "198.18.0.25",
+                    agent: AGENTS[2],
+                    source: "monitoring.amazonaws.com",
+                    name: "GetMetricData",
+                    region: "eu-west-1",
+                    request: json!({"startTime": "x"}),
+                    response: Value::Null,
+                    error: None,
+                },
+            ));
         }
-        write_delivery(out, "us-east-1", at(day, 14, 5, 0), "TFRUNSAMPLE00000", recs, &mut g)?;
+        write_delivery(
+            out,
+            "us-east-1",
+            at(day, 14, 5, 0),
+            "TFRUNSAMPLE00000",
+            recs,
+            &mut g,
+        )?;
     }
 
     // The night of 2024-11-30, from an address the key never used.
@@ -853,11 +916,57 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
     let leaked = |name: &str| user_identity("ci-deploy", name);
     let mut first = Vec::new();
     let call = |rng: &mut StdRng, t, identity, agent, source, name, request, response, error| {
-        record(rng, Call { t, identity, ip: evil, agent, source, name, region: "us-east-1", request, response, error })
+        record(
+            rng,
+            Call {
+                t,
+                identity,
+                ip: evil,
+                agent,
+                source,
+                name,
+                region: "us-east-1",
+                request,
+                response,
+                error,
+            },
+        )
     };
-    first.push(call(&mut rng, at(30, 3, 12, 5), leaked(&keys.leaked), kali, "sts.amazonaws.com", "GetCallerIdentity", Value::Null, Value::Null, None));
-    for (i, (source, name)) in [("iam.amazonaws.com", "ListUsers"), ("iam.amazonaws.com", "ListRoles"), ("s3.amazonaws.com", "ListBuckets"), ("ec2.amazonaws.com", "DescribeInstances"), ("ec2.amazonaws.com", "DescribeRegions"), ("iam.amazonaws.com", "ListAttachedUserPolicies"), ("guardduty.amazonaws.com", "ListDetectors"), ("cloudtrail.amazonaws.com", "DescribeTrails")].into_iter().enumerate() {
-        first.push(call(&mut rng, at(30, 3, 12, 20 + i as u32 * 3), leaked(&keys.leaked), py, source, name, Value::Null, Value::Null, None));
+    first.push(call(
+        &mut rng,
+        at(30, 3, 12, 5),
+        leaked(&keys.leaked),
+        kali,
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+        Value::Null,
+        Value::Null,
+        None,
+    ));
+    for (i, (source, name)) in [
+        ("iam.amazonaws.com", "ListUsers"),
+        ("iam.amazonaws.com", "ListRoles"),
+        ("s3.amazonaws.com", "ListBuckets"),
+        ("ec2.amazonaws.com", "DescribeInstances"),
+        ("ec2.amazonaws.com", "DescribeRegions"),
+        ("iam.amazonaws.com", "ListAttachedUserPolicies"),
+        ("guardduty.amazonaws.com", "ListDetectors"),
+        ("cloudtrail.amazonaws.com", "DescribeTrails"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        first.push(call(
+            &mut rng,
+            at(30, 3, 12, 20 + i as u32 * 3),
+            leaked(&keys.leaked),
+            py,
+            source,
+            name,
+            Value::Null,
+            Value::Null,
+            None,
+        ));
     }
     for i in 0..16 {
         first.push(call(&mut rng, at(30, 3, 14, i * 4), leaked(&keys.leaked), py, "iam.amazonaws.com", "GetAccountAuthorizationDetails", Value::Null, Value::Null, Some(("AccessDenied", "User: arn:aws:iam::111111111111:user/ci-deploy is not authorized to perform: iam:GetAccountAuthorizationDetails"))));
@@ -869,7 +978,14 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
     first.push(call(&mut rng, at(30, 3, 17, 30), leaked(&keys.leaked), py, "sts.amazonaws.com", "GetFederationToken", json!({"name": "svc", "policy": "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":\"*\",\"Resource\":\"*\"}]}"}), json!({"credentials": {"accessKeyId": keys.federation, "sessionToken": "IQoJb3JpZ2luX2VjEHsaCXVzLWVhc3QtMSJHMEUCIQD3mJ8bX1lqZgq8pE3lN4h0u9VdGlTf7uMZ5rzqlJ5p6wIgV8sM1oVn0g3qzqG0gU2pL8dC1bqB9xM0fkVXz2Yh8KYqmAII", "expiration": "Nov 30, 2024, 3:17:30 PM"}, "federatedUser": {"arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:federated-user/svc"), "federatedUserId": format!("{SAMPLE_ACCOUNT}:svc")}}), None));
     // The security team reacts at 03:40: the leaked key is made inactive.
     first.push(record(&mut rng, Call { t: at(30, 3, 40, 0), identity: json!({"type": "AssumedRole", "principalId": "AROASECOPS0000000001:responder", "arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:assumed-role/SecOps/responder"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": "ASIASECOPSRESPONDER1", "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROASECOPS0000000001", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:role/SecOps"), "accountId": SAMPLE_ACCOUNT.to_string(), "userName": "SecOps"}, "attributes": {"creationDate": "2024-11-30T03:35:00Z", "mfaAuthenticated": "true"}}}), ip: "192.0.2.44", agent: AGENTS[5], source: "iam.amazonaws.com", name: "UpdateAccessKey", region: "us-east-1", request: json!({"accessKeyId": keys.leaked, "status": "Inactive", "userName": "ci-deploy"}), response: Value::Null, error: None }));
-    write_delivery(out, "us-east-1", at(30, 3, 20, 0), "INCIDENTPART0001", first, &mut g)?;
+    write_delivery(
+        out,
+        "us-east-1",
+        at(30, 3, 20, 0),
+        "INCIDENTPART0001",
+        first,
+        &mut g,
+    )?;
 
     // Calls made with the minted keys. This file is delivered before the one above in name
     // order, as CloudTrail's time-sliced delivery can do: a reader must not rely on order.
@@ -883,16 +999,32 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
     second.push(record(&mut rng, Call { t: at(30, 3, 22, 30), identity: role.clone(), ip: evil, agent: py, source: "s3.amazonaws.com", name: "PutBucketPolicy", region: "us-east-1", request: json!({"bucketName": "customer-exports", "bucketPolicy": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::customer-exports/*"}]}}), response: Value::Null, error: None }));
     // The federation token keeps working after the parent key was deactivated at 03:40.
     second.push(record(&mut rng, Call { t: at(30, 4, 2, 0), identity: json!({"type": "FederatedUser", "principalId": format!("{SAMPLE_ACCOUNT}:svc"), "arn": format!("arn:aws:sts::{SAMPLE_ACCOUNT}:federated-user/svc"), "accountId": SAMPLE_ACCOUNT.to_string(), "accessKeyId": keys.federation, "sessionContext": {"sessionIssuer": {"type": "IAMUser", "principalId": "AIDACIDEPLOY", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/ci-deploy"), "accountId": SAMPLE_ACCOUNT.to_string(), "userName": "ci-deploy"}, "attributes": {"creationDate": "2024-11-30T03:17:30Z", "mfaAuthenticated": "false"}}}), ip: evil, agent: py, source: "s3.amazonaws.com", name: "ListBuckets", region: "us-east-1", request: Value::Null, response: Value::Null, error: None }));
-    write_delivery(out, "us-east-1", at(30, 3, 15, 0), "INCIDENTPART0002", second, &mut g)?;
+    write_delivery(
+        out,
+        "us-east-1",
+        at(30, 3, 15, 0),
+        "INCIDENTPART0002",
+        second,
+        &mut g,
+    )?;
 
     // What else a trail bucket holds: a digest file and an Insights event.
-    let digest_dir = out.join(format!("AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail-Digest/us-east-1/2024/11/30"));
+    let digest_dir = out.join(format!(
+        "AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail-Digest/us-east-1/2024/11/30"
+    ));
     fs::create_dir_all(&digest_dir)?;
     let digest = json!({"awsAccountId": SAMPLE_ACCOUNT.to_string(), "digestStartTime": "2024-11-30T02:00:00Z", "digestEndTime": "2024-11-30T03:00:00Z", "digestS3Bucket": "trail-bucket", "digestS3Object": "x", "digestPublicKeyFingerprint": "0123456789abcdef", "digestSignatureAlgorithm": "SHA256withRSA", "newestEventTime": "2024-11-30T02:59:59Z", "oldestEventTime": "2024-11-30T02:00:01Z", "previousDigestS3Bucket": "trail-bucket", "previousDigestHashValue": "00", "previousDigestHashAlgorithm": "SHA-256", "previousDigestSignature": "00", "logFiles": []});
     fs::write(digest_dir.join(format!("{SAMPLE_ACCOUNT}_CloudTrail-Digest_us-east-1_org-trail_us-east-1_20241130T030000Z.json.gz")), gzip(&serde_json::to_vec(&digest)?)?)?;
-    let insight_dir = out.join(format!("AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail-Insight/us-east-1/2024/11/30"));
+    let insight_dir = out.join(format!(
+        "AWSLogs/{SAMPLE_ACCOUNT}/CloudTrail-Insight/us-east-1/2024/11/30"
+    ));
     fs::create_dir_all(&insight_dir)?;
     let insight = json!({"Records": [{"eventVersion": "1.08", "eventTime": "2024-11-30T03:15:00Z", "awsRegion": "us-east-1", "eventID": uuid(&mut rng), "eventType": "AwsCloudTrailInsight", "recipientAccountId": SAMPLE_ACCOUNT.to_string(), "sharedEventID": uuid(&mut rng), "insightDetails": {"state": "Start", "eventSource": "iam.amazonaws.com", "eventName": "GetAccountAuthorizationDetails", "insightType": "ApiErrorRateInsight", "insightContext": {"statistics": {"baseline": {"average": 0.0}, "insight": {"average": 16.0}}}}, "eventCategory": "Insight"}]});
-    fs::write(insight_dir.join(format!("{SAMPLE_ACCOUNT}_CloudTrail-Insight_us-east-1_20241130T0315Z_INSIGHT00000001.json.gz")), gzip(&serde_json::to_vec(&insight)?)?)?;
+    fs::write(
+        insight_dir.join(format!(
+            "{SAMPLE_ACCOUNT}_CloudTrail-Insight_us-east-1_20241130T0315Z_INSIGHT00000001.json.gz"
+        )),
+        gzip(&serde_json::to_vec(&insight)?)?,
+    )?;
     Ok((g, keys))
 }

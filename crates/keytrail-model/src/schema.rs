@@ -337,13 +337,17 @@ mod tests {
     /// `docs/schema.md` names every column of both tables in its tables' first cells.
     #[test]
     fn the_schema_page_lists_every_column() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.md"))
-            .expect("docs/schema.md");
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/schema.md"))
+                .expect("docs/schema.md");
         for schema in [events_schema(), key_daily_schema()] {
             for line in describe(&schema).lines() {
                 let path = line.split(':').next().unwrap_or_default();
                 let cell = format!("| `{path}` |");
-                assert!(doc.contains(&cell), "docs/schema.md has no row for `{path}`");
+                assert!(
+                    doc.contains(&cell),
+                    "docs/schema.md has no row for `{path}`"
+                );
             }
         }
     }
