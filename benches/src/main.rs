@@ -1,3 +1,4 @@
+#![allow(clippy::print_stdout)] // a benchmark tool: its output is the report
 //! `keytrail-bench`: generate data, run keytrail's ingest on it, report.
 //!
 //! ```text
