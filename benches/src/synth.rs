@@ -844,7 +844,7 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
     let at = |d: u32, h: u32, m: u32, s: u32| {
         Utc.with_ymd_and_hms(2024, 11, d, h, m, s)
             .single()
-            .unwrap_or_default()
+            .expect("a valid sample time")
     };
     let terraform = AGENTS[4];
     let home = "203.0.113.10";
@@ -969,7 +969,7 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
         ));
     }
     for i in 0..16 {
-        first.push(call(&mut rng, at(30, 3, 14, i * 4), leaked(&keys.leaked), py, "iam.amazonaws.com", "GetAccountAuthorizationDetails", Value::Null, Value::Null, Some(("AccessDenied", "User: arn:aws:iam::111111111111:user/ci-deploy is not authorized to perform: iam:GetAccountAuthorizationDetails"))));
+        first.push(call(&mut rng, at(30, 3, 14, 0) + Duration::seconds(i64::from(i) * 4), leaked(&keys.leaked), py, "iam.amazonaws.com", "GetAccountAuthorizationDetails", Value::Null, Value::Null, Some(("AccessDenied", "User: arn:aws:iam::111111111111:user/ci-deploy is not authorized to perform: iam:GetAccountAuthorizationDetails"))));
     }
     first.push(call(&mut rng, at(30, 3, 16, 2), leaked(&keys.leaked), py, "iam.amazonaws.com", "CreateUser", json!({"userName": "backup-admin"}), json!({"user": {"path": "/", "userName": "backup-admin", "userId": "AIDABACKUPADMIN00001", "arn": format!("arn:aws:iam::{SAMPLE_ACCOUNT}:user/backup-admin"), "createDate": "Nov 30, 2024, 3:16:02 AM"}}), None));
     first.push(call(&mut rng, at(30, 3, 16, 9), leaked(&keys.leaked), py, "iam.amazonaws.com", "AttachUserPolicy", json!({"userName": "backup-admin", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}), Value::Null, None));

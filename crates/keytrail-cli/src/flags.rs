@@ -35,6 +35,26 @@ pub enum Command {
     /// Look after a lake
     #[command(subcommand)]
     Lake(LakeCommand),
+    /// Run SQL over the lake's tables (events, insights, key_daily)
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// One SQL statement (DataFusion's dialect; JSON columns have json_get_str and friends)
+    #[arg(value_name = "QUERY")]
+    pub query: String,
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
+    /// table, csv, json or markdown [default: table on a terminal, else csv]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the result to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Query threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]

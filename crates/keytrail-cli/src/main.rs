@@ -34,6 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest(args) => cmd::ingest::run(args, cli.quiet),
         Command::KeyInfo(args) => cmd::key_info::run(args),
         Command::Lake(args) => cmd::lake::run(args),
+        Command::Sql(args) => cmd::sql::run(args),
     }
 }
 

@@ -27,6 +27,54 @@ pub fn error(err: &anyhow::Error) {
     let _ = io::stderr().write_all(text.as_bytes());
 }
 
+/// The output format: as asked, else from the output file's extension, else a table on a
+/// terminal and CSV when stdout is a pipe or a file.
+pub fn format_for(
+    asked: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<keytrail_query::Format> {
+    use keytrail_query::Format;
+    use std::io::IsTerminal;
+    if let Some(f) = asked {
+        return f.parse::<Format>().map_err(anyhow::Error::msg);
+    }
+    if let Some(f) = file
+        .and_then(|f| f.extension())
+        .and_then(|e| e.to_str())
+        .and_then(|ext| ext.parse::<Format>().ok())
+    {
+        return Ok(f);
+    }
+    Ok(if file.is_none() && io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Csv
+    })
+}
+
+/// Write a result to `-o FILE` (atomically: a temporary file renamed into place) or stdout.
+pub fn emit(text: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match file {
+        None => Ok(stdout(text)?),
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, text)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            Ok(())
+        }
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();

@@ -13,7 +13,11 @@ pub use session::{LakeSession, SessionOptions, block_on};
 pub use datafusion;
 
 /// Run one SQL statement over the lake at `root`.
-pub fn sql(root: &std::path::Path, sql: &str, opts: &SessionOptions) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), QueryError> {
+pub fn sql(
+    root: &std::path::Path,
+    sql: &str,
+    opts: &SessionOptions,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::RecordBatch>), QueryError> {
     block_on(opts.threads, async {
         let session = LakeSession::open(root, opts).await?;
         let df = session.context().sql(sql).await?;

@@ -41,7 +41,9 @@ impl FromStr for Format {
             "json" => Ok(Format::Json),
             "markdown" | "md" => Ok(Format::Markdown),
             "html" => Ok(Format::Html),
-            other => Err(format!("unknown format `{other}`: use table, csv, json, markdown or html")),
+            other => Err(format!(
+                "unknown format `{other}`: use table, csv, json, markdown or html"
+            )),
         }
     }
 }
@@ -53,7 +55,10 @@ fn options() -> FormatOptions<'static> {
 }
 
 /// Every cell of the batches as text, row by row, with the column names.
-pub fn cells(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<(Vec<String>, Vec<Vec<String>>), QueryError> {
+pub fn cells(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<(Vec<String>, Vec<Vec<String>>), QueryError> {
     let header = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut rows = Vec::new();
     let opts = options();
@@ -63,12 +68,21 @@ pub fn cells(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<(Vec<String>
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| QueryError::Output { format: "text", source })?;
+            .map_err(|source| QueryError::Output {
+                format: "text",
+                source,
+            })?;
         for i in 0..b.num_rows() {
             rows.push(
                 fmts.iter()
                     .zip(b.columns())
-                    .map(|(f, c)| if c.is_null(i) { String::new() } else { f.value(i).to_string() })
+                    .map(|(f, c)| {
+                        if c.is_null(i) {
+                            String::new()
+                        } else {
+                            f.value(i).to_string()
+                        }
+                    })
                     .collect(),
             );
         }
@@ -77,7 +91,11 @@ pub fn cells(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<(Vec<String>
 }
 
 /// An aligned text table; long cells are cut to `max_width` characters.
-pub fn table(schema: &SchemaRef, batches: &[RecordBatch], max_width: usize) -> Result<String, QueryError> {
+pub fn table(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    max_width: usize,
+) -> Result<String, QueryError> {
     let (header, rows) = cells(schema, batches)?;
     let cut = |s: &str| -> String {
         let one_line = s.replace(['\n', '\r'], " ");
@@ -90,14 +108,21 @@ pub fn table(schema: &SchemaRef, batches: &[RecordBatch], max_width: usize) -> R
         }
     };
     let header: Vec<String> = header.iter().map(|h| cut(h)).collect();
-    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cut(c)).collect()).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| cut(c)).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let numeric: Vec<bool> = schema.fields().iter().map(|f| f.data_type().is_numeric()).collect();
+    let numeric: Vec<bool> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().is_numeric())
+        .collect();
     let mut out = String::new();
     let line = |out: &mut String, cells: &[String]| {
         let mut l = String::new();
@@ -158,10 +183,19 @@ pub fn json(batches: &[RecordBatch]) -> Result<String, QueryError> {
             .with_explicit_nulls(true)
             .build::<_, arrow::json::writer::JsonArray>(&mut buf);
         for b in batches {
-            let b = utc_timestamps(b).map_err(|source| QueryError::Output { format: "json", source })?;
-            w.write(&b).map_err(|source| QueryError::Output { format: "json", source })?;
+            let b = utc_timestamps(b).map_err(|source| QueryError::Output {
+                format: "json",
+                source,
+            })?;
+            w.write(&b).map_err(|source| QueryError::Output {
+                format: "json",
+                source,
+            })?;
         }
-        w.finish().map_err(|source| QueryError::Output { format: "json", source })?;
+        w.finish().map_err(|source| QueryError::Output {
+            format: "json",
+            source,
+        })?;
     }
     let mut s = String::from_utf8(buf).unwrap_or_default();
     if s.is_empty() {
@@ -174,7 +208,11 @@ pub fn json(batches: &[RecordBatch]) -> Result<String, QueryError> {
 /// Arrow's JSON writer prints timestamps without their zone; present them as RFC 3339 text.
 fn utc_timestamps(b: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {
     let schema = b.schema();
-    if !schema.fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(_, _))) {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(_, _)))
+    {
         return Ok(b.clone());
     }
     let opts = options();
@@ -183,8 +221,9 @@ fn utc_timestamps(b: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowErr
     for (f, c) in schema.fields().iter().zip(b.columns()) {
         if matches!(f.data_type(), DataType::Timestamp(_, _)) {
             let fmt = ArrayFormatter::try_new(c.as_ref(), &opts)?;
-            let text: arrow::array::StringArray =
-                (0..c.len()).map(|i| c.is_valid(i).then(|| fmt.value(i).to_string())).collect();
+            let text: arrow::array::StringArray = (0..c.len())
+                .map(|i| c.is_valid(i).then(|| fmt.value(i).to_string()))
+                .collect();
             fields.push(arrow::datatypes::Field::new(f.name(), DataType::Utf8, true));
             cols.push(std::sync::Arc::new(text) as arrow::array::ArrayRef);
         } else {
@@ -192,7 +231,10 @@ fn utc_timestamps(b: &RecordBatch) -> Result<RecordBatch, arrow::error::ArrowErr
             cols.push(c.clone());
         }
     }
-    RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), cols)
+    RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(fields)),
+        cols,
+    )
 }
 
 /// A GitHub-flavoured Markdown table.
@@ -200,22 +242,44 @@ pub fn markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, Q
     let (header, rows) = cells(schema, batches)?;
     let esc = |s: &str| s.replace('|', "\\|").replace(['\n', '\r'], " ");
     let mut out = String::new();
-    let _ = writeln!(out, "| {} |", header.iter().map(|h| esc(h)).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(out, "|{}|", header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    let _ = writeln!(
+        out,
+        "| {} |",
+        header
+            .iter()
+            .map(|h| esc(h))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(
+        out,
+        "|{}|",
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
     for r in rows {
-        let _ = writeln!(out, "| {} |", r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | "));
+        let _ = writeln!(
+            out,
+            "| {} |",
+            r.iter().map(|c| esc(c)).collect::<Vec<_>>().join(" | ")
+        );
     }
     Ok(out)
 }
 
 /// Render batches in `format` (HTML has its own renderer in the reports).
-pub fn render(format: Format, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String, QueryError> {
+pub fn render(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<String, QueryError> {
     match format {
         Format::Table => table(schema, batches, 60),
         Format::Csv => csv(schema, batches),
         Format::Json => json(batches),
         Format::Markdown => markdown(schema, batches),
-        Format::Html => Err(QueryError::Invalid("HTML output is available for reports (keytrail report ... --format html)".into())),
+        Format::Html => Err(QueryError::Invalid(
+            "HTML output is available for reports (keytrail report ... --format html)".into(),
+        )),
     }
 }
 
@@ -231,14 +295,25 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![
             Field::new("key", DataType::Utf8, true),
             Field::new("events", DataType::Int64, true),
-            Field::new("last", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), true),
+            Field::new(
+                "last",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
         ]));
         let b = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![Some("AKIAEXAMPLE"), Some("a,\"b\"|c"), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("AKIAEXAMPLE"),
+                    Some("a,\"b\"|c"),
+                    None,
+                ])),
                 Arc::new(Int64Array::from(vec![Some(12), None, Some(3)])),
-                Arc::new(TimestampMillisecondArray::from(vec![Some(1_732_956_197_000), None, Some(0)]).with_timezone("UTC")),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_732_956_197_000), None, Some(0)])
+                        .with_timezone("UTC"),
+                ),
             ],
         )
         .expect("batch");

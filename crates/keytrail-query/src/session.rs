@@ -9,7 +9,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use keytrail_lake::Lake;
 use keytrail_model::Table;
@@ -53,7 +55,9 @@ impl LakeSession {
         o.execution.parquet.bloom_filter_on_read = true;
         o.execution.parquet.pruning = true;
         o.sql_parser.enable_ident_normalization = true;
-        let ctx = SessionContext::new_with_config(config);
+        let mut ctx = SessionContext::new_with_config(config);
+        // json_get_str(requestparameters, 'userName') and friends, for the JSON columns.
+        datafusion_functions_json::register_all(&mut ctx)?;
         for table in Table::ALL {
             register(&ctx, &lake, table).await?;
         }
@@ -82,7 +86,11 @@ async fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<(),
     if !has_files {
         // No run wrote this table yet: an empty table with the same columns, so queries work.
         let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(arrow::datatypes::Field::new("date", DataType::Date32, true)));
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            "date",
+            DataType::Date32,
+            true,
+        )));
         let schema = Arc::new(arrow::datatypes::Schema::new(fields));
         let empty = MemTable::try_new(schema, vec![vec![]])?;
         ctx.register_table(table.name(), Arc::new(empty))?;
@@ -91,8 +99,7 @@ async fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<(),
     let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
-        .with_table_partition_cols(vec![("date".to_owned(), DataType::Date32)])
-        .with_collect_stat(true);
+        .with_table_partition_cols(vec![("date".to_owned(), DataType::Date32)]);
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
@@ -102,7 +109,10 @@ async fn register(ctx: &SessionContext, lake: &Lake, table: Table) -> Result<(),
 
 /// Run `f` to completion on a runtime of `threads` workers: the library's synchronous edge,
 /// so callers need not know DataFusion is async.
-pub fn block_on<T>(threads: usize, f: impl std::future::Future<Output = Result<T, QueryError>>) -> Result<T, QueryError> {
+pub fn block_on<T>(
+    threads: usize,
+    f: impl std::future::Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("keytrail-query")

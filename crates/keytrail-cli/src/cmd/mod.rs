@@ -3,3 +3,4 @@
 pub mod ingest;
 pub mod key_info;
 pub mod lake;
+pub mod sql;
