@@ -59,9 +59,10 @@ pub struct SqlArgs {
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Files or directories of CloudTrail logs (.json, .json.gz, JSON lines; directories are walked)
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
+    /// Files or directories of CloudTrail logs (.json, .json.gz, JSON lines; directories are
+    /// walked) and S3 locations (s3://BUCKET[/PREFIX]); they mix in one run
+    #[arg(required = true, value_name = "PATH|S3URI")]
+    pub paths: Vec<String>,
     /// The lake directory (created if it does not exist)
     #[arg(long, value_name = "DIR")]
     pub lake: PathBuf,
@@ -92,6 +93,35 @@ pub struct IngestArgs {
     /// Print the run summary as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Reading from S3.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "S3")]
+pub struct S3Args {
+    /// A named profile of ~/.aws/config and ~/.aws/credentials (as the AWS CLI's --profile)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The region of the S3 client (as the AWS CLI's --region; not a filter, see --trail-region)
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// An S3-compatible endpoint, e.g. http://127.0.0.1:9000 (path-style addressing)
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Read only the logs of these AWS regions (prunes the listing); repeatable
+    #[arg(long = "trail-region", value_name = "REGION")]
+    pub trail_regions: Vec<String>,
+    /// Read only the logs of these accounts (prunes the listing); repeatable
+    #[arg(long = "account", value_name = "ID")]
+    pub accounts: Vec<String>,
+    /// S3 GETs in flight at once
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Read only share I of N of the objects (a stable hash), so N workers split one bucket
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod decode;
 mod error;
 pub mod pipeline;
 pub mod process;
+pub mod s3;
 pub mod source;
 pub mod summary;
 mod writer;
@@ -26,7 +27,8 @@ pub use process::{Limits, SkippedRecord};
 pub use source::{Location, ObjectRef};
 pub use summary::{EventCounts, Failure, NoProgress, Progress, RunSummary, SkipReason};
 
-use crate::pipeline::{decode_pool, run_local};
+use crate::pipeline::{decode_pool, run_local, run_s3};
+use crate::s3::{S3Options, S3Source, S3Uri};
 use crate::source::{NameKind, discover_local};
 use crate::writer::LakeWriter;
 
@@ -37,7 +39,7 @@ const MAX_SKIPPED_SAMPLES: usize = 50;
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
     /// Local files and directories.
-    pub inputs: Vec<PathBuf>,
+    pub inputs: Vec<Input>,
     /// The lake directory (created if needed).
     pub lake: PathBuf,
     /// Which events to keep.
@@ -47,10 +49,39 @@ pub struct IngestOptions {
     pub limits: Limits,
     /// Decoded rows held in memory before the largest partition is written out (bytes).
     pub buffer_bytes: usize,
+    /// How to reach S3, for `s3://` inputs.
+    pub s3: S3Options,
+    /// A ready S3 client (tests build their own); otherwise one is built from `s3`.
+    pub s3_client: Option<aws_sdk_s3::Client>,
+    /// `--shard I/N`: read only the objects whose identity hashes to share I of N (1-based).
+    pub shard: Option<(u32, u32)>,
+}
+
+/// Where objects come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A local file or directory.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3(S3Uri),
+}
+
+impl Input {
+    /// `s3://...` is S3, anything else a local path.
+    pub fn parse(text: &str) -> Result<Input, IngestError> {
+        match S3Uri::parse(text) {
+            Some(uri) => Ok(Input::S3(uri?)),
+            None => Ok(Input::Local(PathBuf::from(text))),
+        }
+    }
 }
 
 impl IngestOptions {
     pub fn new(inputs: Vec<PathBuf>, lake: PathBuf) -> IngestOptions {
+        IngestOptions::with_inputs(inputs.into_iter().map(Input::Local).collect(), lake)
+    }
+
+    pub fn with_inputs(inputs: Vec<Input>, lake: PathBuf) -> IngestOptions {
         IngestOptions {
             inputs,
             lake,
@@ -58,11 +89,58 @@ impl IngestOptions {
             threads: std::thread::available_parallelism().map_or(2, usize::from),
             limits: Limits::default(),
             buffer_bytes: 96 << 20,
+            s3: S3Options::default(),
+            s3_client: None,
+            shard: None,
         }
     }
 }
 
-/// Ingest local CloudTrail files into a lake.
+/// The S3 side of a run: a runtime, a client, and what listing found.
+struct S3Run {
+    rt: tokio::runtime::Runtime,
+    source: S3Source,
+    objects: Vec<ObjectRef>,
+}
+
+fn list_s3(opts: &IngestOptions) -> Result<Option<S3Run>, IngestError> {
+    let uris: Vec<&S3Uri> = opts
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::S3(u) => Some(u),
+            Input::Local(_) => None,
+        })
+        .collect();
+    if uris.is_empty() {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("keytrail-s3")
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?;
+    let client = match &opts.s3_client {
+        Some(c) => c.clone(),
+        None => rt.block_on(s3::connect(&opts.s3)),
+    };
+    let source = S3Source::new(client, opts.s3.clone());
+    let window = opts.filter.window();
+    let mut objects = Vec::new();
+    for uri in uris {
+        let listing = rt.block_on(source.list(uri, &window))?;
+        tracing::info!(uri = %uri, objects = listing.objects.len(), requests = listing.requests, "listed");
+        objects.extend(listing.objects);
+    }
+    Ok(Some(S3Run {
+        rt,
+        source,
+        objects,
+    }))
+}
+
+/// Ingest CloudTrail objects (local files, S3) into a lake.
 pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummary, IngestError> {
     let started = Instant::now();
     let lake = Lake::create(&opts.lake)?;
@@ -80,19 +158,43 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
         lake: opts.lake.display().to_string(),
         ..RunSummary::default()
     };
-    let found = discover_local(&opts.inputs)?;
-    summary.objects.seen = (found.objects.len() + found.not_logs.len()) as u64;
+    let local: Vec<PathBuf> = opts
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Local(p) => Some(p.clone()),
+            Input::S3(_) => None,
+        })
+        .collect();
+    let found = discover_local(&local)?;
+    let mut s3_run = list_s3(opts)?;
+    let s3_objects = s3_run
+        .as_mut()
+        .map(|r| std::mem::take(&mut r.objects))
+        .unwrap_or_default();
+    summary.objects.seen = (found.objects.len() + found.not_logs.len() + s3_objects.len()) as u64;
     for p in &found.not_logs {
         summary.skip(p.display().to_string(), SkipReason::NotALogFile, None);
     }
 
     let decider = Decider::new(&opts.filter, &index);
     let mut todo = Vec::with_capacity(found.objects.len());
-    for object in found.objects {
-        if object.name_kind() == NameKind::Digest {
+    let mut s3_todo = Vec::with_capacity(s3_objects.len());
+    for object in found.objects.into_iter().chain(s3_objects) {
+        if let Some((i, n)) = opts.shard
+            && !s3::in_shard(&object.uri(), i, n)
+        {
+            summary.skip(object.display(), SkipReason::OtherShard, None);
+        } else if matches!(object.location, Location::S3 { .. })
+            && !source::looks_like_log(object.file_name())
+        {
+            summary.skip(object.display(), SkipReason::NotALogFile, None);
+        } else if object.name_kind() == NameKind::Digest {
             summary.skip(object.display(), SkipReason::Digest, None);
         } else if let Some((reason, detail)) = decider.before_read(&object) {
             summary.skip(object.display(), reason, detail);
+        } else if matches!(object.location, Location::S3 { .. }) {
+            s3_todo.push(object);
         } else {
             todo.push(object);
         }
@@ -100,20 +202,25 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
     // In delivery-time order (CloudTrail puts it in every object name), then name order, so
     // the events of one day arrive together and each day's partition fills, and is written,
     // as a whole rather than in many small files.
-    todo.sort_by_cached_key(|o| {
-        (
-            source::delivery_time(o.file_name()).map(str::to_owned),
-            o.location.cmp_key(),
-        )
-    });
-    progress.start(todo.len() as u64, todo.iter().map(|o| o.size).sum());
+    for list in [&mut todo, &mut s3_todo] {
+        list.sort_by_cached_key(|o| {
+            (
+                source::delivery_time(o.file_name()).map(str::to_owned),
+                o.location.cmp_key(),
+            )
+        });
+    }
+    progress.start(
+        (todo.len() + s3_todo.len()) as u64,
+        todo.iter().chain(&s3_todo).map(|o| o.size).sum(),
+    );
 
     let pool = decode_pool(opts.threads)?;
     let txn = Arc::new(lake.begin(opts.filter.clone())?);
     summary.run_id = Some(txn.run_id().to_owned());
     let mut writer = LakeWriter::new(Arc::clone(&txn), opts.buffer_bytes, opts.threads);
     let mut records: Vec<ObjectRecord> = Vec::new();
-    let result = run_local(todo, &pool, opts.limits, &decider, progress, |done| {
+    let mut on_done = |done| {
         match done {
             Done::Read {
                 object,
@@ -166,7 +273,20 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
             }
         }
         Ok(())
-    });
+    };
+    let mut result = run_local(todo, &pool, opts.limits, &decider, progress, &mut on_done);
+    if let (Ok(()), Some(run)) = (&result, &s3_run) {
+        result = run_s3(
+            s3_todo,
+            &run.source,
+            &run.rt,
+            &pool,
+            opts.limits,
+            &decider,
+            progress,
+            &mut on_done,
+        );
+    }
     let finished = writer.finish(&pool);
     let txn = Arc::try_unwrap(txn)
         .map_err(|_| IngestError::Config("internal: the transaction is still shared".into()))?;

@@ -179,6 +179,136 @@ pub fn handle_bytes(
     }
 }
 
+thread_local! {
+    /// Each decoding thread's reusable buffer for decompressed objects.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Decode S3 objects: up to `concurrency` GETs in flight, each a task on the tokio runtime
+/// `rt`; bodies decoded on `pool`; outcomes handed to `on_done` on the calling thread in
+/// completion order.
+///
+/// Memory stays bounded: a GET keeps its place among the `concurrency` until its body has a
+/// place among the `2 × threads` objects waiting for or in decoding, so at most
+/// `concurrency + 2 × threads` bodies are held at once whatever the bucket holds.
+#[allow(clippy::too_many_arguments)]
+pub fn run_s3(
+    objects: Vec<ObjectRef>,
+    source: &crate::s3::S3Source,
+    rt: &tokio::runtime::Runtime,
+    pool: &rayon::ThreadPool,
+    limits: Limits,
+    decider: &Decider<'_>,
+    progress: &dyn Progress,
+    mut on_done: impl FnMut(Done) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    use std::sync::Arc;
+    use tokio::sync::Semaphore;
+    let backlog = pool.current_num_threads() * 2;
+    let (tx, rx) = crossbeam_channel::bounded::<Done>(backlog);
+    let gets = Arc::new(Semaphore::new(source.options().concurrency.max(1)));
+    let places = Arc::new(Semaphore::new(backlog));
+    let mut result = Ok(());
+    std::thread::scope(|scope| {
+        let (gets_, places_) = (Arc::clone(&gets), Arc::clone(&places));
+        scope.spawn(move || {
+            let (gets, places) = (gets_, places_);
+            pool.in_place_scope(|decode| {
+                rt.block_on(async {
+                    let (fetched_tx, mut fetched) = tokio::sync::mpsc::unbounded_channel();
+                    let feeder = {
+                        let (source, gets, places) =
+                            (source.clone(), Arc::clone(&gets), Arc::clone(&places));
+                        tokio::spawn(async move {
+                            for object in objects {
+                                // A closed semaphore: the run was cancelled.
+                                let Ok(get) = Arc::clone(&gets).acquire_owned().await else {
+                                    break;
+                                };
+                                let (source, places, fetched_tx) =
+                                    (source.clone(), Arc::clone(&places), fetched_tx.clone());
+                                tokio::spawn(async move {
+                                    let bytes = fetch(&source, &object, limits).await;
+                                    let Ok(place) = places.acquire_owned().await else {
+                                        return;
+                                    };
+                                    drop(get);
+                                    let _ = fetched_tx.send((object, bytes, place));
+                                });
+                            }
+                        })
+                    };
+                    while let Some((mut object, bytes, place)) = fetched.recv().await {
+                        if places.is_closed() {
+                            break;
+                        }
+                        let tx = tx.clone();
+                        decode.spawn(move |_| {
+                            let bytes = bytes.map(|(b, etag)| {
+                                // The ETag of what was read, should the object have changed
+                                // since it was listed.
+                                if etag.is_some() {
+                                    object.etag = etag;
+                                }
+                                b
+                            });
+                            let done = SCRATCH.with(|s| {
+                                let mut scratch = s.borrow_mut();
+                                let done =
+                                    handle_bytes(object, bytes, decider, limits, &mut scratch);
+                                if scratch.capacity() > 64 << 20 {
+                                    *scratch = Vec::new();
+                                }
+                                done
+                            });
+                            let _ = tx.send(done);
+                            drop(place);
+                        });
+                    }
+                    feeder.abort();
+                });
+            });
+            drop(tx);
+        });
+        for done in rx.iter() {
+            let (bytes, events) = match &done {
+                Done::Read {
+                    object, decoded, ..
+                } => (object.size, decoded.counts.read),
+                other => (other.object().size, 0),
+            };
+            if result.is_ok() {
+                result = on_done(done);
+                if result.is_err() {
+                    // Stop starting GETs and decodes; what is in flight ends unread.
+                    gets.close();
+                    places.close();
+                }
+            }
+            progress.object_done(bytes, events);
+        }
+    });
+    result
+}
+
+/// One GET, refused before it starts when the listing says the object is larger than any
+/// object keytrail reads.
+async fn fetch(
+    source: &crate::s3::S3Source,
+    object: &ObjectRef,
+    limits: Limits,
+) -> Result<(Vec<u8>, Option<String>), ObjectError> {
+    match &object.location {
+        Location::S3 { .. } if object.size > limits.max_object_bytes as u64 => {
+            Err(ObjectError::TooLarge {
+                limit: limits.max_object_bytes,
+            })
+        }
+        Location::S3 { bucket, key } => source.get(bucket, key).await,
+        Location::Local(_) => Err(ObjectError::Read("not an S3 object".into())),
+    }
+}
+
 /// The pool of decoding threads.
 pub fn decode_pool(threads: usize) -> Result<rayon::ThreadPool, IngestError> {
     rayon::ThreadPoolBuilder::new()

@@ -4,11 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use keytrail_ingest::{IngestOptions, RunSummary, ingest};
+use keytrail_ingest::{IngestOptions, Input, RunSummary, ingest};
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
 use keytrail_model::{AccessKeyId, FilterSpec};
 
-use crate::flags::IngestArgs;
+use crate::flags::{IngestArgs, S3Args};
 use crate::output::{bytes, parse_size, stdout, thousands};
 use crate::progress::Bar;
 
@@ -68,8 +68,51 @@ pub fn filter(
     })
 }
 
+/// Parse `--shard I/N`.
+pub fn parse_shard(text: &str) -> anyhow::Result<(u32, u32)> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((i, n)) if n >= 1 && (1..=n).contains(&i) => Ok((i, n)),
+        _ => bail!("--shard {text}: expected I/N with 1 <= I <= N, e.g. 2/4"),
+    }
+}
+
+/// Validate the S3 flags into the options.
+fn s3_options(args: &S3Args, opts: &mut IngestOptions) -> anyhow::Result<()> {
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    for a in &args.accounts {
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("--account {a}: an AWS account ID is 12 digits");
+        }
+    }
+    if let Some(url) = &args.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        bail!("--endpoint-url {url}: expected http://... or https://...");
+    }
+    opts.shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let s3 = &mut opts.s3;
+    s3.profile = args.profile.clone();
+    s3.region = args.region.clone();
+    s3.endpoint_url = args.endpoint_url.clone();
+    s3.concurrency = args.concurrency;
+    s3.accounts = args.accounts.clone();
+    s3.regions = args.trail_regions.clone();
+    Ok(())
+}
+
 pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let mut opts = IngestOptions::new(args.paths.clone(), args.lake.clone());
+    let inputs = args
+        .paths
+        .iter()
+        .map(|p| Input::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut opts = IngestOptions::with_inputs(inputs, args.lake.clone());
+    s3_options(&args.s3, &mut opts)?;
     opts.filter = filter(
         &args.keys,
         args.key_file.as_deref(),

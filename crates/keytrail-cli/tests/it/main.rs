@@ -6,4 +6,6 @@ mod crash;
 mod ingest;
 mod key_info;
 mod reader;
+mod s3;
+mod s3server;
 mod util;

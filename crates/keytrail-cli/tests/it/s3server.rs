@@ -1,0 +1,316 @@
+//! A real S3 HTTP server on 127.0.0.1 for the tests: `s3s-fs` serves a temp folder (one
+//! sub-folder per bucket), signed requests only (static test credentials), and faults can be
+//! planned per object key:
+//!
+//! - through s3s's access hook: `503 SlowDown`, `500 InternalError`, a delay before answering;
+//! - around the service: a body cut off half-way (the connection closes before the promised
+//!   `Content-Length`), or a connection dropped without any answer.
+//!
+//! Every request is logged (operation, path, query) so tests can assert what was asked.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::dto::GetObjectInput;
+use s3s::{S3Request, S3Result, s3_error};
+
+pub const ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+pub const REGION: &str = "us-east-1";
+
+/// What to do to the next GET of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    SlowDown,
+    Internal,
+    Delay(Duration),
+    /// Send half the body, then close the connection.
+    Truncate,
+    /// Close the connection without an answer.
+    Drop,
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+}
+
+impl Logged {
+    /// A ListObjectsV2 request's `prefix` (URL-decoded), when it is one.
+    pub fn list_prefix(&self) -> Option<String> {
+        if self.method != "GET" || !self.query.contains("list-type=2") {
+            return None;
+        }
+        let prefix = self
+            .query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("prefix="))
+            .unwrap_or("");
+        Some(prefix.replace("%2F", "/"))
+    }
+
+    pub fn is_delimited(&self) -> bool {
+        self.query.contains("delimiter=")
+    }
+
+    /// A GetObject request's key (path-style `/bucket/key`).
+    pub fn get_key(&self) -> Option<&str> {
+        if self.method != "GET"
+            || !self.query.is_empty() && !self.query.starts_with("x-id=GetObject")
+        {
+            return None;
+        }
+        let rest = self.path.strip_prefix('/')?;
+        rest.split_once('/')
+            .map(|(_, key)| key)
+            .filter(|k| !k.is_empty())
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    faults: Mutex<HashMap<String, VecDeque<Fault>>>,
+    log: Mutex<Vec<Logged>>,
+}
+
+impl Shared {
+    /// Take the next fault planned for `key` if `pick` wants it.
+    fn take(&self, key: &str, pick: impl Fn(Fault) -> bool) -> Option<Fault> {
+        let mut faults = self.faults.lock().expect("faults");
+        let queue = faults.get_mut(key)?;
+        if queue.front().is_some_and(|f| pick(*f)) {
+            queue.pop_front()
+        } else {
+            None
+        }
+    }
+}
+
+struct Access(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl S3Access for Access {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        match cx.credentials() {
+            Some(c) if c.access_key == ACCESS_KEY => Ok(()),
+            _ => Err(s3_error!(AccessDenied, "signed requests only")),
+        }
+    }
+
+    async fn get_object(&self, req: &mut S3Request<GetObjectInput>) -> S3Result<()> {
+        let fault = self.0.take(&req.input.key, |f| {
+            matches!(f, Fault::SlowDown | Fault::Internal | Fault::Delay(_))
+        });
+        match fault {
+            Some(Fault::SlowDown) => Err(s3_error!(SlowDown, "Please reduce your request rate.")),
+            Some(Fault::Internal) => Err(s3_error!(
+                InternalError,
+                "We encountered an internal error."
+            )),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A running server; it stops when dropped.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+    shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+/// Why the test server broke a connection.
+#[derive(Debug)]
+struct Broken(String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().to_path_buf();
+        let shared = Arc::new(Shared::default());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs");
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        b.set_access(Access(Arc::clone(&shared)));
+        let service = b.build();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
+                [127, 0, 0, 1],
+                0,
+            ))))
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("address");
+        let s = Arc::clone(&shared);
+        rt.spawn(async move {
+            let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (service, s) = (service.clone(), Arc::clone(&s));
+                let handler =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (service, s) = (service.clone(), Arc::clone(&s));
+                        async move { handle(service, s, req).await }
+                    });
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), handler)
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Server {
+            endpoint: format!("http://{addr}"),
+            root,
+            shared,
+            rt: Some(rt),
+            _dir: dir,
+        }
+    }
+
+    /// A bucket's folder (created).
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        let p = self.root.join(name);
+        std::fs::create_dir_all(&p).expect("bucket");
+        p
+    }
+
+    /// Put a file into a bucket (through the file system s3s-fs serves).
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let p = self.bucket(bucket).join(key);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("folders");
+        std::fs::write(p, bytes).expect("write");
+    }
+
+    /// Copy a local tree into a bucket under `prefix`.
+    pub fn put_tree(&self, bucket: &str, prefix: &str, from: &Path) {
+        crate::util::copy_tree(from, &self.bucket(bucket).join(prefix));
+    }
+
+    /// Plan faults for the next GETs of `key`, in order.
+    pub fn fault(&self, key: &str, faults: &[Fault]) {
+        self.shared
+            .faults
+            .lock()
+            .expect("faults")
+            .entry(key.to_owned())
+            .or_default()
+            .extend(faults.iter().copied());
+    }
+
+    /// Forget every planned fault (the server recovers).
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().expect("faults").clear();
+    }
+
+    /// Faults planned but not used.
+    pub fn unused_faults(&self) -> usize {
+        self.shared
+            .faults
+            .lock()
+            .expect("faults")
+            .values()
+            .map(VecDeque::len)
+            .sum()
+    }
+
+    /// Every request so far; the log is emptied.
+    pub fn take_log(&self) -> Vec<Logged> {
+        std::mem::take(&mut *self.shared.log.lock().expect("log"))
+    }
+
+    /// An SDK client for this server, built explicitly: static credentials, a region, the
+    /// endpoint and path-style addressing, so nothing ever asks instance metadata.
+    pub fn client(&self, opts: &keytrail_ingest::s3::S3Options) -> aws_sdk_s3::Client {
+        let (timeouts, retries) = keytrail_ingest::s3::client_settings(opts);
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "keytrail-tests",
+            ))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .timeout_config(timeouts)
+            .retry_config(retries)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Log the request, apply the connection-level faults, otherwise let s3s answer.
+async fn handle(
+    service: s3s::service::S3Service,
+    s: Arc<Shared>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<s3s::Body>, Broken> {
+    let logged = Logged {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or("").to_owned(),
+    };
+    let key = logged.get_key().map(str::to_owned);
+    s.log.lock().expect("log").push(logged);
+    let fault = key
+        .as_deref()
+        .and_then(|k| s.take(k, |f| matches!(f, Fault::Truncate | Fault::Drop)));
+    if fault == Some(Fault::Drop) {
+        return Err(Broken("dropping the connection".into()));
+    }
+    let resp = service
+        .call(req.map(s3s::Body::from))
+        .await
+        .map_err(|e| Broken(format!("{e:?}")))?;
+    if fault != Some(Fault::Truncate) {
+        return Ok(resp);
+    }
+    // Keep the promised Content-Length, send half: the connection closes short.
+    let (parts, body) = resp.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|e| Broken(e.to_string()))?
+        .to_bytes();
+    let half = bytes.slice(..bytes.len() / 2);
+    Ok(http::Response::from_parts(parts, s3s::Body::from(half)))
+}
