@@ -5,6 +5,10 @@
 //! keytrail-bench gen DIR [--events N] [--seed S]      write synthetic CloudTrail under DIR
 //! keytrail-bench gen-sample DIR                       write the sample bundled in testdata/sample
 //! keytrail-bench ingest DIR [--threads N]             ingest DIR into a fresh lake, report
+//! keytrail-bench s3-ingest DIR [--latency-ms 20] [--concurrency 32] [--threads N]
+//!                                                     the same, through a local S3 endpoint
+//!                                                     serving DIR as a bucket, each request
+//!                                                     delayed by the latency
 //! ```
 //! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
 //! runs the whole comparison with DuckDB.
@@ -21,6 +25,51 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Serve DIR's parent over S3 (bucket: DIR's name) with the requested latency; ingest options
+/// reading `s3://<name>` through it. The runtime must live as long as the run.
+fn s3_options(
+    dir: &std::path::Path,
+    args: &[String],
+    lake: PathBuf,
+    server: &mut Option<tokio::runtime::Runtime>,
+) -> anyhow::Result<IngestOptions> {
+    use keytrail_ingest::Input;
+    use keytrail_ingest::s3::{S3Options, S3Uri};
+    let dir = dir.canonicalize().context("DIR")?;
+    let (root, bucket) = match (dir.parent(), dir.file_name()) {
+        (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
+        _ => bail!("DIR must be a folder below another"),
+    };
+    let latency: u64 = arg_value(args, "--latency-ms")
+        .map_or(Ok(20), |v| v.parse())
+        .context("--latency-ms")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let endpoint =
+        keytrail_benches::s3serve::serve(&rt, &root, std::time::Duration::from_millis(latency))?;
+    *server = Some(rt);
+    let mut s3 = S3Options::default();
+    if let Some(c) = arg_value(args, "--concurrency") {
+        s3.concurrency = c.parse().context("--concurrency")?;
+    }
+    let mut opts = IngestOptions::with_inputs(
+        vec![Input::S3(S3Uri {
+            bucket,
+            prefix: String::new(),
+        })],
+        lake,
+    );
+    opts.s3_client = Some(keytrail_benches::s3serve::client(&endpoint, &s3));
+    opts.s3 = s3;
+    println!(
+        "serving {} at {endpoint} with {latency} ms per request",
+        dir.display()
+    );
+    Ok(opts)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,7 +112,8 @@ fn main() -> anyhow::Result<()> {
                 g.files, g.events
             );
         }
-        "ingest" => {
+        "ingest" | "s3-ingest" => {
+            let mut server = None;
             let lake = match arg_value(&args, "--lake") {
                 Some(l) => PathBuf::from(l),
                 None => {
@@ -73,7 +123,11 @@ fn main() -> anyhow::Result<()> {
             if lake.exists() {
                 std::fs::remove_dir_all(&lake).context("clearing the lake")?;
             }
-            let mut opts = IngestOptions::new(vec![dir.clone()], lake.clone());
+            let mut opts = if cmd == "s3-ingest" {
+                s3_options(&dir, &args, lake.clone(), &mut server)?
+            } else {
+                IngestOptions::new(vec![dir.clone()], lake.clone())
+            };
             if let Some(b) = arg_value(&args, "--buffer-mib") {
                 opts.buffer_bytes = b.parse::<usize>().context("--buffer-mib")? << 20;
             }
@@ -85,7 +139,7 @@ fn main() -> anyhow::Result<()> {
             let secs = t.elapsed().as_secs_f64();
             let rss = peak_rss_bytes().unwrap_or(0);
             println!(
-                "keytrail ingest: {} events in {:.2}s = {:.0} events/s, {:.1} MB/s gzipped in, threads {}, peak RSS {:.0} MiB, lake {:.1} MB in {} files, {} objects failed",
+                "keytrail {cmd}: {} events in {:.2}s = {:.0} events/s, {:.1} MB/s gzipped in, threads {}, peak RSS {:.0} MiB, lake {:.1} MB in {} files, {} objects failed",
                 s.events.read,
                 secs,
                 s.events.read as f64 / secs,

@@ -37,6 +37,40 @@ pub enum Command {
     Lake(LakeCommand),
     /// Run SQL over the lake's tables (events, insights, key_daily)
     Sql(SqlArgs),
+    /// Follow a leaked key and every credential derived from it: timeline, blast radius
+    Investigate(InvestigateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InvestigateArgs {
+    /// Access key IDs to start from, then (for the no-lake path) log files, directories or
+    /// s3:// locations to read directly
+    #[arg(required = true, value_name = "KEY|PATH|S3URI")]
+    pub args: Vec<String>,
+    /// The lake to read; with PATHs given, the working lake to build and keep
+    #[arg(long, value_name = "DIR")]
+    pub lake: Option<PathBuf>,
+    /// More keys to start from, one per line (# comments)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The timeline from T: a date, an RFC 3339 time, or a relative time (7d, 36h)
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// The timeline until T (a date means the end of that day)
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// table, csv (the timeline), json (everything, full rows), markdown or html
+    /// [default: table on a terminal, else csv]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the result to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Args)]

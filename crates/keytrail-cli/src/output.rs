@@ -17,6 +17,11 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// A status line on stderr (not a result: results go to stdout).
+pub fn status(text: &str) {
+    let _ = io::stderr().write_all(format!("{text}\n").as_bytes());
+}
+
 /// Print an error and its causes on stderr.
 pub fn error(err: &anyhow::Error) {
     let mut text = format!("keytrail: {err}");

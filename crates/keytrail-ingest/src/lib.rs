@@ -64,6 +64,8 @@ pub enum Input {
     Local(PathBuf),
     /// `s3://bucket/prefix`.
     S3(S3Uri),
+    /// One object already found (by an earlier listing): read as it is, not listed again.
+    Object(ObjectRef),
 }
 
 impl Input {
@@ -109,10 +111,18 @@ fn list_s3(opts: &IngestOptions) -> Result<Option<S3Run>, IngestError> {
         .iter()
         .filter_map(|i| match i {
             Input::S3(u) => Some(u),
-            Input::Local(_) => None,
+            _ => None,
         })
         .collect();
-    if uris.is_empty() {
+    let mut objects: Vec<ObjectRef> = opts
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Object(o) if matches!(o.location, Location::S3 { .. }) => Some(o.clone()),
+            _ => None,
+        })
+        .collect();
+    if uris.is_empty() && objects.is_empty() {
         return Ok(None);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +137,6 @@ fn list_s3(opts: &IngestOptions) -> Result<Option<S3Run>, IngestError> {
     };
     let source = S3Source::new(client, opts.s3.clone());
     let window = opts.filter.window();
-    let mut objects = Vec::new();
     for uri in uris {
         let listing = rt.block_on(source.list(uri, &window))?;
         tracing::info!(uri = %uri, objects = listing.objects.len(), requests = listing.requests, "listed");
@@ -163,10 +172,16 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
         .iter()
         .filter_map(|i| match i {
             Input::Local(p) => Some(p.clone()),
-            Input::S3(_) => None,
+            _ => None,
         })
         .collect();
-    let found = discover_local(&local)?;
+    let mut found = discover_local(&local)?;
+    found
+        .objects
+        .extend(opts.inputs.iter().filter_map(|i| match i {
+            Input::Object(o) if matches!(o.location, Location::Local(_)) => Some(o.clone()),
+            _ => None,
+        }));
     let mut s3_run = list_s3(opts)?;
     let s3_objects = s3_run
         .as_mut()
@@ -253,6 +268,9 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                     skipped: decoded.counts.skipped,
                 });
                 summary.objects.read += 1;
+                if opts.limits.index_keys {
+                    summary.key_index.push((object.clone(), decoded.keys));
+                }
                 for (table, day, batch) in decoded.batches {
                     writer.accept(table, day, batch)?;
                 }

@@ -23,6 +23,9 @@ pub struct Limits {
     pub max_object_bytes: usize,
     /// Largest single record (bytes of JSON); CloudTrail's own limit is 256 KB.
     pub max_event_bytes: usize,
+    /// Also list the distinct access keys each object holds, kept or not (the index that lets
+    /// `investigate` re-read only the objects of keys it finds later).
+    pub index_keys: bool,
 }
 
 impl Default for Limits {
@@ -30,6 +33,7 @@ impl Default for Limits {
         Limits {
             max_object_bytes: 1 << 30,
             max_event_bytes: 1 << 20,
+            index_keys: false,
         }
     }
 }
@@ -53,6 +57,20 @@ pub struct Decoded {
     pub skipped_by_reason: BTreeMap<&'static str, u64>,
     /// The first few skipped records, with their index and reason.
     pub skipped_samples: Vec<SkippedRecord>,
+    /// With [`Limits::index_keys`]: the distinct access keys of the object's events, sorted.
+    pub keys: Vec<String>,
+}
+
+/// The `accessKeyId` a request's JSON text names.
+fn named_key(request: &str) -> Option<&str> {
+    let at = request.find("\"accessKeyId\"")? + "\"accessKeyId\"".len();
+    let rest = request[at..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let end = rest.find('"')?;
+    Some(&rest[..end])
 }
 
 /// How many skipped records of one object are listed by index in the summary.
@@ -106,6 +124,7 @@ pub fn decode_object(
         })
         .collect();
 
+    let mut keys: Vec<String> = Vec::new();
     let mut kept = Vec::with_capacity(split.records.len());
     let mut all: Vec<(u64, Result<Event<'_>, EventError>)> = split.records;
     all.extend(texts);
@@ -117,6 +136,21 @@ pub fn decode_object(
                 continue;
             }
         };
+        if limits.index_keys {
+            if let Some(k) = event.access_key_id()
+                && keys.last().is_none_or(|last| last.as_str() != k)
+            {
+                keys.push(k.to_owned());
+            }
+            // A key's deactivation or deletion, made by someone else, names it.
+            if matches!(
+                event.event_name.as_deref(),
+                Some("UpdateAccessKey" | "DeleteAccessKey")
+            ) && let Some(named) = event.request_parameters.as_deref().and_then(named_key)
+            {
+                keys.push(named.to_owned());
+            }
+        }
         match rule.matches(&event) {
             Verdict::Filtered => counts.filtered += 1,
             Verdict::AlreadyWritten => counts.already_written += 1,
@@ -162,5 +196,10 @@ pub fn decode_object(
         counts,
         skipped_by_reason,
         skipped_samples,
+        keys: {
+            keys.sort_unstable();
+            keys.dedup();
+            keys
+        },
     })
 }

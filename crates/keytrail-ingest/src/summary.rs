@@ -144,6 +144,9 @@ pub struct RunSummary {
     pub elapsed_seconds: f64,
     /// Whether some objects could not be read (exit status 1).
     pub partial: bool,
+    /// With [`crate::Limits::index_keys`]: each object read and the access keys it holds.
+    #[serde(skip)]
+    pub key_index: Vec<(crate::ObjectRef, Vec<String>)>,
 }
 
 impl RunSummary {

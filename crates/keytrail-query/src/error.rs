@@ -8,6 +8,8 @@ use keytrail_lake::LakeError;
 pub enum QueryError {
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error(transparent)]
+    Ingest(#[from] keytrail_ingest::IngestError),
     #[error("query failed: {0}")]
     DataFusion(#[from] DataFusionError),
     #[error("writing {format} output: {source}")]

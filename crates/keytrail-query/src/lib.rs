@@ -2,6 +2,7 @@
 //! tables, and (in the modules that follow) reports, investigation and detections.
 
 mod error;
+pub mod investigate;
 pub mod output;
 pub mod session;
 

@@ -80,7 +80,7 @@ pub fn parse_shard(text: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 /// Validate the S3 flags into the options.
-fn s3_options(args: &S3Args, opts: &mut IngestOptions) -> anyhow::Result<()> {
+pub(crate) fn s3_options(args: &S3Args, opts: &mut IngestOptions) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand: validate flags into typed options, call the library, print.
 
 pub mod ingest;
+pub mod investigate;
 pub mod key_info;
 pub mod lake;
 pub mod sql;

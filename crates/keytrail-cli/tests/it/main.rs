@@ -4,6 +4,7 @@
 mod corrupt;
 mod crash;
 mod ingest;
+mod investigate;
 mod key_info;
 mod reader;
 mod s3;
