@@ -37,6 +37,106 @@ pub enum Command {
     Lake(LakeCommand),
     /// Run SQL over the lake's tables (events, insights, key_daily)
     Sql(SqlArgs),
+    /// Find suspicious and compromised keys: rules and stateful detectors over the lake
+    Detect(DetectArgs),
+    /// List, check and test detection rules
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Reports over the lake
+    #[command(subcommand)]
+    Report(Report),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Report {
+    /// How each long-term key is used, and what should replace it (role, Identity Center, Roles Anywhere)
+    Alternatives(AlternativesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlternativesArgs {
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
+    /// Judge use at or after T (a date, an RFC 3339 time, or 90d)
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// table, csv, json or markdown [default: table on a terminal, else csv]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the result to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Query threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Where rules come from.
+#[derive(Debug, Args)]
+pub struct RuleSourceArgs {
+    /// Also load the rules of DIR (YAML files, searched recursively); repeatable
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Leave out the rules bundled with keytrail
+    #[arg(long)]
+    pub no_bundled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
+    #[command(flatten)]
+    pub source: RuleSourceArgs,
+    /// Report findings at or after T (a date, an RFC 3339 time, or 7d); detectors still learn from earlier events
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Report findings before T (a date means the end of that day)
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Show findings at or above this severity: info, low, medium, high, critical; exit status 1 when any
+    #[arg(long, value_name = "LEVEL", default_value = "low")]
+    pub min_severity: String,
+    /// Rules only: leave out the stateful detectors
+    #[arg(long)]
+    pub no_detectors: bool,
+    /// table, csv (findings only), json or markdown [default: table on a terminal, else csv]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the result to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Query threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// List the rules and detectors
+    List {
+        #[command(flatten)]
+        source: RuleSourceArgs,
+        /// table, csv, json or markdown [default: table on a terminal, else csv]
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
+    /// Check rule files: syntax, fields, fixtures present, file and folder names (exit 1 on errors)
+    Lint {
+        #[command(flatten)]
+        source: RuleSourceArgs,
+        /// Exit 1 on warnings too
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run every rule's positive and negative test events (exit 1 when one fails)
+    Test {
+        #[command(flatten)]
+        source: RuleSourceArgs,
+        /// Only the rules with these ids; repeatable
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -35,6 +35,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::KeyInfo(args) => cmd::key_info::run(args),
         Command::Lake(args) => cmd::lake::run(args),
         Command::Sql(args) => cmd::sql::run(args),
+        Command::Detect(args) => cmd::detect::run(args),
+        Command::Rules(args) => cmd::rules::run(args),
+        Command::Report(flags::Report::Alternatives(args)) => cmd::alternatives::run(args),
     }
 }
 

@@ -227,12 +227,20 @@ fn reconnaissance_burst_across_services() {
         ("lambda.amazonaws.com", "ListFunctions20150331"),
         ("secretsmanager.amazonaws.com", "ListSecrets"),
     ];
-    let mut records = Vec::new();
+    let k3 = "AKIAAAAAAAAAAAAAAAA3";
+    // k1 has two days of history (one call); k3 has none: its first day is its warm-up,
+    // where every call is new and nothing is judged.
+    let mut records = vec![plain(&e("h0", -48 * HOUR, k1, "GetUser", "203.0.113.5"))];
     for (i, (src, name)) in calls.iter().enumerate() {
         let id = format!("r{i}");
         records.push(plain(&E {
             src,
             ..e(&id, i as i64 * 30_000, k1, name, "198.51.100.7")
+        }));
+        let id = format!("w{i}");
+        records.push(plain(&E {
+            src,
+            ..e(&id, i as i64 * 30_000, k3, name, "198.51.100.7")
         }));
     }
     // k2 reads eight APIs of one service: an inventory job, not a sweep.

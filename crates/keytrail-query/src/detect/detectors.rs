@@ -232,6 +232,44 @@ struct Lineage {
     changes: HashMap<String, Vec<Change>>,
     minted: HashMap<String, Minted>,
     workloads: HashMap<String, Workload>,
+    /// Per principal (a role for its sessions): when it first made each call, and its first
+    /// event. Temporary keys are short-lived; their principal's history is the baseline.
+    principal_names: HashMap<(String, String), i64>,
+    principal_first: HashMap<String, i64>,
+}
+
+/// The principal whose history a key shares: the role of a role session
+/// (`arn:aws:sts::1:assumed-role/R/s` → `arn:aws:sts::1:assumed-role/R`), else the ARN.
+pub fn principal_of(arn: &str) -> &str {
+    if let Some(i) = arn.find(":assumed-role/")
+        && let Some(j) = arn[i + 14..].find('/')
+    {
+        return &arn[..i + 14 + j];
+    }
+    arn
+}
+
+async fn principal_history(ctx: &SessionContext, l: &mut Lineage) -> Result<(), DetectError> {
+    let sql = format!(
+        "SELECT get_field(useridentity, 'arn') AS arn, eventname AS name, min(eventtime) AS t \
+         FROM events WHERE accesskeyid IS NOT NULL AND NOT {SERVICE_EVENT_SQL} \
+         AND get_field(useridentity, 'arn') IS NOT NULL GROUP BY 1, 2"
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    for b in &batches {
+        let (arns, names, t) = (texts(b, "arn")?, texts(b, "name")?, millis(b, "t")?);
+        for i in 0..b.num_rows() {
+            let (Some(arn), Some(name)) = (&arns[i], &names[i]) else {
+                continue;
+            };
+            let p = principal_of(arn).to_owned();
+            let first = l.principal_first.entry(p.clone()).or_insert(t[i]);
+            *first = (*first).min(t[i]);
+            let e = l.principal_names.entry((p, name.clone())).or_insert(t[i]);
+            *e = (*e).min(t[i]);
+        }
+    }
+    Ok(())
 }
 
 async fn lineage(ctx: &SessionContext) -> Result<Lineage, DetectError> {
@@ -319,6 +357,7 @@ async fn lineage(ctx: &SessionContext) -> Result<Lineage, DetectError> {
     for v in l.changes.values_mut() {
         v.sort_by(|a, b| (a.t, &a.id).cmp(&(b.t, &b.id)));
     }
+    principal_history(ctx, &mut l).await?;
     Ok(l)
 }
 
@@ -579,7 +618,7 @@ fn per_key(
 
     new_values(b, key, &evs, first.t + cfg.warmup_ms);
     denied_bursts(b, key, &evs);
-    recon_bursts(b, key, &evs);
+    recon_bursts(b, lin, key, &evs);
     distant_networks(b, key, &evs);
     after_deactivation(b, lin, key, &evs);
 }
@@ -737,9 +776,28 @@ fn denied_bursts(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
     }
 }
 
-fn recon_bursts(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
+fn recon_bursts(b: &mut Builder<'_>, lin: &Lineage, key: &str, evs: &[&Ev]) {
     let cfg = b.cfg;
+    let principal = evs
+        .first()
+        .and_then(|e| e.arn.as_deref())
+        .map(principal_of)
+        .unwrap_or_default()
+        .to_owned();
+    // Within the principal's warm-up every call is new: nothing to compare with.
+    let warm_until = lin
+        .principal_first
+        .get(&principal)
+        .copied()
+        .or(evs.first().map(|e| e.t))
+        .unwrap_or(0)
+        + cfg.warmup_ms;
     let mut first_seen: HashMap<&str, i64> = HashMap::new();
+    let seen_by_principal = |name: &str| {
+        lin.principal_names
+            .get(&(principal.clone(), name.to_owned()))
+            .copied()
+    };
     let mut window: VecDeque<&Ev> = VecDeque::new();
     let mut bursts: Vec<Vec<&Ev>> = Vec::new();
     let mut active = false;
@@ -769,9 +827,13 @@ fn recon_bursts(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
         let names: HashSet<&str> = window.iter().map(|w| w.name.as_str()).collect();
         let new = names
             .iter()
-            .filter(|n| first_seen.get(*n).is_some_and(|t| *t >= start))
+            .filter(|n| {
+                let own = first_seen.get(*n).copied().unwrap_or(i64::MAX);
+                own.min(seen_by_principal(n).unwrap_or(i64::MAX)) >= start
+            })
             .count();
-        if (services.len() >= cfg.recon_services || regions.len() >= cfg.recon_regions)
+        if e.t >= warm_until
+            && (services.len() >= cfg.recon_services || regions.len() >= cfg.recon_regions)
             && names.len() >= cfg.recon_names
             && new >= cfg.recon_new_names
         {

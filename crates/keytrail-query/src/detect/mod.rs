@@ -8,12 +8,14 @@
 //! `docs/rules.md` documents the rule format, each detector and the limits of what can be
 //! judged offline.
 
+pub mod alternatives;
 pub mod compile;
 pub mod detectors;
 pub mod eval;
 pub mod fixture;
 pub mod lint;
 pub mod net;
+pub mod render;
 pub mod rule;
 pub mod scan;
 
@@ -290,6 +292,14 @@ pub struct DetectReport {
     pub below_min_severity: usize,
     pub rules: usize,
     pub detectors: usize,
+    pub min_severity: Severity,
+}
+
+impl DetectReport {
+    /// Whether anything at or above the minimum severity was found.
+    pub fn found(&self) -> bool {
+        !self.findings.is_empty()
+    }
 }
 
 /// Detect over the lake at `root`.
@@ -359,6 +369,7 @@ pub async fn detect_in(
         } else {
             0
         },
+        min_severity: opts.min_severity,
     })
 }
 
@@ -393,11 +404,16 @@ fn render_reason(rule: &Rule, shown: &[(String, Option<String>)]) -> String {
             rest = "";
             break;
         };
-        let name = after[..close].trim();
-        let value = shown
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.clone())
+        let value = after[..close]
+            .split('|')
+            .map(str::trim)
+            .find_map(|name| {
+                shown
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, v)| v.clone())
+                    .filter(|v| !v.is_empty())
+            })
             .unwrap_or_else(|| "?".to_owned());
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -406,13 +422,15 @@ fn render_reason(rule: &Rule, shown: &[(String, Option<String>)]) -> String {
     out
 }
 
-/// Matches of one rule by one key (or principal) with the same reason within an hour of the
-/// first become one finding.
+/// Matches of one rule by one key (or, without a key, one principal) within an hour of the
+/// first become one finding: its reason is the first match's, followed by how many more
+/// events matched and up to two of their other reasons.
 const GROUP_MS: i64 = 3_600_000;
 
 fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
-    let mut open: BTreeMap<(usize, Option<String>, String), usize> = BTreeMap::new();
+    let mut open: BTreeMap<(usize, Option<String>), usize> = BTreeMap::new();
     let mut out: Vec<Finding> = Vec::new();
+    let mut reasons: Vec<Vec<String>> = Vec::new();
     for h in hits {
         let r = rules[h.rule];
         let reason = format!(
@@ -421,16 +439,20 @@ fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
             outcome(h.event.error.as_deref())
         );
         let who = h.event.key.clone().or(h.event.principal.clone());
-        let k = (h.rule, who, reason.clone());
+        let k = (h.rule, who);
         if let Some(&i) = open.get(&k)
             && h.event.time - out[i].time < GROUP_MS
         {
             let f = &mut out[i];
             f.last = f.last.max(h.event.time);
             f.events.push(h.event.id);
+            if !reasons[i].contains(&reason) {
+                reasons[i].push(reason);
+            }
             continue;
         }
         open.insert(k, out.len());
+        reasons.push(vec![reason.clone()]);
         out.push(Finding {
             rule: r.id.clone(),
             title: r.title.clone(),
@@ -451,6 +473,24 @@ fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
                 .filter_map(|(n, v)| v.map(|v| (n, v)))
                 .collect(),
         });
+    }
+    for (f, rs) in out.iter_mut().zip(reasons) {
+        let more = f.events.len() - 1;
+        if more == 0 {
+            continue;
+        }
+        let others: Vec<&str> = rs.iter().skip(1).take(2).map(String::as_str).collect();
+        let rest = rs.len().saturating_sub(3);
+        f.reason = match (others.is_empty(), rest) {
+            (true, _) => format!("{} [{} events]", rs[0], more + 1),
+            (false, 0) => format!("{}; {} [{} events]", rs[0], others.join("; "), more + 1),
+            (false, n) => format!(
+                "{}; {}; and {n} more [{} events]",
+                rs[0],
+                others.join("; "),
+                more + 1
+            ),
+        };
     }
     out
 }

@@ -380,7 +380,7 @@ pub struct Rule {
     pub cond: Cond,
     /// Fields shown with each finding.
     pub show: Vec<(String, FieldRef)>,
-    /// The one-line reason, with `{field}` placeholders.
+    /// The one-line reason, with `{field}` placeholders (`{a|b}`: the first of a, b present).
     pub reason: Option<String>,
     /// Whether events AWS services make on their own behalf may match.
     pub service_events: bool,
@@ -465,7 +465,12 @@ impl Rule {
             show.push((s.clone(), f));
         }
         if let Some(r) = &raw.reason {
-            for name in placeholders(r).map_err(|e| ctx(format!("reason: {e}")))? {
+            let names = placeholders(r).map_err(|e| ctx(format!("reason: {e}")))?;
+            for name in names
+                .iter()
+                .flat_map(|n| n.split('|'))
+                .map(|n| n.trim().to_owned())
+            {
                 let f = FieldRef::parse(&name).map_err(|e| ctx(format!("reason: {e}")))?;
                 if !show.iter().any(|(n, _)| *n == name) {
                     show.push((name, f));
