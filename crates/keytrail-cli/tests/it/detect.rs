@@ -154,6 +154,26 @@ fn the_sample_findings_as_csv() {
 }
 
 #[test]
+fn the_sample_findings_as_markdown() {
+    let out = run_code(
+        keytrail()
+            .arg("detect")
+            .arg("--lake")
+            .arg(sample_lake())
+            .args([
+                "--format",
+                "markdown",
+                "--min-severity",
+                "high",
+                "--threads",
+                "2",
+            ]),
+        1,
+    );
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
 fn the_real_captures_produce_their_findings() {
     let r = detect_json(captures_lake(), &[], 1);
     let got: BTreeSet<(String, String)> = pairs(&r).into_iter().collect();
