@@ -39,6 +39,9 @@ pub struct Config {
     pub distant_v6_prefix: u8,
     /// Most event IDs listed as evidence of one finding.
     pub evidence_cap: usize,
+    /// Most events sorted at once: a larger lake is read in this many events' worth of key
+    /// buckets (by the last character of the key ID), one sort each, to bound memory.
+    pub max_sort_events: u64,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             distant_v4_prefix: 16,
             distant_v6_prefix: 32,
             evidence_cap: 50,
+            max_sort_events: 2_000_000,
         }
     }
 }
@@ -490,21 +494,74 @@ struct Deferred {
 /// Run every detector over the `events` table.
 pub async fn run(ctx: &SessionContext, cfg: &Config) -> Result<Vec<Finding>, DetectError> {
     let lin = lineage(ctx).await?;
-    let sql = format!(
-        "SELECT accesskeyid AS k, eventtime AS t, eventid AS id, eventsource AS src, eventname AS name, \
-         errorcode AS err, awsregion AS region, sourceipaddress AS ip, useragent AS ua, \
-         coalesce(readonly, false) AS ro, get_field(useridentity, 'arn') AS arn, \
-         get_field(get_field(useridentity, 'sessioncontext'), 'ec2roledelivery') IS NOT NULL AS ec2, \
-         vpcendpointid IS NOT NULL AS vpce, {SERVICE_EVENT_SQL} AS svc, {ACCOUNT_SQL} AS account \
-         FROM events WHERE accesskeyid IS NOT NULL ORDER BY accesskeyid, eventtime, eventid"
-    );
-    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    let keyed = count(
+        ctx,
+        "SELECT count(*) FROM events WHERE accesskeyid IS NOT NULL",
+    )
+    .await?;
+    let buckets = keyed.div_ceil(cfg.max_sort_events.max(1)).clamp(1, 32);
     let mut b = Builder {
         cfg,
         out: Vec::new(),
     };
     let mut people: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut deferred: Vec<Deferred> = Vec::new();
+    for bucket in 0..buckets {
+        let sql = format!(
+            "SELECT accesskeyid AS k, eventtime AS t, eventid AS id, eventsource AS src, eventname AS name, \
+             errorcode AS err, awsregion AS region, sourceipaddress AS ip, useragent AS ua, \
+             coalesce(readonly, false) AS ro, get_field(useridentity, 'arn') AS arn, \
+             get_field(get_field(useridentity, 'sessioncontext'), 'ec2roledelivery') IS NOT NULL AS ec2, \
+             vpcendpointid IS NOT NULL AS vpce, {SERVICE_EVENT_SQL} AS svc, {ACCOUNT_SQL} AS account \
+             FROM events WHERE accesskeyid IS NOT NULL AND {} ORDER BY accesskeyid, eventtime, eventid",
+            bucket_sql(bucket, buckets)
+        );
+        read_keys(ctx, &sql, &mut b, &lin, &mut people, &mut deferred).await?;
+    }
+    instances(&mut b, &deferred, &people);
+    workloads(&mut b, &lin, &deferred, &people);
+    Ok(b.out)
+}
+
+/// The events of key bucket `i` of `n` (by the last character of the key ID; characters
+/// outside the base32 alphabet of key IDs go to bucket 0).
+fn bucket_sql(i: u64, n: u64) -> String {
+    if n <= 1 {
+        return "true".to_owned();
+    }
+    format!(
+        "(coalesce(nullif(strpos('ABCDEFGHIJKLMNOPQRSTUVWXYZ234567', right(accesskeyid, 1)), 0), 1) - 1) % {n} = {i}"
+    )
+}
+
+async fn count(ctx: &SessionContext, sql: &str) -> Result<u64, DetectError> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(batches
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| {
+            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64)
+                .ok()
+                .map(|c| {
+                    c.as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .map_or(0, |a| a.value(0))
+                })
+        })
+        .unwrap_or(0)
+        .max(0) as u64)
+}
+
+/// Read one sorted stream of keyed events and run the per-key detectors on each key.
+async fn read_keys(
+    ctx: &SessionContext,
+    sql: &str,
+    b: &mut Builder<'_>,
+    lin: &Lineage,
+    people: &mut HashMap<String, BTreeSet<String>>,
+    deferred: &mut Vec<Deferred>,
+) -> Result<(), DetectError> {
+    let mut stream = ctx.sql(sql).await?.execute_stream().await?;
     let mut current: Option<String> = None;
     let mut evs: Vec<Ev> = Vec::new();
     let bools = |batch: &arrow::array::RecordBatch, name: &str| -> Result<Vec<bool>, DetectError> {
@@ -544,7 +601,7 @@ pub async fn run(ctx: &SessionContext, cfg: &Config) -> Result<Vec<Finding>, Det
             let k = keys[i].clone().unwrap_or_default();
             if current.as_deref() != Some(k.as_str()) {
                 if let Some(prev) = current.take() {
-                    per_key(&mut b, &lin, &prev, &evs, &mut people, &mut deferred);
+                    per_key(b, lin, &prev, &evs, people, deferred);
                 }
                 evs.clear();
                 current = Some(k);
@@ -568,11 +625,9 @@ pub async fn run(ctx: &SessionContext, cfg: &Config) -> Result<Vec<Finding>, Det
         }
     }
     if let Some(prev) = current.take() {
-        per_key(&mut b, &lin, &prev, &evs, &mut people, &mut deferred);
+        per_key(b, lin, &prev, &evs, people, deferred);
     }
-    instances(&mut b, &deferred, &people);
-    workloads(&mut b, &lin, &deferred, &people);
-    Ok(b.out)
+    Ok(())
 }
 
 fn per_key(
