@@ -101,3 +101,27 @@ pub fn lint(r: &Rule) -> Vec<Issue> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lint_finds_missing_tests_and_misplaced_files() {
+        let text = "id: t-lint\ntitle: t\nseverity: low\ncategory: recon\nmatch: {requestParameters.x: y}\ntests:\n  positive:\n    - [not, a, record]\n";
+        let r = Rule::parse(text, "rules/ec2/other-name.yaml").expect("rule");
+        let got: Vec<(Level, String)> =
+            lint(&r).into_iter().map(|i| (i.level, i.message)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Level::Error, "no negative test event (tests.negative)".to_owned()),
+                (Level::Error, "tests.positive[0] is not a mapping of CloudTrail fields".to_owned()),
+                (Level::Warning, "no description: say what the rule finds and why it matters".to_owned()),
+                (Level::Warning, "no test on a plain column (eventSource, eventName, ...): every event's JSON is parsed to evaluate it".to_owned()),
+                (Level::Warning, "file name `other-name.yaml` differs from the id `t-lint`".to_owned()),
+                (Level::Error, "category `recon` differs from its folder `ec2`".to_owned()),
+            ]
+        );
+    }
+}
