@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "keytrail turns AWS CloudTrail logs into answers about IAM access keys: a \
                   Parquet lake of every event, reports of unused and stale keys, the full \
                   trail of a leaked key, and detections of suspicious use.",
-    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read; 2 usage or configuration error."
+    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read (detect: findings at or above --min-severity); 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,38 +39,106 @@ pub enum Command {
     Sql(SqlArgs),
     /// Follow a leaked key and every credential derived from it: timeline, blast radius
     Investigate(InvestigateArgs),
+    /// Find suspicious and compromised keys: rules and stateful detectors over the lake
+    Detect(DetectArgs),
+    /// List, check and test detection rules
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Reports over the lake
+    #[command(subcommand)]
+    Report(Report),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Report {
+    /// How each long-term key is used, and what should replace it (role, Identity Center, Roles Anywhere)
+    Alternatives(AlternativesArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct InvestigateArgs {
-    /// Access key IDs to start from, then (for the no-lake path) log files, directories or
-    /// s3:// locations to read directly
-    #[arg(required = true, value_name = "KEY|PATH|S3URI")]
-    pub args: Vec<String>,
-    /// The lake to read; with PATHs given, the working lake to build and keep
+pub struct AlternativesArgs {
     #[arg(long, value_name = "DIR")]
-    pub lake: Option<PathBuf>,
-    /// More keys to start from, one per line (# comments)
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
-    /// The timeline from T: a date, an RFC 3339 time, or a relative time (7d, 36h)
+    pub lake: PathBuf,
+    /// Judge use at or after T (a date, an RFC 3339 time, or 90d)
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
-    /// The timeline until T (a date means the end of that day)
-    #[arg(long, value_name = "T")]
-    pub until: Option<String>,
-    /// table, csv (the timeline), json (everything, full rows), markdown or html
-    /// [default: table on a terminal, else csv]
+    /// table, csv, json or markdown [default: table on a terminal, else csv]
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Write the result to FILE instead of stdout
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Threads [default: all cores]
+    /// Query threads [default: all cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// Where rules come from.
+#[derive(Debug, Args)]
+pub struct RuleSourceArgs {
+    /// Also load the rules of DIR (YAML files, searched recursively); repeatable
+    #[arg(long = "rules", value_name = "DIR")]
+    pub rules: Vec<PathBuf>,
+    /// Leave out the rules bundled with keytrail
+    #[arg(long)]
+    pub no_bundled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
     #[command(flatten)]
-    pub s3: S3Args,
+    pub source: RuleSourceArgs,
+    /// Report findings at or after T (a date, an RFC 3339 time, or 7d); detectors still learn from earlier events
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Report findings before T (a date means the end of that day)
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Show findings at or above this severity: info, low, medium, high, critical; exit status 1 when any
+    #[arg(long, value_name = "LEVEL", default_value = "low")]
+    pub min_severity: String,
+    /// Rules only: leave out the stateful detectors
+    #[arg(long)]
+    pub no_detectors: bool,
+    /// table, csv (findings only), json or markdown [default: table on a terminal, else csv]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the result to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Query threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// List the rules and detectors
+    List {
+        #[command(flatten)]
+        source: RuleSourceArgs,
+        /// table, csv, json or markdown [default: table on a terminal, else csv]
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<String>,
+    },
+    /// Check rule files: syntax, fields, fixtures present, file and folder names (exit 1 on errors)
+    Lint {
+        #[command(flatten)]
+        source: RuleSourceArgs,
+        /// Exit 1 on warnings too
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Run every rule's positive and negative test events (exit 1 when one fails)
+    Test {
+        #[command(flatten)]
+        source: RuleSourceArgs,
+        /// Only the rules with these ids; repeatable
+        #[arg(long = "id", value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -183,4 +251,36 @@ pub enum LakeCommand {
         #[arg(long, value_name = "DIR")]
         lake: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InvestigateArgs {
+    /// Access key IDs to start from, then (for the no-lake path) log files, directories or
+    /// s3:// locations to read directly
+    #[arg(required = true, value_name = "KEY|PATH|S3URI")]
+    pub args: Vec<String>,
+    /// The lake to read; with PATHs given, the working lake to build and keep
+    #[arg(long, value_name = "DIR")]
+    pub lake: Option<PathBuf>,
+    /// More keys to start from, one per line (# comments)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The timeline from T: a date, an RFC 3339 time, or a relative time (7d, 36h)
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// The timeline until T (a date means the end of that day)
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// table, csv (the timeline), json (everything, full rows), markdown or html
+    /// [default: table on a terminal, else csv]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the result to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub s3: S3Args,
 }

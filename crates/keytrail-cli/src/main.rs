@@ -36,6 +36,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lake(args) => cmd::lake::run(args),
         Command::Sql(args) => cmd::sql::run(args),
         Command::Investigate(args) => cmd::investigate::run(args, cli.quiet),
+        Command::Detect(args) => cmd::detect::run(args),
+        Command::Rules(args) => cmd::rules::run(args),
+        Command::Report(flags::Report::Alternatives(args)) => cmd::alternatives::run(args),
     }
 }
 

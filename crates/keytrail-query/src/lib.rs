@@ -1,6 +1,7 @@
 //! keytrail's answers over the lake, computed by Apache DataFusion: SQL over the registered
 //! tables, and (in the modules that follow) reports, investigation and detections.
 
+pub mod detect;
 mod error;
 pub mod investigate;
 pub mod output;

@@ -1,7 +1,10 @@
 //! One module per subcommand: validate flags into typed options, call the library, print.
 
+pub mod alternatives;
+pub mod detect;
 pub mod ingest;
 pub mod investigate;
 pub mod key_info;
 pub mod lake;
+pub mod rules;
 pub mod sql;

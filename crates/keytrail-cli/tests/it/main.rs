@@ -3,6 +3,7 @@
 
 mod corrupt;
 mod crash;
+mod detect;
 mod ingest;
 mod investigate;
 mod key_info;
