@@ -3,6 +3,7 @@
 
 mod error;
 pub mod output;
+pub mod report;
 pub mod session;
 
 pub use error::QueryError;
