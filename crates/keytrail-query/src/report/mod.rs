@@ -22,11 +22,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{Int64Type, SchemaRef, TimestampMillisecondType};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use datafusion::datasource::MemTable;
 use keytrail_model::Millis;
-use keytrail_model::time::{format_millis, parse_day};
+use keytrail_model::time::{day_of, format_millis, parse_day};
 
 use crate::error::QueryError;
 use crate::output::{self, Format};
@@ -134,6 +135,11 @@ fn register_inventory(session: &LakeSession, inventory: &Inventory) -> Result<()
     Ok(())
 }
 
+/// A string column as `Utf8`, whatever string type the plan produced (`Utf8View`, dictionary).
+fn utf8(a: &ArrayRef) -> Result<ArrayRef, QueryError> {
+    cast(a, &DataType::Utf8).map_err(arrow_error)
+}
+
 fn arrow_error(e: arrow::error::ArrowError) -> QueryError {
     QueryError::DataFusion(e.into())
 }
@@ -162,6 +168,15 @@ pub async fn run(
         _ => {}
     }
     register_inventory(session, inventory)?;
+    // The reports union `key_daily` with days re-aggregated from `events`; the two tables'
+    // schema metadata differ (`keytrail.table`), which DataFusion's physical planner takes for
+    // a schema mismatch under an aggregate. The columns and types are the same.
+    session
+        .context()
+        .sql("SET datafusion.execution.skip_physical_aggregate_schema_check = true")
+        .await?
+        .collect()
+        .await?;
     let has_inventory = !inventory.is_empty();
     let window = req.kind.window(as_of);
     let statement = match req.kind {
@@ -172,13 +187,26 @@ pub async fn run(
         ReportKind::Rotation { max_age } => sql::rotation(&window, max_age, has_inventory),
     };
     let df = session.context().sql(&statement).await?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
+    let schema = batches.first().map_or(planned, RecordBatch::schema);
 
     let coverage = coverage(session, &window).await?;
     let activity = activity(session, &window).await?;
     let mut notes = inventory.notes.clone();
-    notes.extend(notes_for(req, coverage, &schema, &batches, has_inventory).await?);
+    let later = inventory
+        .slots
+        .iter()
+        .filter(|s| s.last_used.is_some_and(|u| u >= as_of))
+        .count();
+    if later > 0 {
+        notes.push(format!(
+            "The credential report gives a last use at or after the report's time ({}) for {later} key(s); \
+             those uses are left out so the report stays as of its time.",
+            format_millis(as_of)
+        ));
+    }
+    notes.extend(notes_for(req, coverage, &schema, &batches, has_inventory));
     Ok(Report {
         kind: req.kind.clone(),
         as_of,
@@ -200,8 +228,10 @@ async fn coverage(
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };
-    let start = b.column(0).as_primitive::<TimestampMillisecondType>();
-    let end = b.column(1).as_primitive::<TimestampMillisecondType>();
+    let start = cast(b.column(0), &DataType::Int64).map_err(arrow_error)?;
+    let start = start.as_primitive::<Int64Type>();
+    let end = cast(b.column(1), &DataType::Int64).map_err(arrow_error)?;
+    let end = end.as_primitive::<Int64Type>();
     if start.is_null(0) || end.is_null(0) {
         return Ok(None);
     }
@@ -213,9 +243,12 @@ async fn activity(session: &LakeSession, window: &Window) -> Result<Activity, Qu
     let index: HashMap<i32, usize> = days.iter().enumerate().map(|(i, d)| (*d, i)).collect();
     let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
     for b in session.sql(&sql::activity(window)).await? {
-        let keys = b.column(0).as_string::<i32>();
-        let day = b.column(1).as_string::<i32>();
-        let events = b.column(2).as_primitive::<Int64Type>();
+        let keys = utf8(b.column(0))?;
+        let keys = keys.as_string::<i32>();
+        let day = utf8(b.column(1))?;
+        let day = day.as_string::<i32>();
+        let events = cast(b.column(2), &DataType::Int64).map_err(arrow_error)?;
+        let events = events.as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             let Some(slot) = parse_day(day.value(i)).and_then(|d| index.get(&d)) else {
                 continue;
@@ -230,13 +263,13 @@ async fn activity(session: &LakeSession, window: &Window) -> Result<Activity, Qu
 
 /// The caveats a reader needs: how far the lake reaches, what the inventory could not match,
 /// what cannot be seen without an inventory.
-async fn notes_for(
+fn notes_for(
     req: &ReportRequest,
     coverage: Option<(Millis, Millis)>,
     schema: &SchemaRef,
     batches: &[RecordBatch],
     has_inventory: bool,
-) -> Result<Vec<String>, QueryError> {
+) -> Vec<String> {
     let mut notes = Vec::new();
     match coverage {
         None => notes.push(format!(
@@ -254,7 +287,7 @@ async fn notes_for(
                 ));
             }
             if let ReportKind::LastUsed { since, .. } = req.kind
-                && since < start
+                && day_of(since) < day_of(start)
             {
                 notes.push(format!(
                     "The window starts at {}, before the lake's first event with a key ({}): its counts cover less than the window.",
@@ -265,20 +298,10 @@ async fn notes_for(
         }
     }
     // Rows without a key ID are credential report slots no key could be matched to.
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_table(
-        "result",
-        Arc::new(MemTable::try_new(schema.clone(), vec![batches.to_vec()])?),
-    )?;
-    let counted = ctx
-        .sql("SELECT count(*) FILTER (WHERE access_key_id IS NULL) AS unmatched FROM result")
-        .await?
-        .collect()
-        .await?;
-    let unmatched = counted
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
+    let unmatched: usize = match schema.index_of("access_key_id") {
+        Ok(c) => batches.iter().map(|b| b.column(c).null_count()).sum(),
+        Err(_) => 0,
+    };
     if unmatched > 0 {
         notes.push(format!(
             "{unmatched} row(s) have no access key ID: credential report key slots that could not be matched to a key \
@@ -304,7 +327,7 @@ async fn notes_for(
             ),
         }
     }
-    Ok(notes)
+    notes
 }
 
 impl Report {

@@ -229,7 +229,7 @@ fn key_changes_cte(w: &Window) -> String {
 /// 3. the user's only key slot and the only long-term key of the user's ARN in the lake, first
 ///    seen at or after `last_rotated`, and used in the lake on the day the report says the key
 ///    was last used.
-fn inventory_ctes(has_inventory: bool) -> String {
+fn inventory_ctes(w: &Window, has_inventory: bool) -> String {
     let d = Dialect::DataFusion;
     let null_ts = d.null_ts();
     if !has_inventory {
@@ -299,8 +299,10 @@ fn inventory_ctes(has_inventory: bool) -> String {
              COALESCE(k.account_id, s.account_id) AS account_id, \
              COALESCE(k.status, CASE WHEN s.active THEN 'Active' WHEN NOT s.active THEN 'Inactive' END) AS status, \
              COALESCE(k.created, s.last_rotated) AS created, \
-             s.last_used AS iam_last_used, s.last_used_region AS iam_last_used_region, \
-             s.last_used_service AS iam_last_used_service, COALESCE(s.never_used, false) AS iam_never_used, \
+             CASE WHEN s.last_used < {as_of} THEN s.last_used END AS iam_last_used, \
+             CASE WHEN s.last_used < {as_of} THEN s.last_used_region END AS iam_last_used_region, \
+             CASE WHEN s.last_used < {as_of} THEN s.last_used_service END AS iam_last_used_service, \
+             COALESCE(s.never_used, false) AS iam_never_used, \
              concat_ws(' + ', k.source, CASE WHEN s.user_arn IS NOT NULL THEN 'credential-report' END) AS inventory, \
              CASE \
                WHEN s.user_arn IS NOT NULL AND s.key_id IS NULL THEN \
@@ -312,7 +314,9 @@ fn inventory_ctes(has_inventory: bool) -> String {
              END AS inventory_match \
            FROM inventory_keys k \
            FULL OUTER JOIN slots s ON k.access_key_id = s.key_id \
-           LEFT JOIN report_users ru ON ru.user_name = k.user_name)",
+           LEFT JOIN report_users ru ON ru.user_name = k.user_name \
+           WHERE COALESCE(k.created, s.last_rotated) IS NULL OR COALESCE(k.created, s.last_rotated) < {as_of})",
+        as_of = d.ts(w.as_of),
         k_created = ms("k.created"),
         s_rotated = ms("s.last_rotated"),
         c_time = ms("c.eventtime"),
@@ -367,7 +371,7 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
         } else {
             String::new()
         };
-        format!("{changes}{}", inventory_ctes(has_inventory))
+        format!("{changes}{}", inventory_ctes(w, has_inventory))
     } else {
         // The benchmark runs the lake-only report in DuckDB.
         format!(
@@ -461,7 +465,7 @@ fn facts_ctes(w: &Window, has_inventory: bool) -> String {
            FROM inventory i WHERE i.access_key_id IS NULL)",
         lake = lake_ctes(w, d),
         changes = key_changes_cte(w),
-        inventory = inventory_ctes(has_inventory),
+        inventory = inventory_ctes(w, has_inventory),
         status = d.last("status", order),
         user = d.last("user_name", order),
         account = d.last("account_id", order),
@@ -492,7 +496,7 @@ pub fn unused(w: &Window, days: u32, grace: u32, has_inventory: bool) -> String 
     // Use is known for certain never to have happened: the credential report says so, or the
     // key was created while the lake was recording and the lake saw no use.
     let known_never = "(f.iam_never_used OR (f.created IS NOT NULL AND f.created >= c.lake_start))";
-    let status_note = "CASE WHEN f.status IS NULL THEN ' (status unknown: not in an inventory; taken as active)' ELSE '' END";
+    let status_note = "CASE WHEN status IS NULL THEN ' (status unknown: not in an inventory; taken as active)' ELSE '' END";
     format!(
         "WITH {facts}, \
          judged AS (SELECT f.*, c.lake_start, \
