@@ -35,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::KeyInfo(args) => cmd::key_info::run(args),
         Command::Lake(args) => cmd::lake::run(args),
         Command::Sql(args) => cmd::sql::run(args),
+        Command::Report(args) => cmd::report::run(args, cli.quiet),
     }
 }
 

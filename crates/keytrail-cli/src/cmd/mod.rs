@@ -3,4 +3,5 @@
 pub mod ingest;
 pub mod key_info;
 pub mod lake;
+pub mod report;
 pub mod sql;

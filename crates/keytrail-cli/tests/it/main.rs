@@ -6,4 +6,5 @@ mod crash;
 mod ingest;
 mod key_info;
 mod reader;
+mod report;
 mod util;

@@ -330,6 +330,9 @@ fn notes_for(
     notes
 }
 
+/// Columns the terminal table leaves out to stay readable (every other format has them).
+const TABLE_HIDDEN: &[&str] = &["owner_arn", "principal_type", "last_event", "inventory"];
+
 impl Report {
     /// Rows in the report.
     pub fn rows(&self) -> usize {
@@ -401,13 +404,13 @@ impl Report {
         match format {
             Format::Csv | Format::Json => output::render(format, &self.schema, &self.batches),
             Format::Table => {
-                let (schema, batches) = self.non_empty_columns()?;
+                let (schema, batches) = self.non_empty_columns(TABLE_HIDDEN)?;
                 let mut out = format!("{}\n", self.title());
                 for (k, v) in self.scope().iter().skip(2) {
                     out.push_str(&format!("  {k}: {v}\n"));
                 }
-                out.push('\n');
-                out.push_str(&output::table(&schema, &batches, 60)?);
+                out.push_str("  (the terminal table leaves out owner_arn, principal_type, last_event and inventory: see --format csv, json or html)\n\n");
+                out.push_str(&output::table(&schema, &batches, 120)?);
                 for n in &self.notes {
                     out.push_str(&format!("\nnote: {n}"));
                 }
@@ -417,7 +420,7 @@ impl Report {
                 Ok(out)
             }
             Format::Markdown => {
-                let (schema, batches) = self.non_empty_columns()?;
+                let (schema, batches) = self.non_empty_columns(&[])?;
                 let mut out = format!("# {}\n\n", self.title());
                 for (k, v) in self.scope() {
                     out.push_str(&format!("- **{k}**: {}\n", v.replace('|', "\\|")));
@@ -433,22 +436,26 @@ impl Report {
                 Ok(out)
             }
             Format::Html => {
-                let (schema, batches) = self.non_empty_columns()?;
+                let (schema, batches) = self.non_empty_columns(&[])?;
                 html::render(self, &schema, &batches)
             }
         }
     }
 
-    /// The columns with a value in at least one row (all of them when there are no rows).
-    fn non_empty_columns(&self) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
-        if self.rows() == 0 {
-            return Ok((self.schema.clone(), self.batches.clone()));
-        }
+    /// The columns with a value in at least one row (all of them when there are no rows), less
+    /// the `hide` ones.
+    fn non_empty_columns(
+        &self,
+        hide: &[&str],
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), QueryError> {
         let keep: Vec<usize> = (0..self.schema.fields().len())
+            .filter(|&c| !hide.contains(&self.schema.field(c).name().as_str()))
             .filter(|&c| {
-                self.batches
-                    .iter()
-                    .any(|b| b.column(c).null_count() < b.num_rows())
+                self.rows() == 0
+                    || self
+                        .batches
+                        .iter()
+                        .any(|b| b.column(c).null_count() < b.num_rows())
             })
             .collect();
         let schema = Arc::new(self.schema.project(&keep).map_err(arrow_error)?);
