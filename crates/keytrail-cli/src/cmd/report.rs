@@ -1,5 +1,6 @@
 //! `keytrail report last-used|unused|rotation`: flags → `ReportRequest` → one report → output.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -74,9 +75,9 @@ pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     emit(&text, common.output.as_deref())?;
     // CSV and JSON hold rows only: the caveats go to stderr.
     if matches!(format, Format::Csv | Format::Json) && !quiet {
-        for n in &done.notes {
-            eprintln!("note: {n}");
-        }
+        let text: String = done.notes.iter().map(|n| format!("note: {n}\n")).collect();
+        // A closed stderr is no reason to fail a report that was written.
+        let _ = std::io::stderr().write_all(text.as_bytes());
     }
     Ok(ExitCode::SUCCESS)
 }
