@@ -44,6 +44,7 @@ fn run(kind: ReportKind, as_of: &str, inventory: &[&str]) -> Report {
         kind,
         as_of: t(as_of),
         inventory: inventory.iter().map(|n| inv(n)).collect(),
+        charts: true,
     };
     report(lake(), &req, &SessionOptions { threads: 2 }).expect("report")
 }
@@ -513,6 +514,7 @@ fn bad_requests_are_refused() {
         kind,
         as_of: t(AS_OF),
         inventory: vec![],
+        charts: false,
     };
     let opts = SessionOptions { threads: 2 };
     let err = report(

@@ -59,6 +59,7 @@ pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         kind,
         as_of,
         inventory: common.inventory.clone(),
+        charts: format == Format::Html,
     };
     for f in &req.inventory {
         if !f.is_file() {

@@ -602,11 +602,23 @@ pub fn activity(w: &Window) -> String {
     )
 }
 
-/// The lake's first and last event with a key before `as_of`.
+/// The lake's first and last event with a key before `as_of`: `key_daily` for the days before
+/// `as_of`'s, and `events` only for the part of `as_of`'s day before it (a two-column scan of one
+/// day, not the re-aggregation of [`daily`]).
 pub fn coverage(w: &Window) -> String {
     let d = Dialect::DataFusion;
-    format!(
-        "SELECT min(firsteventtime) AS lake_start, max(lasteventtime) AS lake_end FROM ({}) daily",
-        daily(w, d)
-    )
+    let a_day = day_of(w.as_of);
+    let mut sql = format!(
+        "SELECT min(firsteventtime) AS lake_start, max(lasteventtime) AS lake_end FROM key_daily WHERE \"date\" < {}",
+        d.date(a_day)
+    );
+    if w.as_of.rem_euclid(DAY) != 0 {
+        sql.push_str(&format!(
+            " UNION ALL SELECT min(eventtime) AS lake_start, max(eventtime) AS lake_end FROM events \
+             WHERE \"date\" = {} AND accesskeyid IS NOT NULL AND eventtime < {}",
+            d.date(a_day),
+            d.ts(w.as_of)
+        ));
+    }
+    format!("SELECT min(lake_start) AS lake_start, max(lake_end) AS lake_end FROM ({sql}) c")
 }
