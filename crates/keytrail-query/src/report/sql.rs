@@ -6,9 +6,9 @@
 //!
 //! A report is "as of" an instant (`--as-of`, default now) and counts activity in a window
 //! `[since, as_of)`. `key_daily` holds whole UTC days, so a day only partly inside the window
-//! (the day of `since` and the day of `as_of`, unless they fall on midnight) is re-aggregated
-//! from `events`, restricted to the window's instants: the figures are exact, and `events` is
-//! read for at most two days. Every other day comes from `key_daily`. Days after `as_of` are
+//! reads `events`: `as_of`'s day is re-aggregated from its events before `as_of`, and `since`'s
+//! day takes only its window counts from `events` (see [`daily`]). The figures are exact, and
+//! `events` is read for at most two days. Every other day comes from `key_daily`. Days after `as_of` are
 //! never read, so a report over an old lake is reproducible.
 //!
 //! # Dialects
@@ -107,41 +107,52 @@ const KIND_OF_KEY: &str = "CASE WHEN accesskeyid LIKE 'AKIA%' THEN 'long-term' W
 
 /// The body of the `daily` CTE: one row per key per UTC day before `as_of`, in `key_daily`'s
 /// columns, plus the day's activity inside the window (`w_events`, `w_errors`, `w_ips`).
+///
+/// Every day before `as_of`'s comes from `key_daily`. Two days may be only partly inside the
+/// window, and read `events`:
+///
+/// - `as_of`'s own day (unless `as_of` is midnight): its rows are re-aggregated from `events`
+///   before `as_of`, last use and all;
+/// - `since`'s day (unless midnight, or the same day): `key_daily` has its last use, and only
+///   the window's counts are taken from `events` (from `since` on), in extra rows whose other
+///   columns are NULL. Readers of `daily` order "last" aggregates NULLS FIRST so such rows never
+///   win, and `min`/`max` skip them.
 pub fn daily(w: &Window, d: Dialect) -> String {
     let a_day = day_of(w.as_of);
     let a_partial = w.as_of.rem_euclid(DAY) != 0;
     let s_day = day_of(w.since);
     let s_partial = w.since.rem_euclid(DAY) != 0;
-    let mut edges = Vec::new();
-    if s_partial && s_day < a_day {
-        edges.push(s_day);
-    }
-    if a_partial {
-        edges.push(a_day);
-    }
     // The first whole day inside the window.
     let w_day = d.date(if s_partial { s_day + 1 } else { s_day });
-    let mut whole = format!("\"date\" < {}", d.date(a_day));
-    if s_partial && s_day < a_day {
-        whole.push_str(&format!(" AND \"date\" <> {}", d.date(s_day)));
-    }
+    let since = d.ts(w.since);
     let mut sql = format!(
         "SELECT accesskeyid, keykind, accountid, principaltype, principalarn, username, \"date\", \
          firsteventtime, lasteventtime, lasteventid, lasteventsource, lasteventname, lastawsregion, lastsourceipaddress, \
          CASE WHEN \"date\" >= {w_day} THEN events ELSE 0 END AS w_events, \
          CASE WHEN \"date\" >= {w_day} THEN errors ELSE 0 END AS w_errors, \
          CASE WHEN \"date\" >= {w_day} THEN sourceipaddresses END AS w_ips \
-         FROM key_daily WHERE {whole}"
+         FROM key_daily WHERE \"date\" < {a}",
+        a = d.date(a_day),
     );
-    if !edges.is_empty() {
+    if s_partial && s_day < a_day {
+        let text = "CAST(NULL AS VARCHAR)";
+        let ts = d.null_ts();
+        sql.push_str(&format!(
+            " UNION ALL SELECT accesskeyid, {text} AS keykind, {text} AS accountid, {text} AS principaltype, \
+             {text} AS principalarn, {text} AS username, \"date\", {ts} AS firsteventtime, {ts} AS lasteventtime, \
+             {text} AS lasteventid, {text} AS lasteventsource, {text} AS lasteventname, {text} AS lastawsregion, \
+             {text} AS lastsourceipaddress, \
+             count(*) AS w_events, \
+             count(*) FILTER (WHERE errorcode <> '') AS w_errors, \
+             array_agg(DISTINCT sourceipaddress) FILTER (WHERE sourceipaddress IS NOT NULL) AS w_ips \
+             FROM events WHERE \"date\" = {s} AND accesskeyid IS NOT NULL AND eventtime >= {since} \
+             GROUP BY accesskeyid, \"date\"",
+            s = d.date(s_day),
+        ));
+    }
+    if a_partial {
         let order = "eventtime, eventid NULLS FIRST";
         let last = |x: &str| d.last(x, order);
-        let since = d.ts(w.since);
-        let days = edges
-            .iter()
-            .map(|&e| d.date(e))
-            .collect::<Vec<_>>()
-            .join(", ");
         sql.push_str(&format!(
             " UNION ALL SELECT accesskeyid, {KIND_OF_KEY} AS keykind, \
              {account} AS accountid, {ptype} AS principaltype, {arn} AS principalarn, {user} AS username, \"date\", \
@@ -150,7 +161,7 @@ pub fn daily(w: &Window, d: Dialect) -> String {
              count(*) FILTER (WHERE eventtime >= {since}) AS w_events, \
              count(*) FILTER (WHERE eventtime >= {since} AND errorcode <> '') AS w_errors, \
              array_agg(DISTINCT sourceipaddress) FILTER (WHERE eventtime >= {since} AND sourceipaddress IS NOT NULL) AS w_ips \
-             FROM events WHERE \"date\" IN ({days}) AND accesskeyid IS NOT NULL AND eventtime < {as_of} \
+             FROM events WHERE \"date\" = {a} AND accesskeyid IS NOT NULL AND eventtime < {as_of} \
              GROUP BY accesskeyid, \"date\"",
             account = last("COALESCE(useridentity.accountid, recipientaccountid)"),
             ptype = last("useridentity.type"),
@@ -161,6 +172,7 @@ pub fn daily(w: &Window, d: Dialect) -> String {
             name = last("eventname"),
             region = last("awsregion"),
             ip = last("sourceipaddress"),
+            a = d.date(a_day),
             as_of = d.ts(w.as_of),
         ));
     }
@@ -171,7 +183,8 @@ pub fn daily(w: &Window, d: Dialect) -> String {
 /// `as_of`, with its latest use and its activity in the window) and `ips` (distinct source
 /// IPs in the window).
 fn lake_ctes(w: &Window, d: Dialect) -> String {
-    let order = "lasteventtime, lasteventid NULLS FIRST";
+    // NULLS FIRST: `daily`'s count-only rows (see [`daily`]) never give the last value.
+    let order = "lasteventtime NULLS FIRST, lasteventid NULLS FIRST";
     let last = |x: &str| d.last(x, order);
     format!(
         "daily AS ({daily}), \
