@@ -1,4 +1,4 @@
-#![allow(clippy::print_stdout, clippy::unwrap_used)] // a measuring tool
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a measuring tool
 //! The last-used report's statement, timed in DataFusion, and written in DuckDB's dialect for
 //! `benches/scripts/duckdb_report.py` (`benches/report.sh` runs both).
 //!
