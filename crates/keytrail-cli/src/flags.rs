@@ -44,15 +44,9 @@ pub enum Command {
     /// List, check and test detection rules
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// Reports over the lake
+    /// Reports on access keys: last use, unused keys, keys due for rotation, alternatives
     #[command(subcommand)]
-    Report(Report),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Report {
-    /// How each long-term key is used, and what should replace it (role, Identity Center, Roles Anywhere)
-    Alternatives(AlternativesArgs),
+    Report(ReportCommand),
 }
 
 #[derive(Debug, Args)]
@@ -283,4 +277,72 @@ pub struct InvestigateArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub s3: S3Args,
+}
+
+/// `keytrail report ...`: one variant per report.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// One row per access key: owner, last use (time, service, region, IP), activity in the window; stalest first
+    LastUsed(LastUsedArgs),
+    /// Active keys not used for N days, and keys never used (past a grace period)
+    Unused(UnusedArgs),
+    /// Active keys older than the maximum age, and users with two active keys
+    Rotation(RotationArgs),
+    /// How each long-term key is used, and what should replace it (role, Identity Center, Roles Anywhere)
+    Alternatives(AlternativesArgs),
+}
+
+/// Flags every report takes.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
+    /// The report's "now": nothing at or after it is read (a date, RFC 3339 time, or 2d) [default: now]
+    #[arg(long, value_name = "T")]
+    pub as_of: Option<String>,
+    /// Key inventory: `aws iam list-access-keys` JSON, a CSV of UserName,AccessKeyId,Status,CreateDate, or the IAM credential report; repeatable
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Vec<PathBuf>,
+    /// table, csv, json, markdown or html [default: table on a terminal, else csv; or from -o's extension]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Write the report to FILE instead of stdout
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Query threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct LastUsedArgs {
+    #[command(flatten)]
+    pub common: ReportArgs,
+    /// Count each key's events, errors and source IPs from T (7d, 36h, a date, RFC 3339; relative to --as-of)
+    #[arg(long, value_name = "T", default_value = "7d")]
+    pub since: String,
+    /// Only `long-term` (AKIA) or `temporary` (ASIA) keys [default: all]
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnusedArgs {
+    #[command(flatten)]
+    pub common: ReportArgs,
+    /// Flag active keys not used for this many days (CIS: 45)
+    #[arg(long, value_name = "N", default_value_t = 90)]
+    pub days: u32,
+    /// Do not flag a never-used key created less than this many days ago
+    #[arg(long, value_name = "D", default_value_t = 7)]
+    pub grace: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RotationArgs {
+    #[command(flatten)]
+    pub common: ReportArgs,
+    /// Flag active keys older than this many days
+    #[arg(long, value_name = "DAYS", default_value_t = 90)]
+    pub max_age: u32,
 }

@@ -38,7 +38,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Investigate(args) => cmd::investigate::run(args, cli.quiet),
         Command::Detect(args) => cmd::detect::run(args),
         Command::Rules(args) => cmd::rules::run(args),
-        Command::Report(flags::Report::Alternatives(args)) => cmd::alternatives::run(args),
+        Command::Report(args) => cmd::report::run(args, cli.quiet),
     }
 }
 

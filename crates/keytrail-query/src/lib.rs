@@ -5,6 +5,7 @@ pub mod detect;
 mod error;
 pub mod investigate;
 pub mod output;
+pub mod report;
 pub mod session;
 
 pub use error::QueryError;

@@ -6,5 +6,6 @@ pub mod ingest;
 pub mod investigate;
 pub mod key_info;
 pub mod lake;
+pub mod report;
 pub mod rules;
 pub mod sql;

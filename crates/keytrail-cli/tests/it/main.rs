@@ -8,6 +8,7 @@ mod ingest;
 mod investigate;
 mod key_info;
 mod reader;
+mod report;
 mod s3;
 mod s3server;
 mod util;
