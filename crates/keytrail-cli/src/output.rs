@@ -61,6 +61,11 @@ pub fn format_for(
 pub fn emit(text: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
     match file {
         None => Ok(stdout(text)?),
+        // A device or a pipe (`-o /dev/null`, `-o /dev/stdout`) is written to, never replaced.
+        Some(path) if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
+            std::fs::write(path, text)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+        }
         Some(path) => {
             let dir = path
                 .parent()

@@ -186,3 +186,38 @@ fn bad_arguments_are_refused() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least one access key ID"));
 }
+
+#[test]
+fn output_to_a_pipe_writes_into_it_and_leaves_it_a_pipe() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    ingest_json(&[&testdata().join("sample")], &lake, &[], 0);
+    let fifo = tmp.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read the pipe"))
+    };
+    run_code(
+        keytrail()
+            .args(["investigate", LEAKED, "--format", "csv", "--lake"])
+            .arg(&lake)
+            .arg("-o")
+            .arg(&fifo),
+        0,
+    );
+    let text = reader.join().expect("reader");
+    assert_eq!(text.lines().count(), 62);
+    assert!(
+        std::fs::metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo(),
+        "still a pipe"
+    );
+}
