@@ -211,8 +211,8 @@ fn output_to_a_pipe_writes_into_it_and_leaves_it_a_pipe() {
             .arg(&fifo),
         0,
     );
-    let text = reader.join().expect("reader");
-    assert_eq!(text.lines().count(), 62);
+    // Checked before waiting for the reader: had the pipe been replaced, nothing would ever
+    // write into it and the reader would wait forever.
     assert!(
         std::fs::metadata(&fifo)
             .expect("fifo")
@@ -220,4 +220,6 @@ fn output_to_a_pipe_writes_into_it_and_leaves_it_a_pipe() {
             .is_fifo(),
         "still a pipe"
     );
+    let text = reader.join().expect("reader");
+    assert_eq!(text.lines().count(), 62);
 }
