@@ -337,51 +337,73 @@ pub async fn investigate(
     let all: BTreeSet<String> = keys.keys().cloned().collect();
     let list = in_list(&all);
 
-    // Deactivations and deletions of chain keys, by anyone, at any time.
+    // Events about chain keys made by anyone, at any time: their deactivation or deletion. A
+    // query of its own, so that the timeline's `accesskeyid IN (...)` stays prunable (bloom
+    // filters, statistics, sort order) instead of being OR-ed with a condition on JSON.
     let sql = format!(
-        "SELECT json_get_str(requestparameters, 'accessKeyId') AS key, eventname, \
-           json_get_str(requestparameters, 'status') AS status, eventtime, eventid, useridentity.arn AS by \
-         FROM events \
-         WHERE eventsource = 'iam.amazonaws.com' AND eventname IN ('UpdateAccessKey', 'DeleteAccessKey') \
-           AND errorcode IS NULL AND json_get_str(requestparameters, 'accessKeyId') IN ({list}) \
-         ORDER BY eventtime"
+        "SELECT * FROM events \
+         WHERE eventsource = 'iam.amazonaws.com' \
+           AND eventname IN ('UpdateAccessKey', 'DeleteAccessKey', 'CreateAccessKey') \
+           AND json_get_str(requestparameters, 'accessKeyId') IN ({list}) \
+         ORDER BY eventtime, eventid"
     );
-    for r in json_rows(session, &sql).await? {
-        let Some(k) = s(&r, "key") else { continue };
-        let name = s(&r, "eventname").unwrap_or_default();
-        let action = match (name.as_str(), s(&r, "status").as_deref()) {
+    let about = json_rows(session, &sql).await?;
+    for r in &about {
+        let name = s(r, "eventname").unwrap_or_default();
+        let req: Option<Value> =
+            s(r, "requestparameters").and_then(|t| serde_json::from_str(&t).ok());
+        let field = |k: &str| {
+            req.as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let Some(k) = field("accessKeyId") else {
+            continue;
+        };
+        if s(r, "errorcode").is_some() {
+            continue;
+        }
+        let action = match (name.as_str(), field("status").as_deref()) {
             ("DeleteAccessKey", _) => "DeleteAccessKey".to_owned(),
             ("UpdateAccessKey", Some("Inactive")) => "UpdateAccessKey (Inactive)".to_owned(),
-            _ => continue, // made Active again: not a deactivation
+            _ => continue, // made Active again, or created: not a deactivation
         };
         if let Some(ck) = keys.get_mut(&k)
             && ck.deactivated.is_none()
         {
-            let time = s(&r, "eventtime").unwrap_or_default();
+            let time = s(r, "eventtime").unwrap_or_default();
             ck.deactivated = Some(Deactivation {
                 ms: millis(&time),
                 time,
                 action,
-                event_id: s(&r, "eventid"),
-                by: s(&r, "by"),
+                event_id: s(r, "eventid"),
+                by: r
+                    .pointer("/useridentity/arn")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             });
         }
     }
 
-    // The timeline: every event made with a chain key, and the events about them.
+    // The timeline: every event made with a chain key, and the events about them (made with
+    // other keys) within the window.
     let window = window_sql(opts);
     let sql = format!(
-        "SELECT * FROM events \
-         WHERE (accesskeyid IN ({list}) \
-            OR (eventsource = 'iam.amazonaws.com' \
-                AND eventname IN ('UpdateAccessKey', 'DeleteAccessKey', 'CreateAccessKey') \
-                AND json_get_str(requestparameters, 'accessKeyId') IN ({list}))){window} \
-         ORDER BY eventtime, eventid"
+        "SELECT * FROM events WHERE accesskeyid IN ({list}){window} ORDER BY eventtime, eventid"
     );
     let mut timeline = Vec::new();
     for row in json_rows(session, &sql).await? {
         timeline.push(timeline_row(row, &all));
     }
+    for row in about {
+        let t = timeline_row(row, &all);
+        let inside = opts.since.is_none_or(|s| t.ms >= s) && opts.until.is_none_or(|u| t.ms < u);
+        if t.relation == NAMES && inside {
+            timeline.push(t);
+        }
+    }
+    timeline.sort_by(|a, b| (a.ms, &a.event_id).cmp(&(b.ms, &b.event_id)));
 
     // Per key: counts, first and last use, principal; use after an ancestor was deactivated.
     for t in timeline.iter().filter(|t| t.relation == MADE_WITH) {
