@@ -270,23 +270,11 @@ pub fn run_s3(
             });
             drop(tx);
         });
-        for done in rx.iter() {
-            let (bytes, events) = match &done {
-                Done::Read {
-                    object, decoded, ..
-                } => (object.size, decoded.counts.read),
-                other => (other.object().size, 0),
-            };
-            if result.is_ok() {
-                result = on_done(done);
-                if result.is_err() {
-                    // Stop starting GETs and decodes; what is in flight ends unread.
-                    gets.close();
-                    places.close();
-                }
-            }
-            progress.object_done(bytes, events);
-        }
+        result = collect(&rx, progress, &mut on_done, || {
+            // Stop starting GETs and decodes; what is in flight ends unread.
+            gets.close();
+            places.close();
+        });
     });
     result
 }
@@ -307,6 +295,33 @@ async fn fetch(
         Location::S3 { bucket, key } => source.get(bucket, key).await,
         Location::Local(_) => Err(ObjectError::Read("not an S3 object".into())),
     }
+}
+
+/// The collector: hand each outcome to `on_done` until it fails (then `stop` the producers and
+/// only drain what is left), reporting progress for every object.
+fn collect(
+    rx: &crossbeam_channel::Receiver<Done>,
+    progress: &dyn Progress,
+    on_done: &mut impl FnMut(Done) -> Result<(), IngestError>,
+    mut stop: impl FnMut(),
+) -> Result<(), IngestError> {
+    let mut result = Ok(());
+    for done in rx.iter() {
+        let (bytes, events) = match &done {
+            Done::Read {
+                object, decoded, ..
+            } => (object.size, decoded.counts.read),
+            other => (other.object().size, 0),
+        };
+        if result.is_ok() {
+            result = on_done(done);
+            if result.is_err() {
+                stop();
+            }
+        }
+        progress.object_done(bytes, events);
+    }
+    result
 }
 
 /// The pool of decoding threads.
@@ -357,21 +372,9 @@ pub fn run_local(
             });
             drop(tx);
         });
-        for done in rx.iter() {
-            let (bytes, events) = match &done {
-                Done::Read {
-                    object, decoded, ..
-                } => (object.size, decoded.counts.read),
-                other => (other.object().size, 0),
-            };
-            if result.is_ok() {
-                result = on_done(done);
-                if result.is_err() {
-                    cancelled.store(true, Ordering::Relaxed);
-                }
-            }
-            progress.object_done(bytes, events);
-        }
+        result = collect(&rx, progress, &mut on_done, || {
+            cancelled.store(true, Ordering::Relaxed);
+        });
     });
     result
 }
