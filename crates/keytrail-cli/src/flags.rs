@@ -159,9 +159,9 @@ pub struct IngestArgs {
     /// walked) and S3 locations (s3://BUCKET[/PREFIX]); they mix in one run
     #[arg(required = true, value_name = "PATH|S3URI")]
     pub paths: Vec<String>,
-    /// The lake directory (created if it does not exist)
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
+    /// The lake: a directory, or s3://BUCKET[/PREFIX] (created if it does not exist)
+    #[arg(long, value_name = "DIR|S3URI")]
+    pub lake: String,
     /// Keep only events of this access key (made with it, or naming it); repeatable
     #[arg(long = "key", value_name = "ID")]
     pub keys: Vec<String>,
@@ -218,6 +218,13 @@ pub struct S3Args {
     /// Read only share I of N of the objects (a stable hash), so N workers split one bucket
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Lake in S3: where the run's files are written before they are uploaded
+    /// [default: the system's temporary directory]
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Lake in S3: files larger than SIZE are uploaded in parts of SIZE (at least 5M)
+    #[arg(long, value_name = "SIZE", default_value = "64M")]
+    pub part_size: String,
 }
 
 #[derive(Debug, Args)]

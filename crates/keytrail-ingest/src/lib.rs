@@ -10,6 +10,7 @@ mod error;
 pub mod pipeline;
 pub mod process;
 pub mod s3;
+pub mod s3lake;
 pub mod source;
 pub mod summary;
 mod writer;
@@ -29,6 +30,7 @@ pub use summary::{EventCounts, Failure, NoProgress, Progress, RunSummary, SkipRe
 
 use crate::pipeline::{decode_pool, run_local, run_s3};
 use crate::s3::{S3Options, S3Source, S3Uri};
+use crate::s3lake::{S3Lake, S3LakeOptions};
 use crate::source::{NameKind, discover_local};
 use crate::writer::LakeWriter;
 
@@ -55,6 +57,10 @@ pub struct IngestOptions {
     pub s3_client: Option<aws_sdk_s3::Client>,
     /// `--shard I/N`: read only the objects whose identity hashes to share I of N (1-based).
     pub shard: Option<(u32, u32)>,
+    /// A lake in S3. `lake` is then the run's local working copy: an empty directory (see
+    /// [`s3lake`]).
+    pub remote_lake: Option<S3Uri>,
+    pub s3_lake: S3LakeOptions,
 }
 
 /// Where objects come from.
@@ -94,6 +100,8 @@ impl IngestOptions {
             s3: S3Options::default(),
             s3_client: None,
             shard: None,
+            remote_lake: None,
+            s3_lake: S3LakeOptions::default(),
         }
     }
 }
@@ -105,7 +113,27 @@ struct S3Run {
     objects: Vec<ObjectRef>,
 }
 
-fn list_s3(opts: &IngestOptions) -> Result<Option<S3Run>, IngestError> {
+/// The runtime and client of a run that touches S3 (inputs or the lake).
+fn s3_runtime(
+    opts: &IngestOptions,
+) -> Result<(tokio::runtime::Runtime, aws_sdk_s3::Client), IngestError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("keytrail-s3")
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?;
+    let client = match &opts.s3_client {
+        Some(c) => c.clone(),
+        None => rt.block_on(s3::connect(&opts.s3)),
+    };
+    Ok((rt, client))
+}
+
+fn list_s3(
+    opts: &IngestOptions,
+    runtime: Option<(tokio::runtime::Runtime, aws_sdk_s3::Client)>,
+) -> Result<Option<S3Run>, IngestError> {
     let uris: Vec<&S3Uri> = opts
         .inputs
         .iter()
@@ -122,18 +150,10 @@ fn list_s3(opts: &IngestOptions) -> Result<Option<S3Run>, IngestError> {
             _ => None,
         })
         .collect();
-    if uris.is_empty() && objects.is_empty() {
-        return Ok(None);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("keytrail-s3")
-        .enable_all()
-        .build()
-        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?;
-    let client = match &opts.s3_client {
-        Some(c) => c.clone(),
-        None => rt.block_on(s3::connect(&opts.s3)),
+    let (rt, client) = match runtime {
+        Some(r) => r,
+        None if uris.is_empty() && objects.is_empty() => return Ok(None),
+        None => s3_runtime(opts)?,
     };
     let source = S3Source::new(client, opts.s3.clone());
     let window = opts.filter.window();
@@ -152,6 +172,23 @@ fn list_s3(opts: &IngestOptions) -> Result<Option<S3Run>, IngestError> {
 /// Ingest CloudTrail objects (local files, S3) into a lake.
 pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummary, IngestError> {
     let started = Instant::now();
+    // A lake in S3: pull its records into the working copy first.
+    let mut remote = None;
+    let mut runtime = None;
+    if let Some(uri) = &opts.remote_lake {
+        let (rt, client) = s3_runtime(opts)?;
+        let s3lake = S3Lake::new(client.clone(), uri.clone(), opts.s3_lake.clone());
+        progress.phase("reading the lake's manifest from S3");
+        let pulled = rt.block_on(s3lake.pull(&opts.lake))?;
+        for run in &pulled.rolled_forward {
+            tracing::warn!(run = %run, "finished publishing a run that had committed before it was stopped");
+        }
+        for run in &pulled.discarded {
+            tracing::warn!(run = %run, "deleted the staged files of a run that never committed");
+        }
+        remote = Some((s3lake, pulled.manifest));
+        runtime = Some((rt, client));
+    }
     let lake = Lake::create(&opts.lake)?;
     let recovery = lake.recover()?;
     for run in &recovery.rolled_forward {
@@ -164,7 +201,10 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
     let index = manifest.index();
 
     let mut summary = RunSummary {
-        lake: opts.lake.display().to_string(),
+        lake: match &opts.remote_lake {
+            Some(uri) => uri.to_string(),
+            None => opts.lake.display().to_string(),
+        },
         ..RunSummary::default()
     };
     let local: Vec<PathBuf> = opts
@@ -182,7 +222,7 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
             Input::Object(o) if matches!(o.location, Location::Local(_)) => Some(o.clone()),
             _ => None,
         }));
-    let mut s3_run = list_s3(opts)?;
+    let mut s3_run = list_s3(opts, runtime)?;
     let s3_objects = s3_run
         .as_mut()
         .map(|r| std::mem::take(&mut r.objects))
@@ -322,7 +362,15 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
         }
     }
     progress.phase("committing");
-    let commit = txn.commit(records)?;
+    let mut commit = txn.commit(records)?;
+    if let (Some(local), Some((s3lake, pulled))) = (&commit, remote) {
+        progress.phase("publishing to S3");
+        let rt = &s3_run
+            .as_ref()
+            .ok_or_else(|| IngestError::Config("internal: no S3 runtime".into()))?
+            .rt;
+        commit = Some(rt.block_on(s3lake.push(&lake, local, pulled))?);
+    }
     summary.commit = commit.as_ref().map(|c| c.seq);
     if let Some(c) = &commit {
         let kd: u64 = c

@@ -76,7 +76,8 @@ pub struct Verification {
 
 /// Fault injection for crash tests: when `KEYTRAIL_CRASH_AT` names this point, the process
 /// aborts here, as a power cut would stop it.
-fn crash_point(name: &str) {
+#[doc(hidden)]
+pub fn crash_point(name: &str) {
     static AT: LazyLock<Option<String>> = LazyLock::new(|| std::env::var("KEYTRAIL_CRASH_AT").ok());
     if AT.as_deref() == Some(name) {
         tracing::warn!(point = name, "KEYTRAIL_CRASH_AT: aborting the process");
@@ -96,6 +97,20 @@ fn new_run_id() -> String {
     format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"), noise as u32).replace('.', "")
 }
 
+/// Only `keytrail ingest` writes a lake in S3 (through a working copy); everything else reads
+/// and writes a directory. Say so rather than create a folder called `s3:`.
+fn not_s3(root: &Path) -> Result<(), LakeError> {
+    if root.to_string_lossy().starts_with("s3://") {
+        return Err(LakeError::NotALake {
+            path: root.to_path_buf(),
+            reason: "only `keytrail ingest` writes a lake in S3; to query one, copy it to a \
+                     directory (`aws s3 sync`) or use Athena over it (docs/s3.md)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
 /// The lake-wide lock, released on drop.
 struct LakeLock {
     _file: File,
@@ -105,6 +120,7 @@ impl Lake {
     /// Open the lake at `root`, creating it if the directory holds no lake yet.
     pub fn create(root: impl Into<PathBuf>) -> Result<Lake, LakeError> {
         let root = root.into();
+        not_s3(&root)?;
         let meta = root.join(META_DIR);
         fs::create_dir_all(&meta).at(&meta)?;
         let info_path = meta.join("lake.json");
@@ -126,6 +142,7 @@ impl Lake {
     /// Open an existing lake.
     pub fn open(root: impl Into<PathBuf>) -> Result<Lake, LakeError> {
         let root = root.into();
+        not_s3(&root)?;
         let info_path = root.join(META_DIR).join("lake.json");
         let text = match fs::read(&info_path) {
             Ok(t) => t,

@@ -141,6 +141,13 @@ impl Manifest {
         Ok(Manifest { commits })
     }
 
+    /// A manifest of these commits (for a lake whose records are not in a local directory:
+    /// a lake in S3).
+    pub fn from_commits(mut commits: Vec<Commit>) -> Manifest {
+        commits.sort_by_key(|c| c.seq);
+        Manifest { commits }
+    }
+
     pub fn commits(&self) -> &[Commit] {
         &self.commits
     }

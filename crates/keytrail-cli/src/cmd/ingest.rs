@@ -1,9 +1,10 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use keytrail_ingest::s3::S3Uri;
 use keytrail_ingest::{IngestOptions, Input, RunSummary, ingest};
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
 use keytrail_model::{AccessKeyId, FilterSpec};
@@ -111,8 +112,34 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|p| Input::parse(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut opts = IngestOptions::with_inputs(inputs, args.lake.clone());
+    // A lake in S3 is written through a local working copy, deleted when the run ends.
+    let mut work = None;
+    let lake = match S3Uri::parse(&args.lake) {
+        Some(uri) => {
+            let uri = uri?;
+            let mut b = tempfile::Builder::new();
+            b.prefix("keytrail-lake-");
+            let dir = match &args.s3.work_dir {
+                Some(d) => b.tempdir_in(d),
+                None => b.tempdir(),
+            }
+            .context("cannot create the working copy of the lake")?;
+            let path = dir.path().join("lake");
+            work = Some((dir, uri));
+            path
+        }
+        None => PathBuf::from(&args.lake),
+    };
+    let mut opts = IngestOptions::with_inputs(inputs, lake);
     s3_options(&args.s3, &mut opts)?;
+    if let Some((_, uri)) = &work {
+        opts.remote_lake = Some(uri.clone());
+        let part = parse_size(&args.s3.part_size).context("--part-size")?;
+        if part < 5 << 20 {
+            bail!("--part-size must be at least 5M (S3's smallest part)");
+        }
+        opts.s3_lake.part_size = part;
+    }
     opts.filter = filter(
         &args.keys,
         args.key_file.as_deref(),

@@ -541,3 +541,298 @@ fn a_run_over_s3_killed_before_its_commit_ends_like_a_clean_run() {
         );
     }
 }
+
+// --- A lake in S3 (`--lake s3://...`) ---------------------------------------------------------
+
+/// Objects under a prefix of the served folder, relative names (the lake as S3 holds it).
+fn objects_under(dir: &Path) -> BTreeSet<String> {
+    walk(dir)
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(dir)
+                .expect("under")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Files of one table under the S3 lake.
+fn files_of(lake: &Path, table: &str) -> Vec<String> {
+    objects_under(lake)
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{table}/")))
+        .collect()
+}
+
+/// `keytrail lake verify` on a copy of the S3 lake's folder.
+fn verify_copy(lake: &Path, tmp: &Path, name: &str) {
+    let copy = tmp.join(name);
+    copy_tree(lake, &copy);
+    let out = run_code(keytrail().args(["lake", "verify", "--lake"]).arg(&copy), 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn a_lake_in_s3_holds_what_a_local_lake_holds_and_reruns_add_nothing() {
+    let server = S3Server::start();
+    // The sample, minus one object of 2024-11-27 that arrives later.
+    server.put_tree("trail", "", &sample());
+    let late_dir = server.bucket("trail").join(format!("{US}/2024/11/27/"));
+    let mut late: Vec<_> = walk(&late_dir);
+    late.sort();
+    late.truncate(1);
+    assert_eq!(late.len(), 1, "the sample has objects on 2024-11-27");
+    let held = tempfile::tempdir().expect("tmp");
+    for (i, f) in late.iter().enumerate() {
+        std::fs::rename(f, held.path().join(i.to_string())).expect("hold back");
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let metadata = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let lake_dir = server.bucket("lake").join("kt");
+
+    let ingest = |code| {
+        let out = run_code(
+            cli(&server, &metadata)
+                .args(["s3://trail/AWSLogs/", "--lake", "s3://lake/kt", "--json"])
+                .arg("--work-dir")
+                .arg(tmp.path()),
+            code,
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let first = ingest(0);
+    assert_balanced(&first);
+    assert_eq!(first["lake"], "s3://lake/kt");
+    assert_eq!(first["commit"], 1);
+    let names = objects_under(&lake_dir);
+    assert!(names.contains("_keytrail/lake.json"), "{names:?}");
+    assert!(
+        names.contains("_keytrail/manifest/0000000001.json"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("_keytrail/staging/")),
+        "nothing left staged: {names:?}"
+    );
+    // The working copy is gone.
+    assert_eq!(std::fs::read_dir(tmp.path()).expect("tmp").count(), 0);
+
+    // The rerun lists again, reads nothing, commits nothing.
+    server.take_log();
+    let again = ingest(0);
+    assert_balanced(&again);
+    assert_eq!(again["events"]["written"], 0);
+    assert!(again["commit"].is_null());
+    assert!(
+        gets(&server.take_log())
+            .keys()
+            .all(|k| k.starts_with("kt/_keytrail/"))
+    );
+
+    // The late object: its events are added and the day's key_daily is replaced, not doubled.
+    for (i, f) in late.iter().enumerate() {
+        std::fs::rename(held.path().join(i.to_string()), f).expect("deliver");
+    }
+    let third = ingest(0);
+    assert_balanced(&third);
+    assert_eq!(third["commit"], 2);
+    assert!(third["events"]["written"].as_u64().expect("n") > 0);
+
+    let clean = tmp.path().join("clean");
+    ingest_json(&[&sample()], &clean, &[], 0);
+    assert_eq!(rows(&lake_dir, "events"), rows(&clean, "events"));
+    assert_eq!(
+        table_text(&lake_dir, "key_daily"),
+        table_text(&clean, "key_daily")
+    );
+    let days: Vec<String> = files_of(&lake_dir, "key_daily");
+    let distinct: BTreeSet<&str> = days
+        .iter()
+        .map(|d| d.split('/').nth(1).expect("day"))
+        .collect();
+    assert_eq!(
+        days.len(),
+        distinct.len(),
+        "one key_daily file per day: {days:?}"
+    );
+    verify_copy(&lake_dir, tmp.path(), "verify");
+}
+
+#[test]
+fn a_run_into_an_s3_lake_killed_anywhere_ends_like_a_clean_run() {
+    let server = sample_server();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let metadata = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let clean = tmp.path().join("clean");
+    ingest_json(&[&sample()], &clean, &[], 0);
+    for point in ["s3-before-commit", "s3-after-commit", "s3-mid-publish"] {
+        let uri = format!("s3://lake/{point}");
+        let lake_dir = server.bucket("lake").join(point);
+        let out = run(cli(&server, &metadata)
+            .args(["s3://trail", "--lake", &uri, "--quiet"])
+            .env("KEYTRAIL_CRASH_AT", point));
+        assert_eq!(out.status.code(), None, "{point}: killed");
+        let staged = objects_under(&lake_dir)
+            .into_iter()
+            .filter(|n| n.starts_with("_keytrail/staging/"))
+            .count();
+        assert!(staged > 0, "{point}: the dead run left staged files");
+        if point == "s3-before-commit" {
+            assert!(rows(&lake_dir, "events").is_empty(), "nothing visible");
+        }
+        let out = run_code(
+            cli(&server, &metadata).args(["s3://trail", "--lake", &uri, "--json"]),
+            0,
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_balanced(&s);
+        assert_eq!(rows(&lake_dir, "events"), rows(&clean, "events"), "{point}");
+        assert_eq!(
+            table_text(&lake_dir, "key_daily"),
+            table_text(&clean, "key_daily"),
+            "{point}"
+        );
+        let left: Vec<String> = objects_under(&lake_dir)
+            .into_iter()
+            .filter(|n| n.starts_with("_keytrail/staging/"))
+            .collect();
+        if point == "s3-before-commit" {
+            // A staged run without a commit record may still be alive: it is left until it is
+            // a day old, and no reader of the tables sees it.
+            assert!(!left.is_empty());
+        } else {
+            assert!(left.is_empty(), "{point}: rolled forward: {left:?}");
+        }
+    }
+}
+
+#[test]
+fn concurrent_writers_into_one_s3_lake_each_commit_once() {
+    let server = sample_server();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let metadata = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // All three read the manifest before any commits: two of them must lose the race for
+    // sequence number 1 (and one of those for 2) and merge again.
+    server.gate_commits_until_listings(3);
+    let children: Vec<_> = (1..=3)
+        .map(|i| {
+            cli(&server, &metadata)
+                .args(["s3://trail", "--lake", "s3://lake/shared", "--json"])
+                .args(["--shard", &format!("{i}/3")])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut written = 0;
+    let mut seqs = BTreeSet::new();
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_balanced(&s);
+        written += s["events"]["written"].as_u64().expect("written");
+        seqs.insert(s["commit"].as_u64().expect("seq"));
+    }
+    assert_eq!(written, 1279);
+    assert_eq!(seqs, BTreeSet::from([1, 2, 3]));
+    let refused = server
+        .take_log()
+        .iter()
+        .filter(|l| l.method == "PUT" && l.path.contains("_keytrail/manifest/"))
+        .count();
+    assert!(
+        refused >= 5,
+        "3 commits + at least 2 lost races: {refused} PUTs"
+    );
+    let lake_dir = server.bucket("lake").join("shared");
+    let clean = tmp.path().join("clean");
+    ingest_json(&[&sample()], &clean, &[], 0);
+    assert_eq!(rows(&lake_dir, "events"), rows(&clean, "events"));
+    assert_eq!(
+        table_text(&lake_dir, "key_daily"),
+        table_text(&clean, "key_daily")
+    );
+    verify_copy(&lake_dir, tmp.path(), "verify");
+}
+
+#[test]
+fn large_lake_files_go_up_in_parts() {
+    let server = S3Server::start();
+    server.bucket("lake");
+    let tmp = tempfile::tempdir().expect("tmp");
+    // 11 MiB of varied bytes in 5 MiB parts (S3's smallest): three parts.
+    let path = tmp.path().join("big.parquet");
+    let bytes: Vec<u8> = (0..11u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &bytes).expect("write");
+    let s3 = S3Options::default();
+    let lake = keytrail_ingest::s3lake::S3Lake::new(
+        server.client(&s3),
+        keytrail_ingest::s3::S3Uri::parse("s3://lake/parts")
+            .expect("s3")
+            .expect("uri"),
+        keytrail_ingest::s3lake::S3LakeOptions {
+            part_size: 5 << 20,
+            ..Default::default()
+        },
+    );
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(lake.upload(&path, "parts/events/big.parquet"))
+        .expect("upload");
+    let log = server.take_log();
+    let started = log
+        .iter()
+        .filter(|l| l.method == "POST" && l.query.starts_with("uploads"))
+        .count();
+    let parts = log
+        .iter()
+        .filter(|l| l.method == "PUT" && l.query.contains("partNumber="))
+        .count();
+    assert_eq!((started, parts), (1, 3));
+    let stored =
+        std::fs::read(server.bucket("lake").join("parts/events/big.parquet")).expect("stored");
+    assert!(stored == bytes, "the object is the file, byte for byte");
+}
+
+#[test]
+fn commands_that_read_a_lake_say_an_s3_lake_must_be_copied_first() {
+    let out = run_code(
+        keytrail().args(["report", "last-used", "--lake", "s3://lake/kt"]),
+        1,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only `keytrail ingest` writes a lake in S3"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new("s3:").exists());
+}

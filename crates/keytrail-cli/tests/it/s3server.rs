@@ -79,6 +79,26 @@ impl Logged {
 struct Shared {
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
     log: Mutex<Vec<Logged>>,
+    /// s3s-fs checks `If-None-Match` and then writes; S3 does both at once. Conditional PUTs
+    /// are served one at a time so the test server is as atomic as S3.
+    conditional: tokio::sync::Mutex<()>,
+    /// Hold conditional PUTs until this many requests listing a `_keytrail/manifest/` prefix
+    /// were seen (to make concurrent writers start from the same manifest).
+    gate: Mutex<usize>,
+}
+
+impl Shared {
+    fn manifest_listings(&self) -> usize {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| {
+                l.list_prefix()
+                    .is_some_and(|p| p.ends_with("_keytrail/manifest/"))
+            })
+            .count()
+    }
 }
 
 impl Shared {
@@ -243,6 +263,11 @@ impl S3Server {
             .sum()
     }
 
+    /// Hold conditional PUTs (commit records) until `n` manifest listings were seen, or 20 s.
+    pub fn gate_commits_until_listings(&self, n: usize) {
+        *self.shared.gate.lock().expect("gate") = n;
+    }
+
     /// Every request so far; the log is emptied.
     pub fn take_log(&self) -> Vec<Logged> {
         std::mem::take(&mut *self.shared.log.lock().expect("log"))
@@ -291,7 +316,23 @@ async fn handle(
         query: req.uri().query().unwrap_or("").to_owned(),
     };
     let key = logged.get_key().map(str::to_owned);
+    let conditional_put = logged.method == "PUT" && req.headers().contains_key("if-none-match");
+    let commit_record = conditional_put && logged.path.contains("_keytrail/manifest/");
     s.log.lock().expect("log").push(logged);
+    let _one_at_a_time = if conditional_put {
+        let wait_for = if commit_record {
+            *s.gate.lock().expect("gate")
+        } else {
+            0
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while s.manifest_listings() < wait_for && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(s.conditional.lock().await)
+    } else {
+        None
+    };
     let fault = key
         .as_deref()
         .and_then(|k| s.take(k, |f| matches!(f, Fault::Truncate | Fault::Drop)));

@@ -1,0 +1,756 @@
+//! A lake in S3 (`--lake s3://BUCKET/PREFIX`): the same layout as a local lake, written so
+//! that readers of the table prefixes (Athena, Trino, Spark, DuckDB) never see a file of a run
+//! that did not commit, and so that several writers can share one bucket.
+//!
+//! A run works in a local *working copy* of the lake: [`S3Lake::pull`] fetches `lake.json`
+//! and every commit record (no data files), so the run decides what to read exactly as it
+//! would against a local lake, and commits there. [`S3Lake::push`] then publishes that commit:
+//!
+//! ```text
+//! stage    upload the run's data files to PREFIX/_keytrail/staging/<run>/<table>/date=…/…
+//!          (multipart above the part size); invisible under the table prefixes
+//! merge    for each day the run touched, merge its key_daily rows with that day's published
+//!          key_daily file(s) into one file; stage it
+//! commit   PUT PREFIX/_keytrail/manifest/<seq>.json with `If-None-Match: *`    <- commit point
+//!          (seq = last published + 1; a 412 means another writer took that number: read its
+//!          record, refuse if it read the same content, else merge again with the next seq)
+//! publish  copy each staged file to its place under the table prefix, delete what the commit
+//!          replaced (older key_daily files), delete the staged copies
+//! ```
+//!
+//! Recovery (at every pull): a staged run whose commit record exists is rolled forward (its
+//! remaining staged files are copied into place; copying is idempotent); a staged run with no
+//! record whose newest staged object is older than [`S3LakeOptions::stale_after`] is deleted.
+//! Younger ones may belong to a live writer and are left alone. See `docs/s3.md`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures::{StreamExt, TryStreamExt};
+use keytrail_lake::files::{read_file, write_file};
+use keytrail_lake::{Commit, FileRecord, KeyDaily, Lake, LakeError, Manifest, crash_point};
+use keytrail_model::Table;
+use keytrail_model::time::parse_day;
+
+use crate::error::IngestError;
+use crate::s3::S3Uri;
+
+const META: &str = "_keytrail";
+
+/// How a lake in S3 is written.
+#[derive(Clone, Debug)]
+pub struct S3LakeOptions {
+    /// Files larger than this are uploaded in parts of this size (S3's minimum is 5 MiB).
+    pub part_size: usize,
+    /// Uploads, copies and deletes in flight.
+    pub concurrency: usize,
+    /// A staged run without a commit record is deleted once its newest object is this old.
+    pub stale_after: Duration,
+    /// Commit attempts when other writers keep taking the next sequence number.
+    pub commit_attempts: u32,
+}
+
+impl Default for S3LakeOptions {
+    fn default() -> Self {
+        S3LakeOptions {
+            part_size: 64 << 20,
+            concurrency: 16,
+            stale_after: Duration::from_secs(24 * 3600),
+            commit_attempts: 50,
+        }
+    }
+}
+
+/// What a pull found and repaired.
+#[derive(Clone, Debug, Default)]
+pub struct Pulled {
+    /// The lake's commits as published.
+    pub manifest: Manifest,
+    /// Whether this pull created the lake.
+    pub created: bool,
+    /// Committed runs whose publishing this pull finished.
+    pub rolled_forward: Vec<String>,
+    /// Staged runs that never committed, deleted.
+    pub discarded: Vec<String>,
+}
+
+/// A keytrail lake under `s3://bucket/prefix`.
+#[derive(Clone, Debug)]
+pub struct S3Lake {
+    client: Client,
+    uri: S3Uri,
+    opts: S3LakeOptions,
+}
+
+fn s3_error(object: String, what: &str, e: impl std::error::Error) -> IngestError {
+    IngestError::Object {
+        object,
+        reason: format!("{what}: {}", DisplayErrorContext(e)),
+    }
+}
+
+/// Percent-encode a key for `x-amz-copy-source` (everything but unreserved characters and `/`).
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `key_daily/date=YYYY-MM-DD/…` → the day.
+fn key_daily_day(rel: &str) -> Option<i32> {
+    let rest = rel.strip_prefix("key_daily/date=")?;
+    parse_day(rest.split('/').next()?)
+}
+
+fn rel_path(root: &Path, rel: &str) -> PathBuf {
+    rel.split('/')
+        .fold(root.to_path_buf(), |p, part| p.join(part))
+}
+
+impl S3Lake {
+    pub fn new(client: Client, uri: S3Uri, opts: S3LakeOptions) -> S3Lake {
+        S3Lake { client, uri, opts }
+    }
+
+    pub fn uri(&self) -> &S3Uri {
+        &self.uri
+    }
+
+    /// The object key of `rel` (a path relative to the lake root).
+    fn key(&self, rel: &str) -> String {
+        let p = self.uri.prefix.trim_end_matches('/');
+        if p.is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{p}/{rel}")
+        }
+    }
+
+    fn staged_key(&self, run: &str, rel: &str) -> String {
+        self.key(&format!("{META}/staging/{run}/{rel}"))
+    }
+
+    fn commit_key(&self, seq: u64) -> String {
+        self.key(&format!("{META}/manifest/{seq:010}.json"))
+    }
+
+    fn display(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.uri.bucket)
+    }
+
+    /// GET a whole object; `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, IngestError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.uri.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(s3_error(self.display(key), "cannot read", e)),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| s3_error(self.display(key), "cannot read the body", e))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// PUT `bytes`; with `create_only`, only if the key does not exist yet. `Ok(false)` when
+    /// it existed (412 Precondition Failed).
+    async fn put(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool, IngestError> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.uri.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes));
+        if create_only {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if create_only && e.raw_response().is_some_and(|r| r.status().as_u16() == 412) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error(self.display(key), "cannot write", e)),
+        }
+    }
+
+    /// Upload a local file to `key` (streamed from disk by the SDK), in parts when it is
+    /// larger than the part size.
+    pub async fn upload(&self, path: &Path, key: &str) -> Result<(), IngestError> {
+        let io_err = |e: std::io::Error| IngestError::Input {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let body_err = |e: aws_smithy_types::byte_stream::error::Error| IngestError::Input {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e),
+        };
+        let size = std::fs::metadata(path).map_err(io_err)?.len();
+        let bucket = &self.uri.bucket;
+        let part = (self.opts.part_size as u64).max(1);
+        if size <= part {
+            let body = ByteStream::from_path(path).await.map_err(body_err)?;
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| s3_error(self.display(key), "cannot write", e))?;
+            return Ok(());
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(self.display(key), "cannot start a multipart upload", e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut offset = 0u64;
+            let mut number = 1;
+            while offset < size {
+                let len = part.min(size - offset);
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(aws_smithy_types::byte_stream::Length::Exact(len))
+                    .build()
+                    .await
+                    .map_err(body_err)?;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(self.display(key), "cannot upload a part", e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(out.e_tag().map(str::to_owned))
+                        .build(),
+                );
+                offset += len;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    s3_error(self.display(key), "cannot complete a multipart upload", e)
+                })?;
+            Ok::<(), IngestError>(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    /// Every object under `prefix` (key, last-modified seconds), all pages.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, i64)>, IngestError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.uri.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error(self.display(prefix), "cannot list", e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push((k.to_owned(), o.last_modified().map_or(0, |t| t.secs())));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), IngestError> {
+        self.client
+            .delete_object()
+            .bucket(&self.uri.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(self.display(key), "cannot delete", e))?;
+        Ok(())
+    }
+
+    /// Copy `from` to `to` in the bucket. `Ok(false)` when `from` no longer exists.
+    async fn copy(&self, from: &str, to: &str) -> Result<bool, IngestError> {
+        let source = format!("{}/{}", self.uri.bucket, encode_key(from));
+        match self
+            .client
+            .copy_object()
+            .bucket(&self.uri.bucket)
+            .key(to)
+            .copy_source(source)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.raw_response().is_some_and(|r| r.status().as_u16() == 404)
+                    || format!("{}", DisplayErrorContext(&e)).contains("NoSuchKey") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error(self.display(to), "cannot copy into place", e)),
+        }
+    }
+
+    async fn for_each<T, F, Fut>(&self, items: Vec<T>, f: F) -> Result<(), IngestError>
+    where
+        F: Fn(T) -> Fut,
+        Fut: std::future::Future<Output = Result<(), IngestError>>,
+    {
+        futures::stream::iter(items)
+            .map(f)
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Every commit record, with the highest sequence number seen.
+    async fn commits(&self, after: u64) -> Result<Vec<Commit>, IngestError> {
+        let prefix = self.key(&format!("{META}/manifest/"));
+        let keys: Vec<String> = self
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| {
+                k.strip_prefix(&prefix)
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|seq| seq > after)
+            })
+            .collect();
+        futures::stream::iter(keys)
+            .map(|k| async move {
+                let bytes = self.get(&k).await?.ok_or_else(|| IngestError::Object {
+                    object: self.display(&k),
+                    reason: "the commit record disappeared while it was read".into(),
+                })?;
+                serde_json::from_slice::<Commit>(&bytes).map_err(|e| IngestError::Object {
+                    object: self.display(&k),
+                    reason: format!("commit record is unreadable: {e}"),
+                })
+            })
+            .buffer_unordered(self.opts.concurrency.max(1))
+            .try_collect()
+            .await
+    }
+
+    /// Make `work` (an empty or missing directory) a working copy of the lake: its
+    /// `lake.json` and commit records. The lake is created in the bucket if it does not exist.
+    /// Dead runs' staged files are rolled forward or deleted first.
+    pub async fn pull(&self, work: &Path) -> Result<Pulled, IngestError> {
+        if work.exists()
+            && std::fs::read_dir(work)
+                .map_err(|e| IngestError::Input {
+                    path: work.to_path_buf(),
+                    source: e,
+                })?
+                .next()
+                .is_some()
+        {
+            return Err(IngestError::Config(format!(
+                "{}: the working copy of a lake in S3 must be an empty directory",
+                work.display()
+            )));
+        }
+        let mut pulled = Pulled::default();
+        let info_key = self.key(&format!("{META}/lake.json"));
+        let info_path = work.join(META).join("lake.json");
+        let info = match self.get(&info_key).await? {
+            Some(bytes) => bytes,
+            None => {
+                // A new lake: create it locally, then in the bucket unless someone beat us.
+                Lake::create(work)?;
+                let bytes = std::fs::read(&info_path).map_err(|e| LakeError::io(&info_path, e))?;
+                if self.put(&info_key, bytes.clone(), true).await? {
+                    pulled.created = true;
+                    bytes
+                } else {
+                    self.get(&info_key).await?.unwrap_or(bytes)
+                }
+            }
+        };
+        std::fs::create_dir_all(work.join(META)).map_err(|e| LakeError::io(work, e))?;
+        std::fs::write(&info_path, &info).map_err(|e| LakeError::io(&info_path, e))?;
+        // Validates the format and schema version.
+        Lake::open(work).map_err(|e| match e {
+            LakeError::SchemaVersion {
+                found, expected, ..
+            } => LakeError::SchemaVersion {
+                path: PathBuf::from(self.uri.to_string()),
+                found,
+                expected,
+            },
+            other => other,
+        })?;
+
+        let commits = self.commits(0).await?;
+        let manifest_dir = work.join(META).join("manifest");
+        std::fs::create_dir_all(&manifest_dir).map_err(|e| LakeError::io(&manifest_dir, e))?;
+        for c in &commits {
+            let path = manifest_dir.join(c.file_name());
+            let text = serde_json::to_vec_pretty(c).map_err(|e| LakeError::Manifest {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            std::fs::write(&path, text).map_err(|e| LakeError::io(&path, e))?;
+        }
+        pulled.manifest = Manifest::from_commits(commits);
+        self.recover(&mut pulled).await?;
+        Ok(pulled)
+    }
+
+    /// Roll committed staged runs forward, delete stale uncommitted ones.
+    async fn recover(&self, pulled: &mut Pulled) -> Result<(), IngestError> {
+        let staging = self.key(&format!("{META}/staging/"));
+        let mut runs: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+        for (key, modified) in self.list(&staging).await? {
+            if let Some((run, _)) = key
+                .strip_prefix(&staging)
+                .and_then(|rest| rest.split_once('/'))
+            {
+                runs.entry(run.to_owned())
+                    .or_default()
+                    .push((key, modified));
+            }
+        }
+        let now = chrono::Utc::now().timestamp();
+        for (run, objects) in runs {
+            if let Some(commit) = pulled.manifest.commit_of(&run).cloned() {
+                tracing::warn!(run = %run, "finishing a committed run in the S3 lake");
+                self.publish(&commit).await?;
+                pulled.rolled_forward.push(run);
+            } else {
+                let newest = objects.iter().map(|(_, m)| *m).max().unwrap_or(0);
+                if now - newest >= self.opts.stale_after.as_secs() as i64 {
+                    tracing::warn!(run = %run, "deleting staged files of a run that never committed");
+                    self.for_each(objects, |(k, _)| async move { self.delete(&k).await })
+                        .await?;
+                    pulled.discarded.push(run);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy a committed run's staged files into place, delete what it replaced and its staged
+    /// copies. Idempotent.
+    async fn publish(&self, commit: &Commit) -> Result<(), IngestError> {
+        let run = commit.run_id.as_str();
+        let mut first = true;
+        for f in &commit.files {
+            self.copy(&self.staged_key(run, &f.path), &self.key(&f.path))
+                .await?;
+            if std::mem::take(&mut first) {
+                crash_point("s3-mid-publish");
+            }
+        }
+        self.for_each(commit.replaced.clone(), |rel| async move {
+            self.delete(&self.key(&rel)).await
+        })
+        .await?;
+        self.for_each(commit.files.clone(), |f| async move {
+            self.delete(&self.staged_key(run, &f.path)).await
+        })
+        .await
+    }
+
+    /// A published key_daily file's bytes: at its place, or still staged by its run. `None`
+    /// when it is in neither (a newer commit replaced it, or it was lost).
+    async fn get_published(&self, rel: &str, run: &str) -> Result<Option<Vec<u8>>, IngestError> {
+        if let Some(b) = self.get(&self.key(rel)).await? {
+            return Ok(Some(b));
+        }
+        self.get(&self.staged_key(run, rel)).await
+    }
+
+    /// Publish `local_commit`, the commit a run made in the working copy `work` that
+    /// [`S3Lake::pull`] filled with `pulled`. Returns the commit as published.
+    pub async fn push(
+        &self,
+        work: &Lake,
+        local_commit: &Commit,
+        pulled: Manifest,
+    ) -> Result<Commit, IngestError> {
+        let run = local_commit.run_id.clone();
+        let root = work.root().to_path_buf();
+        let (ours_kd, data): (Vec<FileRecord>, Vec<FileRecord>) = local_commit
+            .files
+            .iter()
+            .cloned()
+            .partition(|f| f.table == Table::KeyDaily.name());
+        self.for_each(data.clone(), |f| {
+            let (root, run) = (&root, &run);
+            async move {
+                self.upload(&rel_path(root, &f.path), &self.staged_key(run, &f.path))
+                    .await
+            }
+        })
+        .await?;
+
+        // This run's own key_daily rows per day (the working copy had no published ones).
+        let mut own = KeyDaily::default();
+        for f in &ours_kd {
+            let day = key_daily_day(&f.path).ok_or_else(|| {
+                IngestError::Config(format!("internal: unexpected key_daily path {}", f.path))
+            })?;
+            let path = rel_path(&root, &f.path);
+            for batch in read_file(&path)? {
+                own.add_key_daily(day, &batch)
+                    .map_err(|e| LakeError::arrow(&path, e))?;
+            }
+        }
+        let scratch = root.join(META).join("s3-merge");
+        let base_seq = local_commit.seq - 1;
+        let ours: HashMap<&str, &str> = local_commit
+            .objects
+            .iter()
+            .map(|o| (o.content_hash.as_str(), o.source.as_str()))
+            .collect();
+        let mut manifest = pulled;
+        for attempt in 1..=self.opts.commit_attempts.max(1) {
+            // Refuse if a run that committed since this one began read the same content.
+            let clashes: Vec<&str> = manifest
+                .commits()
+                .iter()
+                .filter(|c| c.seq > base_seq)
+                .flat_map(|c| c.objects.iter())
+                .filter_map(|o| ours.get(o.content_hash.as_str()).copied())
+                .collect();
+            if let Some(first) = clashes.first() {
+                let err = LakeError::Conflict {
+                    count: clashes.len(),
+                    example: (*first).to_owned(),
+                };
+                self.discard(&run, &local_commit.files).await;
+                return Err(err.into());
+            }
+            let merged = self
+                .merge_key_daily(&own, &manifest, &run, &scratch)
+                .await?;
+            let (kd_files, replaced) = match merged {
+                Ok(m) => m,
+                Err(missing) => {
+                    // Replaced by a commit this run has not seen yet, or lost.
+                    let newer = self.commits(manifest.last_seq()).await?;
+                    if newer.is_empty() {
+                        self.discard(&run, &local_commit.files).await;
+                        return Err(IngestError::Object {
+                            object: self.display(&self.key(&missing)),
+                            reason: "a key_daily file the lake's manifest lists is missing; nothing of this run was committed".into(),
+                        });
+                    }
+                    let mut all = manifest.commits().to_vec();
+                    all.extend(newer);
+                    manifest = Manifest::from_commits(all);
+                    continue;
+                }
+            };
+            let mut files = data.clone();
+            files.extend(kd_files);
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+            let commit = Commit {
+                seq: manifest.last_seq() + 1,
+                committed_at: chrono::Utc::now().to_rfc3339(),
+                files,
+                replaced,
+                ..local_commit.clone()
+            };
+            let text = serde_json::to_vec_pretty(&commit).map_err(|e| LakeError::Manifest {
+                path: PathBuf::from(self.display(&self.commit_key(commit.seq))),
+                reason: e.to_string(),
+            })?;
+            crash_point("s3-before-commit");
+            if self.put(&self.commit_key(commit.seq), text, true).await? {
+                crash_point("s3-after-commit");
+                self.publish(&commit).await?;
+                return Ok(commit);
+            }
+            tracing::info!(
+                seq = commit.seq,
+                attempt,
+                "another writer committed first; merging again"
+            );
+            let newer = self.commits(manifest.last_seq()).await?;
+            let mut all = manifest.commits().to_vec();
+            all.extend(newer);
+            manifest = Manifest::from_commits(all);
+        }
+        self.discard(&run, &local_commit.files).await;
+        Err(IngestError::Object {
+            object: self.uri.to_string(),
+            reason: format!(
+                "other writers took every sequence number for {} attempts; nothing of this run was committed",
+                self.opts.commit_attempts
+            ),
+        })
+    }
+
+    /// Merge this run's key_daily rows with each day's published file(s); stage the result.
+    /// Returns the new files and the published ones they replace, or (inner `Err`) the path
+    /// of a published file that is gone.
+    #[allow(clippy::type_complexity)]
+    async fn merge_key_daily(
+        &self,
+        own: &KeyDaily,
+        manifest: &Manifest,
+        run: &str,
+        scratch: &Path,
+    ) -> Result<Result<(Vec<FileRecord>, Vec<String>), String>, IngestError> {
+        let adder: HashMap<&str, &str> = manifest
+            .commits()
+            .iter()
+            .flat_map(|c| {
+                c.files
+                    .iter()
+                    .map(move |f| (f.path.as_str(), c.run_id.as_str()))
+            })
+            .collect();
+        let mut published: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+        let days: HashSet<i32> = own.days().collect();
+        for f in manifest.live_files() {
+            if f.table == Table::KeyDaily.name()
+                && let Some(day) = key_daily_day(&f.path)
+                && days.contains(&day)
+            {
+                published.entry(day).or_default().push(f.path.clone());
+            }
+        }
+        let mut files = Vec::new();
+        let mut replaced = Vec::new();
+        let mut days: Vec<i32> = days.into_iter().collect();
+        days.sort_unstable();
+        for day in days {
+            let mut merged = KeyDaily::default();
+            merged.merge(own.clone().take_day(day));
+            for rel in published.remove(&day).unwrap_or_default() {
+                let Some(bytes) = self
+                    .get_published(&rel, adder.get(rel.as_str()).copied().unwrap_or(""))
+                    .await?
+                else {
+                    return Ok(Err(rel));
+                };
+                let tmp = rel_path(&scratch.join("published"), &rel);
+                if let Some(parent) = tmp.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
+                }
+                std::fs::write(&tmp, bytes).map_err(|e| LakeError::io(&tmp, e))?;
+                for batch in read_file(&tmp)? {
+                    merged
+                        .add_key_daily(day, &batch)
+                        .map_err(|e| LakeError::arrow(&tmp, e))?;
+                }
+                replaced.push(rel);
+            }
+            let rel = format!(
+                "{}/date={}/part-{run}.parquet",
+                Table::KeyDaily.name(),
+                keytrail_model::time::day_string(day)
+            );
+            let path = rel_path(&scratch.join("merged"), &rel);
+            let batch = merged.batch(day).map_err(|e| LakeError::arrow(&path, e))?;
+            let written = write_file(&path, Table::KeyDaily, &batch, run)?;
+            self.upload(&path, &self.staged_key(run, &rel)).await?;
+            files.push(FileRecord {
+                table: Table::KeyDaily.name().to_owned(),
+                path: rel,
+                rows: written.rows,
+                bytes: written.bytes,
+            });
+        }
+        Ok(Ok((files, replaced)))
+    }
+
+    /// Best effort: delete what a run that will not commit staged.
+    async fn discard(&self, run: &str, files: &[FileRecord]) {
+        let r = self
+            .for_each(files.to_vec(), |f| async move {
+                self.delete(&self.staged_key(run, &f.path)).await
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("could not delete the staged files of run {run}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_keys_are_percent_encoded() {
+        assert_eq!(
+            encode_key("lake/events/date=2024-01-02/part-x.parquet"),
+            "lake/events/date%3D2024-01-02/part-x.parquet"
+        );
+        assert_eq!(encode_key("a b+c"), "a%20b%2Bc");
+    }
+
+    #[test]
+    fn key_daily_paths_give_their_day() {
+        assert_eq!(
+            key_daily_day("key_daily/date=1970-01-02/part-r.parquet"),
+            Some(1)
+        );
+        assert_eq!(key_daily_day("events/date=1970-01-02/part-r.parquet"), None);
+    }
+}
