@@ -827,7 +827,7 @@ fn large_lake_files_go_up_in_parts() {
 fn commands_that_read_a_lake_say_an_s3_lake_must_be_copied_first() {
     let out = run_code(
         keytrail().args(["report", "last-used", "--lake", "s3://lake/kt"]),
-        1,
+        2,
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
