@@ -191,6 +191,13 @@ pub struct IngestArgs {
     pub json: bool,
     #[command(flatten)]
     pub s3: S3Args,
+    /// Lake in S3: where the run's files are written before they are uploaded
+    /// [default: the system's temporary directory]
+    #[arg(long, value_name = "DIR", help_heading = "S3")]
+    pub work_dir: Option<PathBuf>,
+    /// Lake in S3: files larger than SIZE are uploaded in parts of SIZE (at least 5M)
+    #[arg(long, value_name = "SIZE", default_value = "64M", help_heading = "S3")]
+    pub part_size: String,
 }
 
 /// Reading from S3.
@@ -218,13 +225,6 @@ pub struct S3Args {
     /// Read only share I of N of the objects (a stable hash), so N workers split one bucket
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Lake in S3: where the run's files are written before they are uploaded
-    /// [default: the system's temporary directory]
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-    /// Lake in S3: files larger than SIZE are uploaded in parts of SIZE (at least 5M)
-    #[arg(long, value_name = "SIZE", default_value = "64M")]
-    pub part_size: String,
 }
 
 #[derive(Debug, Args)]

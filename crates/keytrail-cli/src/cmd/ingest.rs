@@ -119,7 +119,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             let uri = uri?;
             let mut b = tempfile::Builder::new();
             b.prefix("keytrail-lake-");
-            let dir = match &args.s3.work_dir {
+            let dir = match &args.work_dir {
                 Some(d) => b.tempdir_in(d),
                 None => b.tempdir(),
             }
@@ -134,7 +134,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     s3_options(&args.s3, &mut opts)?;
     if let Some((_, uri)) = &work {
         opts.remote_lake = Some(uri.clone());
-        let part = parse_size(&args.s3.part_size).context("--part-size")?;
+        let part = parse_size(&args.part_size).context("--part-size")?;
         if part < 5 << 20 {
             bail!("--part-size must be at least 5M (S3's smallest part)");
         }
