@@ -32,7 +32,6 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
-use keytrail_lake::files::{read_file, write_file};
 use keytrail_lake::{Commit, FileRecord, KeyDaily, Lake, LakeError, Manifest, crash_point};
 use keytrail_model::Table;
 use keytrail_model::time::parse_day;
@@ -552,34 +551,14 @@ impl S3Lake {
             let day = key_daily_day(&f.path).ok_or_else(|| {
                 IngestError::Config(format!("internal: unexpected key_daily path {}", f.path))
             })?;
-            let path = rel_path(&root, &f.path);
-            for batch in read_file(&path)? {
-                own.add_key_daily(day, &batch)
-                    .map_err(|e| LakeError::arrow(&path, e))?;
-            }
+            own.add_file(day, &rel_path(&root, &f.path))?;
         }
         let scratch = root.join(META).join("s3-merge");
         let base_seq = local_commit.seq - 1;
-        let ours: HashMap<&str, &str> = local_commit
-            .objects
-            .iter()
-            .map(|o| (o.content_hash.as_str(), o.source.as_str()))
-            .collect();
         let mut manifest = pulled;
         for attempt in 1..=self.opts.commit_attempts.max(1) {
             // Refuse if a run that committed since this one began read the same content.
-            let clashes: Vec<&str> = manifest
-                .commits()
-                .iter()
-                .filter(|c| c.seq > base_seq)
-                .flat_map(|c| c.objects.iter())
-                .filter_map(|o| ours.get(o.content_hash.as_str()).copied())
-                .collect();
-            if let Some(first) = clashes.first() {
-                let err = LakeError::Conflict {
-                    count: clashes.len(),
-                    example: (*first).to_owned(),
-                };
+            if let Err(err) = manifest.check_conflict(base_seq, &local_commit.objects) {
                 self.discard(&run, &local_commit.files).await;
                 return Err(err.into());
             }
@@ -693,28 +672,17 @@ impl S3Lake {
                     std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
                 }
                 std::fs::write(&tmp, bytes).map_err(|e| LakeError::io(&tmp, e))?;
-                for batch in read_file(&tmp)? {
-                    merged
-                        .add_key_daily(day, &batch)
-                        .map_err(|e| LakeError::arrow(&tmp, e))?;
-                }
+                merged.add_file(day, &tmp)?;
                 replaced.push(rel);
             }
-            let rel = format!(
-                "{}/date={}/part-{run}.parquet",
-                Table::KeyDaily.name(),
-                keytrail_model::time::day_string(day)
-            );
-            let path = rel_path(&scratch.join("merged"), &rel);
-            let batch = merged.batch(day).map_err(|e| LakeError::arrow(&path, e))?;
-            let written = write_file(&path, Table::KeyDaily, &batch, run)?;
-            self.upload(&path, &self.staged_key(run, &rel)).await?;
-            files.push(FileRecord {
-                table: Table::KeyDaily.name().to_owned(),
-                path: rel,
-                rows: written.rows,
-                bytes: written.bytes,
-            });
+            let merged_root = scratch.join("merged");
+            let record = merged.write_day(day, &merged_root, run)?;
+            self.upload(
+                &rel_path(&merged_root, &record.path),
+                &self.staged_key(run, &record.path),
+            )
+            .await?;
+            files.push(record);
         }
         Ok(Ok((files, replaced)))
     }

@@ -295,6 +295,44 @@ impl KeyDaily {
     }
 
     /// Take the rows of one day out of the aggregate.
+    /// Add the rows of a published `key_daily` file of `day`.
+    pub fn add_file(&mut self, day: i32, path: &std::path::Path) -> Result<(), crate::LakeError> {
+        for batch in crate::files::read_file(path)? {
+            self.add_key_daily(day, &batch)
+                .map_err(|e| crate::LakeError::arrow(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Write `day`'s rows as `key_daily/date=…/part-<run>.parquet` under `root`; the record
+    /// names it relative to `root`.
+    pub fn write_day(
+        &self,
+        day: i32,
+        root: &std::path::Path,
+        run_id: &str,
+    ) -> Result<crate::FileRecord, crate::LakeError> {
+        use keytrail_model::Table;
+        let rel = format!(
+            "{}/date={}/part-{run_id}.parquet",
+            Table::KeyDaily.name(),
+            keytrail_model::time::day_string(day)
+        );
+        let path = rel
+            .split('/')
+            .fold(root.to_path_buf(), |p, part| p.join(part));
+        let batch = self
+            .batch(day)
+            .map_err(|e| crate::LakeError::arrow(&path, e))?;
+        let written = crate::files::write_file(&path, Table::KeyDaily, &batch, run_id)?;
+        Ok(crate::FileRecord {
+            table: Table::KeyDaily.name().to_owned(),
+            path: rel,
+            rows: written.rows,
+            bytes: written.bytes,
+        })
+    }
+
     pub fn take_day(&mut self, day: i32) -> KeyDaily {
         let mut out = KeyDaily::default();
         if let Some(rows) = self.days.remove(&day) {

@@ -29,7 +29,7 @@ use keytrail_model::{FilterSpec, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, LakeError};
-use crate::files::{WRITER, footer, read_file, write_file, write_sorted};
+use crate::files::{WRITER, footer, write_sorted};
 use crate::key_daily::KeyDaily;
 use crate::manifest::{
     COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic,
@@ -490,22 +490,7 @@ impl Transaction {
         let manifest = self.lake.manifest()?;
 
         // Another run may have read the same content since this one began.
-        let ours: std::collections::HashMap<&str, &str> = objects
-            .iter()
-            .map(|o| (o.content_hash.as_str(), o.source.as_str()))
-            .collect();
-        let clashes: Vec<&str> = manifest
-            .commits()
-            .iter()
-            .filter(|c| c.seq > self.base_seq)
-            .flat_map(|c| c.objects.iter())
-            .filter_map(|o| ours.get(o.content_hash.as_str()).copied())
-            .collect();
-        if let Some(first) = clashes.first() {
-            let err = LakeError::Conflict {
-                count: clashes.len(),
-                example: (*first).to_owned(),
-            };
+        if let Err(err) = manifest.check_conflict(self.base_seq, &objects) {
             self.abort()?;
             return Err(err);
         }
@@ -517,29 +502,10 @@ impl Transaction {
         for day in days {
             let mut merged = kd.take_day(day);
             for rel in self.lake.partition_files(Table::KeyDaily, day)? {
-                let path = rel_to_path(&self.lake.root, &rel);
-                for batch in read_file(&path)? {
-                    merged
-                        .add_key_daily(day, &batch)
-                        .map_err(|e| LakeError::arrow(&path, e))?;
-                }
+                merged.add_file(day, &rel_to_path(&self.lake.root, &rel))?;
                 replaced.push(rel);
             }
-            let rel = format!(
-                "{}/date={}/part-{}.parquet",
-                Table::KeyDaily.name(),
-                day_string(day),
-                self.run_id
-            );
-            let path = rel_to_path(&self.staging, &rel);
-            let batch = merged.batch(day).map_err(|e| LakeError::arrow(&path, e))?;
-            let written = write_file(&path, Table::KeyDaily, &batch, &self.run_id)?;
-            files.push(FileRecord {
-                table: Table::KeyDaily.name().to_owned(),
-                path: rel,
-                rows: written.rows,
-                bytes: written.bytes,
-            });
+            files.push(merged.write_day(day, &self.staging, &self.run_id)?);
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
 

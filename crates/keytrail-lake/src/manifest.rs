@@ -148,6 +148,29 @@ impl Manifest {
         Manifest { commits }
     }
 
+    /// Refuse a commit of `objects` if a commit after `base_seq` (made while this run ran) read
+    /// the same content.
+    pub fn check_conflict(&self, base_seq: u64, objects: &[ObjectRecord]) -> Result<(), LakeError> {
+        let ours: HashMap<&str, &str> = objects
+            .iter()
+            .map(|o| (o.content_hash.as_str(), o.source.as_str()))
+            .collect();
+        let clashes: Vec<&str> = self
+            .commits
+            .iter()
+            .filter(|c| c.seq > base_seq)
+            .flat_map(|c| c.objects.iter())
+            .filter_map(|o| ours.get(o.content_hash.as_str()).copied())
+            .collect();
+        match clashes.first() {
+            Some(first) => Err(LakeError::Conflict {
+                count: clashes.len(),
+                example: (*first).to_owned(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub fn commits(&self) -> &[Commit] {
         &self.commits
     }
