@@ -600,7 +600,14 @@ impl S3Lake {
             crash_point("s3-before-commit");
             if self.put(&self.commit_key(commit.seq), text, true).await? {
                 crash_point("s3-after-commit");
-                self.publish(&commit).await?;
+                // Committed: a failure from here on leaves work that the next run finishes.
+                self.publish(&commit).await.map_err(|e| IngestError::Object {
+                    object: self.uri.to_string(),
+                    reason: format!(
+                        "the run was committed (sequence {}), but copying its files into place failed; the next `keytrail ingest` into this lake finishes it: {e}",
+                        commit.seq
+                    ),
+                })?;
                 return Ok(commit);
             }
             tracing::info!(
