@@ -9,6 +9,9 @@
 //!                                                     the same, through a local S3 endpoint
 //!                                                     serving DIR as a bucket, each request
 //!                                                     delayed by the latency
+//! keytrail-bench s3-serve DIR [--latency-ms 20]       only serve DIR as a bucket (until
+//!                                                     killed), so a client in another
+//!                                                     process can be timed on its own
 //! ```
 //! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
 //! runs the whole comparison with DuckDB.
@@ -111,6 +114,25 @@ fn main() -> anyhow::Result<()> {
                 "sample: {} files, {} events; keys: {keys:#?}",
                 g.files, g.events
             );
+        }
+        "s3-serve" => {
+            let dir = dir.canonicalize().context("DIR")?;
+            let root = dir.parent().context("DIR must be a folder below another")?;
+            let latency: u64 = arg_value(&args, "--latency-ms")
+                .map_or(Ok(20), |v| v.parse())
+                .context("--latency-ms")?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let endpoint = keytrail_benches::s3serve::serve(
+                &rt,
+                root,
+                std::time::Duration::from_millis(latency),
+            )?;
+            println!("{endpoint}");
+            std::io::Write::flush(&mut std::io::stdout())?;
+            rt.block_on(std::future::pending::<()>());
         }
         "ingest" | "s3-ingest" => {
             let mut server = None;
