@@ -203,10 +203,20 @@ fn window_sql(opts: &InvestigateOptions) -> String {
 
 /// Rows of a query as JSON objects (timestamps as RFC 3339 text).
 async fn json_rows(session: &LakeSession, sql: &str) -> Result<Vec<Value>, QueryError> {
+    let started = std::time::Instant::now();
     let batches = session.sql(sql).await?;
+    let queried = started.elapsed();
     let text = crate::output::json(&batches)?;
-    serde_json::from_str(&text)
-        .map_err(|e| QueryError::Invalid(format!("internal: reading query rows: {e}")))
+    let rows: Vec<Value> = serde_json::from_str(&text)
+        .map_err(|e| QueryError::Invalid(format!("internal: reading query rows: {e}")))?;
+    tracing::debug!(
+        rows = rows.len(),
+        query_ms = queried.as_millis() as u64,
+        to_json_ms = (started.elapsed() - queried).as_millis() as u64,
+        "{}",
+        sql.chars().take(90).collect::<String>()
+    );
+    Ok(rows)
 }
 
 fn s(v: &Value, k: &str) -> Option<String> {
