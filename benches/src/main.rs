@@ -24,10 +24,6 @@ use keytrail_benches::peak_rss_bytes;
 use keytrail_benches::synth::{GenOptions, generate};
 use keytrail_ingest::{IngestOptions, NoProgress, ingest};
 
-/// The allocator of the `keytrail` binary, so the figures are the CLI's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn arg_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)

@@ -16,11 +16,6 @@ use clap::Parser;
 
 use crate::flags::{Cli, Command};
 
-/// mimalloc, as datafusion-cli uses: with glibc's malloc, allocation and freeing took about a
-/// fifth of the CPU of an investigation over a 10M-event lake (`docs/benchmarks.md`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
