@@ -30,16 +30,12 @@ fn arg_value(args: &[String], name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-/// Serve DIR's parent over S3 (bucket: DIR's name) with the requested latency; ingest options
-/// reading `s3://<name>` through it. The runtime must live as long as the run.
-fn s3_options(
+/// A server (on its own runtime) serving DIR's parent over S3 with `--latency-ms` per request;
+/// returns it, its endpoint, the bucket (DIR's name) and the latency.
+fn start_server(
     dir: &std::path::Path,
     args: &[String],
-    lake: PathBuf,
-    server: &mut Option<tokio::runtime::Runtime>,
-) -> anyhow::Result<IngestOptions> {
-    use keytrail_ingest::Input;
-    use keytrail_ingest::s3::{S3Options, S3Uri};
+) -> anyhow::Result<(tokio::runtime::Runtime, String, String, u64)> {
     let dir = dir.canonicalize().context("DIR")?;
     let (root, bucket) = match (dir.parent(), dir.file_name()) {
         (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
@@ -54,6 +50,20 @@ fn s3_options(
         .build()?;
     let endpoint =
         keytrail_benches::s3serve::serve(&rt, &root, std::time::Duration::from_millis(latency))?;
+    Ok((rt, endpoint, bucket, latency))
+}
+
+/// Ingest options reading `s3://<DIR's name>` through a server started here. The runtime must
+/// live as long as the run.
+fn s3_options(
+    dir: &std::path::Path,
+    args: &[String],
+    lake: PathBuf,
+    server: &mut Option<tokio::runtime::Runtime>,
+) -> anyhow::Result<IngestOptions> {
+    use keytrail_ingest::Input;
+    use keytrail_ingest::s3::{S3Options, S3Uri};
+    let (rt, endpoint, bucket, latency) = start_server(dir, args)?;
     *server = Some(rt);
     let mut s3 = S3Options::default();
     if let Some(c) = arg_value(args, "--concurrency") {
@@ -116,20 +126,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         "s3-serve" => {
-            let dir = dir.canonicalize().context("DIR")?;
-            let root = dir.parent().context("DIR must be a folder below another")?;
-            let latency: u64 = arg_value(&args, "--latency-ms")
-                .map_or(Ok(20), |v| v.parse())
-                .context("--latency-ms")?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
-            let endpoint = keytrail_benches::s3serve::serve(
-                &rt,
-                root,
-                std::time::Duration::from_millis(latency),
-            )?;
+            let (rt, endpoint, _, _) = start_server(&dir, &args)?;
             println!("{endpoint}");
             std::io::Write::flush(&mut std::io::stdout())?;
             rt.block_on(std::future::pending::<()>());

@@ -786,36 +786,64 @@ fn top_names(evs: &[&Ev], n: usize) -> String {
     }
 }
 
-fn denied_bursts(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
-    let cfg = b.cfg;
-    let mut window: VecDeque<&Ev> = VecDeque::new();
-    let mut bursts: Vec<Vec<&Ev>> = Vec::new();
-    let mut active = false;
-    for e in evs {
-        if !e.err.as_deref().is_some_and(is_denied) {
-            continue;
-        }
-        if active
-            && let Some(burst) = bursts.last_mut()
-            && e.t - burst.last().map_or(e.t, |l| l.t) <= cfg.denied_window_ms
-        {
-            burst.push(e);
-            continue;
-        }
-        active = false;
-        window.push_back(e);
-        while window
-            .front()
-            .is_some_and(|f| e.t - f.t > cfg.denied_window_ms)
-        {
-            window.pop_front();
-        }
-        if window.len() >= cfg.denied_count {
-            bursts.push(window.drain(..).collect());
-            active = true;
+/// Bursts in a key's time-ordered events: a sliding window of `window_ms`; once the window
+/// qualifies it becomes a burst, which then takes every next event within `window_ms` of its
+/// last one.
+struct Bursts<'a> {
+    window_ms: i64,
+    window: VecDeque<&'a Ev>,
+    bursts: Vec<Vec<&'a Ev>>,
+    active: bool,
+}
+
+impl<'a> Bursts<'a> {
+    fn new(window_ms: i64) -> Self {
+        Bursts {
+            window_ms,
+            window: VecDeque::new(),
+            bursts: Vec::new(),
+            active: false,
         }
     }
-    for burst in bursts {
+
+    /// Add `e`; `qualifies` judges the window (oldest first, `e` last).
+    fn push(&mut self, e: &'a Ev, qualifies: impl FnOnce(&VecDeque<&'a Ev>) -> bool) {
+        if self.active
+            && let Some(burst) = self.bursts.last_mut()
+            && e.t - burst.last().map_or(e.t, |l| l.t) <= self.window_ms
+        {
+            burst.push(e);
+            return;
+        }
+        self.active = false;
+        self.window.push_back(e);
+        while self
+            .window
+            .front()
+            .is_some_and(|f| e.t - f.t > self.window_ms)
+        {
+            self.window.pop_front();
+        }
+        if qualifies(&self.window) {
+            self.bursts.push(self.window.drain(..).collect());
+            self.active = true;
+        }
+    }
+
+    fn finish(self) -> Vec<Vec<&'a Ev>> {
+        self.bursts
+    }
+}
+
+fn denied_bursts(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
+    let cfg = b.cfg;
+    let mut bursts = Bursts::new(cfg.denied_window_ms);
+    for e in evs {
+        if e.err.as_deref().is_some_and(is_denied) {
+            bursts.push(e, |w| w.len() >= cfg.denied_count);
+        }
+    }
+    for burst in bursts.finish() {
         let span = burst.last().map_or(0, |l| l.t) - burst[0].t;
         b.finding(
             DENIED_BURST,
@@ -853,50 +881,32 @@ fn recon_bursts(b: &mut Builder<'_>, lin: &Lineage, key: &str, evs: &[&Ev]) {
             .get(&(principal.clone(), name.to_owned()))
             .copied()
     };
-    let mut window: VecDeque<&Ev> = VecDeque::new();
-    let mut bursts: Vec<Vec<&Ev>> = Vec::new();
-    let mut active = false;
+    let mut bursts = Bursts::new(cfg.recon_window_ms);
     for e in evs {
         first_seen.entry(e.name.as_str()).or_insert(e.t);
         if !is_read(e) || is_console(e.ua.as_deref()) {
             continue;
         }
-        if active
-            && let Some(burst) = bursts.last_mut()
-            && e.t - burst.last().map_or(e.t, |l| l.t) <= cfg.recon_window_ms
-        {
-            burst.push(e);
-            continue;
-        }
-        active = false;
-        window.push_back(e);
-        while window
-            .front()
-            .is_some_and(|f| e.t - f.t > cfg.recon_window_ms)
-        {
-            window.pop_front();
-        }
-        let start = window.front().map_or(e.t, |f| f.t);
-        let services: HashSet<&str> = window.iter().map(|w| w.src.as_str()).collect();
-        let regions: HashSet<&str> = window.iter().filter_map(|w| w.region.as_deref()).collect();
-        let names: HashSet<&str> = window.iter().map(|w| w.name.as_str()).collect();
-        let new = names
-            .iter()
-            .filter(|n| {
-                let own = first_seen.get(*n).copied().unwrap_or(i64::MAX);
-                own.min(seen_by_principal(n).unwrap_or(i64::MAX)) >= start
-            })
-            .count();
-        if e.t >= warm_until
-            && (services.len() >= cfg.recon_services || regions.len() >= cfg.recon_regions)
-            && names.len() >= cfg.recon_names
-            && new >= cfg.recon_new_names
-        {
-            bursts.push(window.drain(..).collect());
-            active = true;
-        }
+        bursts.push(e, |window| {
+            let start = window.front().map_or(e.t, |f| f.t);
+            let services: HashSet<&str> = window.iter().map(|w| w.src.as_str()).collect();
+            let regions: HashSet<&str> =
+                window.iter().filter_map(|w| w.region.as_deref()).collect();
+            let names: HashSet<&str> = window.iter().map(|w| w.name.as_str()).collect();
+            let new = names
+                .iter()
+                .filter(|n| {
+                    let own = first_seen.get(*n).copied().unwrap_or(i64::MAX);
+                    own.min(seen_by_principal(n).unwrap_or(i64::MAX)) >= start
+                })
+                .count();
+            e.t >= warm_until
+                && (services.len() >= cfg.recon_services || regions.len() >= cfg.recon_regions)
+                && names.len() >= cfg.recon_names
+                && new >= cfg.recon_new_names
+        });
     }
-    for burst in bursts {
+    for burst in bursts.finish() {
         let services: BTreeSet<&str> = burst
             .iter()
             .map(|w| w.src.trim_end_matches(".amazonaws.com"))
