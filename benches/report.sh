@@ -16,7 +16,7 @@ EVENTS=${KEYTRAIL_BENCH_EVENTS:-10000000}
 RUNS=${KEYTRAIL_BENCH_RUNS:-3}
 THREADS=${KEYTRAIL_BENCH_THREADS:-2}
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked -p keytrail-benches -p keytrail-cli --features keytrail-benches/tools --examples --bins
+cargo build --release --locked -p keytrail-benches -p keytrail-cli --examples --bins
 if [ ! -d "$LAKE" ]; then
   if [ ! -d "$DATA" ]; then "$TARGET/release/keytrail-bench" gen "$DATA" --events "$EVENTS"; fi
   "$TARGET/release/keytrail" ingest "$DATA" --lake "$LAKE" --threads "$THREADS"

@@ -2,7 +2,7 @@
 //! The last-used report's statement, timed in DataFusion, and written in DuckDB's dialect for
 //! `benches/scripts/duckdb_report.py` (`benches/report.sh` runs both).
 //!
-//! `cargo run --release -p keytrail-benches --features tools --example report_sql -- LAKE AS_OF SINCE RUNS THREADS OUT.sql`
+//! `cargo run --release -p keytrail-benches --example report_sql -- LAKE AS_OF SINCE RUNS THREADS OUT.sql`
 //!
 //! Each run opens a fresh session (the manifest and file listing are part of the cost, as in
 //! `keytrail report`), plans and runs the statement, and collects every row. Prints the

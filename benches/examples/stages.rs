@@ -1,5 +1,5 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // a measuring tool
-//! Per-stage cost of ingest on one core: `cargo run --release -p keytrail-benches --features tools --example
+//! Per-stage cost of ingest on one core: `cargo run --release -p keytrail-benches --example
 //! stages -- DIR` (DIR from `keytrail-bench gen`). Reads the first 200 files of DIR.
 
 use std::time::{Duration, Instant};
