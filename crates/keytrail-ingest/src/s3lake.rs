@@ -32,7 +32,9 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
-use keytrail_lake::{Commit, FileRecord, KeyDaily, Lake, LakeError, Manifest, crash_point};
+use keytrail_lake::{
+    Commit, FileRecord, KeyDaily, Lake, LakeError, Manifest, crash_point, rel_to_path,
+};
 use keytrail_model::Table;
 use keytrail_model::time::parse_day;
 
@@ -110,11 +112,6 @@ fn encode_key(key: &str) -> String {
 fn key_daily_day(rel: &str) -> Option<i32> {
     let rest = rel.strip_prefix("key_daily/date=")?;
     parse_day(rest.split('/').next()?)
-}
-
-fn rel_path(root: &Path, rel: &str) -> PathBuf {
-    rel.split('/')
-        .fold(root.to_path_buf(), |p, part| p.join(part))
 }
 
 impl S3Lake {
@@ -539,7 +536,7 @@ impl S3Lake {
         self.for_each(data.clone(), |f| {
             let (root, run) = (&root, &run);
             async move {
-                self.upload(&rel_path(root, &f.path), &self.staged_key(run, &f.path))
+                self.upload(&rel_to_path(root, &f.path), &self.staged_key(run, &f.path))
                     .await
             }
         })
@@ -551,7 +548,7 @@ impl S3Lake {
             let day = key_daily_day(&f.path).ok_or_else(|| {
                 IngestError::Config(format!("internal: unexpected key_daily path {}", f.path))
             })?;
-            own.add_file(day, &rel_path(&root, &f.path))?;
+            own.add_file(day, &rel_to_path(&root, &f.path))?;
         }
         let scratch = root.join(META).join("s3-merge");
         let base_seq = local_commit.seq - 1;
@@ -674,7 +671,7 @@ impl S3Lake {
                 else {
                     return Ok(Err(rel));
                 };
-                let tmp = rel_path(&scratch.join("published"), &rel);
+                let tmp = rel_to_path(&scratch.join("published"), &rel);
                 if let Some(parent) = tmp.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| LakeError::io(parent, e))?;
                 }
@@ -685,7 +682,7 @@ impl S3Lake {
             let merged_root = scratch.join("merged");
             let record = merged.write_day(day, &merged_root, run)?;
             self.upload(
-                &rel_path(&merged_root, &record.path),
+                &rel_to_path(&merged_root, &record.path),
                 &self.staged_key(run, &record.path),
             )
             .await?;

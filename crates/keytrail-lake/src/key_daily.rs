@@ -318,9 +318,7 @@ impl KeyDaily {
             Table::KeyDaily.name(),
             keytrail_model::time::day_string(day)
         );
-        let path = rel
-            .split('/')
-            .fold(root.to_path_buf(), |p, part| p.join(part));
+        let path = crate::rel_to_path(root, &rel);
         let batch = self
             .batch(day)
             .map_err(|e| crate::LakeError::arrow(&path, e))?;

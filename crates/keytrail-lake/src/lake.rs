@@ -85,7 +85,9 @@ pub fn crash_point(name: &str) {
     }
 }
 
-fn rel_to_path(root: &Path, rel: &str) -> PathBuf {
+/// The path of `rel` (a lake-relative path with `/` separators, as the manifest stores it)
+/// under `root`.
+pub fn rel_to_path(root: &Path, rel: &str) -> PathBuf {
     rel.split('/')
         .fold(root.to_path_buf(), |p, part| p.join(part))
 }

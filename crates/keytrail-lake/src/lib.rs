@@ -10,5 +10,5 @@ pub mod manifest;
 
 pub use error::LakeError;
 pub use key_daily::KeyDaily;
-pub use lake::{Lake, Recovery, Transaction, Verification, crash_point};
+pub use lake::{Lake, Recovery, Transaction, Verification, crash_point, rel_to_path};
 pub use manifest::{Commit, FileRecord, Manifest, ManifestIndex, ObjectRecord, SourceVersion};
