@@ -169,25 +169,21 @@ impl S3Lake {
         Ok(Some(bytes.to_vec()))
     }
 
-    /// PUT `bytes`; with `create_only`, only if the key does not exist yet. `Ok(false)` when
-    /// it existed (412 Precondition Failed).
-    async fn put(&self, key: &str, bytes: Vec<u8>, create_only: bool) -> Result<bool, IngestError> {
-        let mut req = self
+    /// PUT `bytes` only if `key` does not exist yet (`If-None-Match: *`). `Ok(false)` when it
+    /// existed (412 Precondition Failed).
+    async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, IngestError> {
+        let sent = self
             .client
             .put_object()
             .bucket(&self.uri.bucket)
             .key(key)
-            .body(ByteStream::from(bytes));
-        if create_only {
-            req = req.if_none_match("*");
-        }
-        match req.send().await {
+            .body(ByteStream::from(bytes))
+            .if_none_match("*")
+            .send()
+            .await;
+        match sent {
             Ok(_) => Ok(true),
-            Err(e)
-                if create_only && e.raw_response().is_some_and(|r| r.status().as_u16() == 412) =>
-            {
-                Ok(false)
-            }
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
             Err(e) => Err(s3_error(self.display(key), "cannot write", e)),
         }
     }
@@ -416,7 +412,7 @@ impl S3Lake {
                 // A new lake: create it locally, then in the bucket unless someone beat us.
                 Lake::create(work)?;
                 let bytes = std::fs::read(&info_path).map_err(|e| LakeError::io(&info_path, e))?;
-                if self.put(&info_key, bytes.clone(), true).await? {
+                if self.put_new(&info_key, bytes.clone()).await? {
                     pulled.created = true;
                     bytes
                 } else {
@@ -566,17 +562,13 @@ impl S3Lake {
                 Ok(m) => m,
                 Err(missing) => {
                     // Replaced by a commit this run has not seen yet, or lost.
-                    let newer = self.commits(manifest.last_seq()).await?;
-                    if newer.is_empty() {
+                    if !self.read_newer(&mut manifest).await? {
                         self.discard(&run, &local_commit.files).await;
                         return Err(IngestError::Object {
                             object: self.display(&self.key(&missing)),
                             reason: "a key_daily file the lake's manifest lists is missing; nothing of this run was committed".into(),
                         });
                     }
-                    let mut all = manifest.commits().to_vec();
-                    all.extend(newer);
-                    manifest = Manifest::from_commits(all);
                     continue;
                 }
             };
@@ -595,7 +587,7 @@ impl S3Lake {
                 reason: e.to_string(),
             })?;
             crash_point("s3-before-commit");
-            if self.put(&self.commit_key(commit.seq), text, true).await? {
+            if self.put_new(&self.commit_key(commit.seq), text).await? {
                 crash_point("s3-after-commit");
                 // Committed: a failure from here on leaves work that the next run finishes.
                 self.publish(&commit).await.map_err(|e| IngestError::Object {
@@ -612,10 +604,7 @@ impl S3Lake {
                 attempt,
                 "another writer committed first; merging again"
             );
-            let newer = self.commits(manifest.last_seq()).await?;
-            let mut all = manifest.commits().to_vec();
-            all.extend(newer);
-            manifest = Manifest::from_commits(all);
+            self.read_newer(&mut manifest).await?;
         }
         self.discard(&run, &local_commit.files).await;
         Err(IngestError::Object {
@@ -625,6 +614,18 @@ impl S3Lake {
                 self.opts.commit_attempts
             ),
         })
+    }
+
+    /// Add the commit records published after `manifest`'s last one; whether there were any.
+    async fn read_newer(&self, manifest: &mut Manifest) -> Result<bool, IngestError> {
+        let newer = self.commits(manifest.last_seq()).await?;
+        if newer.is_empty() {
+            return Ok(false);
+        }
+        let mut all = manifest.commits().to_vec();
+        all.extend(newer);
+        *manifest = Manifest::from_commits(all);
+        Ok(true)
     }
 
     /// Merge this run's key_daily rows with each day's published file(s); stage the result.
@@ -661,9 +662,10 @@ impl S3Lake {
         let mut replaced = Vec::new();
         let mut days: Vec<i32> = days.into_iter().collect();
         days.sort_unstable();
+        // Taken a day at a time; `own` itself is kept for the next attempt.
+        let mut own = own.clone();
         for day in days {
-            let mut merged = KeyDaily::default();
-            merged.merge(own.clone().take_day(day));
+            let mut merged = own.take_day(day);
             for rel in published.remove(&day).unwrap_or_default() {
                 let Some(bytes) = self
                     .get_published(&rel, adder.get(rel.as_str()).copied().unwrap_or(""))
