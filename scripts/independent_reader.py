@@ -64,7 +64,7 @@ def main():
     if bad_days:
         ok = False
         print(f"{bad_days} events in the wrong date partition")
-    if versions != [("1",)]:
+    if versions != [("2",)]:
         ok = False
         print(f"schema versions stamped: {versions}")
     sys.exit(0 if ok else 1)

@@ -10,10 +10,9 @@
 
 use std::time::Instant;
 
+use keytrail_engine::{EngineError, LakeSession, SessionOptions, block_on};
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
-use keytrail_query::QueryError;
-use keytrail_query::report::sql::{Dialect, KindFilter, Window, last_used};
-use keytrail_query::session::{LakeSession, SessionOptions, block_on};
+use keytrail_report::sql::{Dialect, KindFilter, Window, last_used};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -33,7 +32,10 @@ fn main() {
     )
     .unwrap();
     let statement = last_used(&w, KindFilter::All, false, Dialect::DataFusion);
-    let opts = SessionOptions { threads };
+    let opts = SessionOptions {
+        threads,
+        ..SessionOptions::default()
+    };
     for run in 1..=runs {
         let start = Instant::now();
         let rows = block_on(threads, async {
@@ -47,7 +49,7 @@ fn main() {
                 .await?;
             let df = session.context().sql(&statement).await?;
             let batches = df.collect().await?;
-            Ok::<_, QueryError>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
+            Ok::<_, EngineError>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
         })
         .unwrap();
         println!(

@@ -2,7 +2,8 @@
 //! `keytrail-bench`: generate data, run keytrail's ingest on it, report.
 //!
 //! ```text
-//! keytrail-bench gen DIR [--events N] [--seed S]      write synthetic CloudTrail under DIR
+//! keytrail-bench gen DIR [--events N] [--seed S] [--days D] [--start YYYY-MM-DD] [--no-automation]
+//!                                                     write synthetic CloudTrail under DIR
 //! keytrail-bench gen-sample DIR                       write the sample bundled in testdata/sample
 //! keytrail-bench ingest DIR [--threads N]             ingest DIR into a fresh lake, report
 //! keytrail-bench s3-ingest DIR [--latency-ms 20] [--concurrency 32] [--threads N]
@@ -105,6 +106,19 @@ fn main() -> anyhow::Result<()> {
             if let Some(s) = arg_value(&args, "--events-per-file") {
                 o.events_per_file = s.parse().context("--events-per-file")?;
             }
+            if let Some(s) = arg_value(&args, "--days") {
+                o.days = s.parse().context("--days")?;
+            }
+            if let Some(s) = arg_value(&args, "--start") {
+                o.start = chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                    .context("--start")?
+                    .and_hms_opt(0, 0, 0)
+                    .context("--start")?
+                    .and_utc();
+            }
+            if args.iter().any(|a| a == "--no-automation") {
+                o.automation = None;
+            }
             let t = Instant::now();
             let g = generate(&dir, &o)?;
             println!(
@@ -117,6 +131,9 @@ fn main() -> anyhow::Result<()> {
                 g.json_bytes as f64 / g.events.max(1) as f64,
                 t.elapsed().as_secs_f64()
             );
+            if let Some(k) = &g.automation_key {
+                println!("automation key (the root of the long chain): {k}");
+            }
         }
         "gen-sample" => {
             let (g, keys) = keytrail_benches::synth::generate_sample(&dir)?;

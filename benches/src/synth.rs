@@ -30,6 +30,62 @@ pub struct GenOptions {
     pub start: DateTime<Utc>,
     /// Days the activity spans.
     pub days: i64,
+    /// Roles' sessions get a new temporary key every hour, as real role sessions do (so a lake
+    /// holds tens of thousands of keys, not one per role).
+    pub rotate_sessions: bool,
+    /// A CI automation user whose key assumes a deploy role on a schedule, each session's key
+    /// making calls and every few sessions chaining into a second role: a long chain of
+    /// derived keys for the investigation benchmark. Its events count towards `events`.
+    pub automation: Option<Automation>,
+}
+
+/// The automation user's schedule.
+#[derive(Clone, Debug)]
+pub struct Automation {
+    /// A session starts this often.
+    pub every_minutes: i64,
+    /// Calls the automation key makes itself per session (besides its AssumeRole).
+    pub direct_calls: u32,
+    /// Calls each session's key makes.
+    pub session_calls: u32,
+    /// Every this many sessions, the session chains into a second role (0: never).
+    pub chain_every: u32,
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        Automation {
+            every_minutes: 30,
+            direct_calls: 6,
+            session_calls: 30,
+            chain_every: 4,
+        }
+    }
+}
+
+impl Automation {
+    fn sessions(&self, days: i64) -> u64 {
+        (days.max(1) * 24 * 60 / self.every_minutes.max(1)) as u64
+    }
+
+    fn events_per_session(&self, s: u64) -> u64 {
+        let chained = self.chain_every > 0 && s.is_multiple_of(u64::from(self.chain_every));
+        u64::from(self.direct_calls)
+            + 1
+            + u64::from(self.session_calls)
+            + if chained {
+                1 + u64::from(self.session_calls)
+            } else {
+                0
+            }
+    }
+
+    /// Every event the schedule makes over `days`.
+    pub fn events(&self, days: i64) -> u64 {
+        (0..self.sessions(days))
+            .map(|s| self.events_per_session(s))
+            .sum()
+    }
 }
 
 impl Default for GenOptions {
@@ -46,6 +102,8 @@ impl Default for GenOptions {
                 .single()
                 .unwrap_or_default(),
             days: 14,
+            rotate_sessions: true,
+            automation: Some(Automation::default()),
         }
     }
 }
@@ -57,6 +115,8 @@ pub struct Generated {
     pub events: u64,
     pub json_bytes: u64,
     pub gz_bytes: u64,
+    /// The automation user's long-term key (the root of the long chain), when there is one.
+    pub automation_key: Option<String>,
 }
 
 const REGIONS: [(&str, u32); 5] = [
@@ -279,6 +339,8 @@ struct Role {
 }
 
 struct World {
+    seed: u64,
+    rotate: bool,
     accounts: Vec<u64>,
     users: Vec<User>,
     roles: Vec<Role>,
@@ -368,6 +430,8 @@ impl World {
             })
             .collect();
         World {
+            seed: o.seed,
+            rotate: o.rotate_sessions,
             accounts,
             users,
             roles,
@@ -525,6 +589,14 @@ fn request(
     }
 }
 
+/// The temporary key of role `role`'s session in hour `hour` (deterministic for a seed).
+fn session_key(seed: u64, role: usize, hour: i64, account: u64) -> String {
+    let mut r = StdRng::seed_from_u64(
+        seed ^ ((role as u64) << 40) ^ (hour as u64).wrapping_mul(0x9E37_79B9),
+    );
+    key_id(&mut r, "ASIA", account)
+}
+
 fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &str) -> Value {
     let (source, name, read_only, _, req) = {
         let weighted: Vec<(usize, u32)> = CALLS.iter().enumerate().map(|(i, c)| (i, c.3)).collect();
@@ -559,8 +631,18 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
             },
         )
     } else {
-        let candidates: Vec<&Role> = w.roles.iter().filter(|r| r.account == account).collect();
-        let r = candidates[rng.random_range(0..candidates.len())];
+        let candidates: Vec<(usize, &Role)> = w
+            .roles
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.account == account)
+            .collect();
+        let (ri, r) = candidates[rng.random_range(0..candidates.len())];
+        let key = if w.rotate {
+            session_key(w.seed, ri, t.timestamp().div_euclid(3600), r.account)
+        } else {
+            r.session_key.clone()
+        };
         let mut ctx = json!({
             "sessionIssuer": {"type": "Role", "principalId": r.id, "arn": format!("arn:aws:iam::{}:role/{}", r.account, r.name), "accountId": r.account.to_string(), "userName": r.name},
             "webIdFederationData": {},
@@ -570,7 +652,7 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
             ctx["ec2RoleDelivery"] = json!("2.0");
         }
         (
-            json!({"type": "AssumedRole", "principalId": format!("{}:{}", r.id, r.session_name), "arn": format!("arn:aws:sts::{}:assumed-role/{}/{}", r.account, r.name, r.session_name), "accountId": r.account.to_string(), "accessKeyId": r.session_key, "sessionContext": ctx}),
+            json!({"type": "AssumedRole", "principalId": format!("{}:{}", r.id, r.session_name), "arn": format!("arn:aws:sts::{}:assumed-role/{}/{}", r.account, r.name, r.session_name), "accountId": r.account.to_string(), "accessKeyId": key, "sessionContext": ctx}),
             AGENTS[r.agent].to_owned(),
             r.ip.clone(),
         )
@@ -624,12 +706,18 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 pub fn generate(out: &Path, o: &GenOptions) -> anyhow::Result<Generated> {
     let mut rng = StdRng::seed_from_u64(o.seed);
     let world = World::new(&mut rng, o);
-    let files = o.events.div_ceil(o.events_per_file.max(1)).max(1);
+    let automated = o
+        .automation
+        .as_ref()
+        .map_or(0, |a| a.events(o.days))
+        .min(o.events);
+    let random = o.events - automated;
+    let files = random.div_ceil(o.events_per_file.max(1)).max(1);
     let span = Duration::days(o.days.max(1));
     let mut g = Generated::default();
-    let mut left = o.events;
+    let mut left = random;
     let regions: Vec<(&str, u32)> = REGIONS.to_vec();
-    for f in 0..files {
+    for f in 0..if random == 0 { 0 } else { files } {
         let account = world.accounts[(f as usize) % world.accounts.len()];
         let region = pick_weighted(&mut rng, &regions, world.region_weights);
         // Files are spread evenly over the span; each covers five minutes.
@@ -668,7 +756,205 @@ pub fn generate(out: &Path, o: &GenOptions) -> anyhow::Result<Generated> {
             break;
         }
     }
+    if let Some(a) = &o.automation
+        && automated > 0
+    {
+        automation(out, o, &world, a, automated, &mut g)?;
+    }
     Ok(g)
+}
+
+/// Write the automation user's sessions (see [`Automation`]), `budget` events at most, in
+/// account 1's us-east-1 trail, one delivery file per six hours.
+fn automation(
+    out: &Path,
+    o: &GenOptions,
+    world: &World,
+    a: &Automation,
+    budget: u64,
+    g: &mut Generated,
+) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(o.seed ^ 0xA070_0A70);
+    let account = world.accounts[0];
+    let region = "us-east-1";
+    let key = key_id(&mut rng, "AKIA", account);
+    g.automation_key = Some(key.clone());
+    let user = json!({"type": "IAMUser", "principalId": unique_id(&mut rng, "AIDA"), "arn": format!("arn:aws:iam::{account}:user/ci-automation"), "accountId": account.to_string(), "accessKeyId": key, "userName": "ci-automation"});
+    let runner_ip = ip(&mut rng);
+    let agent = "aws-cli/2.15.30 Python/3.11.8 Linux/5.15.0-1057-aws exe/x86_64.ubuntu.22 prompt/off command/sts.assume-role";
+    let role_session = |role: &str, name: &str, key: &str, issued: DateTime<Utc>| {
+        json!({"type": "AssumedRole", "principalId": format!("AROA{}:{name}", role.to_ascii_uppercase().replace('-', "")), "arn": format!("arn:aws:sts::{account}:assumed-role/{role}/{name}"), "accountId": account.to_string(), "accessKeyId": key,
+            "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": format!("AROA{}", role.to_ascii_uppercase().replace('-', "")), "arn": format!("arn:aws:iam::{account}:role/{role}"), "accountId": account.to_string(), "userName": role},
+                "webIdFederationData": {}, "attributes": {"creationDate": issued.format("%Y-%m-%dT%H:%M:%SZ").to_string(), "mfaAuthenticated": "false"}}})
+    };
+    let call_event = |rng: &mut StdRng,
+                      t: DateTime<Utc>,
+                      identity: &Value,
+                      source: &str,
+                      name: &str,
+                      ro: bool,
+                      req: Value,
+                      resp: Value,
+                      resources: Option<Value>| {
+        let mut e = json!({
+            "eventVersion": "1.10", "userIdentity": identity,
+            "eventTime": t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "eventSource": source, "eventName": name, "awsRegion": region,
+            "sourceIPAddress": runner_ip, "userAgent": agent,
+            "requestParameters": req, "responseElements": resp,
+            "requestID": uuid(rng), "eventID": uuid(rng), "readOnly": ro,
+            "eventType": "AwsApiCall", "managementEvent": true,
+            "recipientAccountId": account.to_string(), "eventCategory": "Management",
+        });
+        if let Some(r) = resources {
+            e["resources"] = r;
+        }
+        e
+    };
+    let assume = |rng: &mut StdRng,
+                  t: DateTime<Utc>,
+                  caller: &Value,
+                  role: &str,
+                  name: &str,
+                  new_key: &str| {
+        call_event(
+            rng,
+            t,
+            caller,
+            "sts.amazonaws.com",
+            "AssumeRole",
+            false,
+            json!({"roleArn": format!("arn:aws:iam::{account}:role/{role}"), "roleSessionName": name, "durationSeconds": 3600}),
+            json!({"credentials": {"accessKeyId": new_key, "sessionToken": "IQoJb3JpZ2luX2VjEHsaCXVzLWVhc3QtMSJHMEUCIQD3mJ8bX1lqZgq8pE3lN4h0u9VdGlTf7uMZ5rzqlJ5p6wIgV8sM1oVn0g3qzqG0gU2pL8dC1bqB9xM0fkVXz2Yh8KYqmAII", "expiration": (t + Duration::hours(1)).format("%b %-d, %Y, %-I:%M:%S %p").to_string()},
+                "assumedRoleUser": {"assumedRoleId": format!("AROA{}:{name}", role.to_ascii_uppercase().replace('-', "")), "arn": format!("arn:aws:sts::{account}:assumed-role/{role}/{name}")}}),
+            None,
+        )
+    };
+    let weighted: Vec<(usize, u32)> = CALLS.iter().enumerate().map(|(i, c)| (i, c.3)).collect();
+    let calls = |rng: &mut StdRng,
+                 t0: DateTime<Utc>,
+                 step: i64,
+                 n: u32,
+                 identity: &Value,
+                 out: &mut Vec<Value>| {
+        for j in 0..n {
+            let (source, name, ro, _, req) =
+                CALLS[pick_weighted(rng, &weighted, world.call_weights)];
+            let (rq, rs, res) = request(rng, req, account, region);
+            out.push(call_event(
+                rng,
+                t0 + Duration::seconds(step * i64::from(j)),
+                identity,
+                source,
+                name,
+                ro,
+                rq,
+                rs,
+                res,
+            ));
+        }
+    };
+    let mut left = budget;
+    let mut records: Vec<Value> = Vec::new();
+    let mut block: Option<i64> = None;
+    let block_of = |t: DateTime<Utc>| t.timestamp().div_euclid(6 * 3600);
+    for s in 0..a.sessions(o.days) {
+        let n = a.events_per_session(s);
+        if n > left {
+            break;
+        }
+        left -= n;
+        let t = o.start + Duration::minutes(a.every_minutes * s as i64);
+        if block.is_some_and(|b| b != block_of(t)) {
+            write_block(
+                out,
+                account,
+                region,
+                std::mem::take(&mut records),
+                &mut rng,
+                g,
+            )?;
+        }
+        block = Some(block_of(t));
+        let mut ev = Vec::new();
+        calls(&mut rng, t, 7, a.direct_calls, &user, &mut ev);
+        let name = format!("ci-{s}");
+        let k1 = key_id(&mut rng, "ASIA", account);
+        ev.push(assume(
+            &mut rng,
+            t + Duration::seconds(60),
+            &user,
+            "deploy",
+            &name,
+            &k1,
+        ));
+        let deploy = role_session("deploy", &name, &k1, t + Duration::seconds(60));
+        calls(
+            &mut rng,
+            t + Duration::seconds(90),
+            20,
+            a.session_calls,
+            &deploy,
+            &mut ev,
+        );
+        if a.chain_every > 0 && s.is_multiple_of(u64::from(a.chain_every)) {
+            let k2 = key_id(&mut rng, "ASIA", account);
+            let t2 = t + Duration::minutes(12);
+            ev.push(assume(&mut rng, t2, &deploy, "deploy-target", &name, &k2));
+            let target = role_session("deploy-target", &name, &k2, t2);
+            calls(
+                &mut rng,
+                t2 + Duration::seconds(30),
+                10,
+                a.session_calls,
+                &target,
+                &mut ev,
+            );
+        }
+        records.extend(ev);
+    }
+    if !records.is_empty() {
+        write_block(out, account, region, records, &mut rng, g)?;
+    }
+    Ok(())
+}
+
+/// One delivery file of the automation's events (their first event's time names it).
+fn write_block(
+    out: &Path,
+    account: u64,
+    region: &str,
+    records: Vec<Value>,
+    rng: &mut StdRng,
+    g: &mut Generated,
+) -> anyhow::Result<()> {
+    let Some(first) = records
+        .first()
+        .and_then(|e| e["eventTime"].as_str())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return Ok(());
+    };
+    let start = first.with_timezone(&Utc);
+    let n = records.len() as u64;
+    let doc = serde_json::to_vec(&json!({"Records": records}))?;
+    let dir: PathBuf = out.join(format!(
+        "AWSLogs/{account:012}/CloudTrail/{region}/{}",
+        start.format("%Y/%m/%d")
+    ));
+    fs::create_dir_all(&dir)?;
+    let name = format!(
+        "{account:012}_CloudTrail_{region}_{}_{}.json.gz",
+        start.format("%Y%m%dT%H%MZ"),
+        &data_encoding::BASE32_NOPAD.encode(&rng.random::<[u8; 10]>())[..16]
+    );
+    let gz = gzip(&doc)?;
+    fs::write(dir.join(name), &gz)?;
+    g.files += 1;
+    g.events += n;
+    g.json_bytes += doc.len() as u64;
+    g.gz_bytes += gz.len() as u64;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -695,6 +981,7 @@ mod tests {
         let o = GenOptions {
             events: 500,
             events_per_file: 100,
+            automation: None,
             ..GenOptions::default()
         };
         let ga = generate(&a, &o).expect("gen a");
@@ -703,6 +990,26 @@ mod tests {
         assert_eq!(ga.json_bytes, gb.json_bytes);
         let _ = fs::remove_dir_all(&a);
         let _ = fs::remove_dir_all(&b);
+    }
+
+    #[test]
+    fn the_automation_chain_counts_towards_the_events() {
+        let dir = tempfile_dir("auto");
+        let a = Automation::default();
+        let o = GenOptions {
+            events: 40_000,
+            events_per_file: 1000,
+            days: 2,
+            ..GenOptions::default()
+        };
+        // 96 sessions: 6 direct calls, the AssumeRole and 30 calls each; every fourth session
+        // chains (24 times): another AssumeRole and 30 calls.
+        assert_eq!(a.events(2), 96 * 37 + 24 * 31);
+        let g = generate(&dir, &o).expect("gen");
+        assert_eq!(g.events, 40_000);
+        let key = g.automation_key.expect("automation key");
+        assert!(key.starts_with("AKIA"));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     fn tempfile_dir(tag: &str) -> PathBuf {
@@ -837,6 +1144,9 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
             .single()
             .unwrap_or_default(),
         days: 7,
+        // The bundled sample predates key rotation and the automation chain: keep it as it is.
+        rotate_sessions: false,
+        automation: None,
     };
     let mut g = generate(out, &o)?;
     let keys = sample_keys();

@@ -4,6 +4,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use keytrail_detect::Severity;
+
+use crate::render::Format;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,6 +27,47 @@ pub struct Cli {
     /// Only errors on stderr, no progress bar
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+/// `--lake DIR`: the lake a query command reads.
+#[derive(Debug, Args)]
+pub struct LakeArg {
+    /// The lake: a directory written by `keytrail ingest`
+    #[arg(long, value_name = "DIR")]
+    pub lake: PathBuf,
+}
+
+/// Where and how a result is written.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output format [default: from -o's extension, else table on a terminal, csv otherwise]
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub format: Option<Format>,
+    /// Write the result to FILE instead of stdout (atomically, when FILE is a regular file)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// How much of the machine a query uses.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Query threads [default: all cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+    /// Memory for sorts, aggregations and joins before they spill to disk, e.g. 256M, 2G
+    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    pub memory_limit: String,
+}
+
+/// A time window `[since, until)`.
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// From T: a date (2024-11-30), an RFC 3339 time, or a relative time (90m, 36h, 7d, 2w)
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Until T (a date means the end of that day)
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,24 +91,26 @@ pub enum Command {
     /// Reports on access keys: last use, unused keys, keys due for rotation, alternatives
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print keytrail's manual page (roff): `keytrail man > keytrail.1`
+    Man,
 }
 
 #[derive(Debug, Args)]
 pub struct AlternativesArgs {
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
+    #[command(flatten)]
+    pub lake: LakeArg,
     /// Judge use at or after T (a date, an RFC 3339 time, or 90d)
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
-    /// table, csv, json or markdown [default: table on a terminal, else csv]
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Write the result to FILE instead of stdout
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Query threads [default: all cores]
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
 }
 
 /// Where rules come from.
@@ -80,31 +126,28 @@ pub struct RuleSourceArgs {
 
 #[derive(Debug, Args)]
 pub struct DetectArgs {
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
+    #[command(flatten)]
+    pub lake: LakeArg,
     #[command(flatten)]
     pub source: RuleSourceArgs,
-    /// Report findings at or after T (a date, an RFC 3339 time, or 7d); detectors still learn from earlier events
-    #[arg(long, value_name = "T")]
-    pub since: Option<String>,
-    /// Report findings before T (a date means the end of that day)
-    #[arg(long, value_name = "T")]
-    pub until: Option<String>,
+    /// Report findings in [--since, --until); detectors still learn from earlier events
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// Show findings at or above this severity: info, low, medium, high, critical; exit status 1 when any
-    #[arg(long, value_name = "LEVEL", default_value = "low")]
-    pub min_severity: String,
+    #[arg(long, value_name = "LEVEL", default_value = "low", value_parser = parse_severity)]
+    pub min_severity: Severity,
     /// Rules only: leave out the stateful detectors
     #[arg(long)]
     pub no_detectors: bool,
-    /// table, csv (findings only), json or markdown [default: table on a terminal, else csv]
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Write the result to FILE instead of stdout
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Query threads [default: all cores]
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    /// table, csv or jsonl (findings only), json or markdown
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,9 +156,8 @@ pub enum RulesCommand {
     List {
         #[command(flatten)]
         source: RuleSourceArgs,
-        /// table, csv, json or markdown [default: table on a terminal, else csv]
-        #[arg(long, value_name = "FORMAT")]
-        format: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Check rule files: syntax, fields, fixtures present, file and folder names (exit 1 on errors)
     Lint {
@@ -139,18 +181,13 @@ pub enum RulesCommand {
 pub struct SqlArgs {
     /// One SQL statement (DataFusion's dialect; JSON columns have json_get_str and friends)
     #[arg(value_name = "QUERY")]
-    pub query: String,
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
-    /// table, csv, json or markdown [default: table on a terminal, else csv]
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Write the result to FILE instead of stdout
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Query threads [default: all cores]
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    pub sql: String,
+    #[command(flatten)]
+    pub lake: LakeArg,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -168,12 +205,9 @@ pub struct IngestArgs {
     /// Keep only events of the keys listed in FILE (one per line, # comments)
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// Keep events at or after T: a date (2024-11-30), an RFC 3339 time, or a relative time (7d, 36h)
-    #[arg(long, value_name = "T")]
-    pub since: Option<String>,
-    /// Keep events before T (a date means the end of that day)
-    #[arg(long, value_name = "T")]
-    pub until: Option<String>,
+    /// Keep events in [--since, --until)
+    #[command(flatten)]
+    pub window: WindowArgs,
     /// Decoding threads [default: all cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -241,16 +275,31 @@ pub struct KeyInfoArgs {
 pub enum LakeCommand {
     /// Check every file against the manifest (exit 1 when something is wrong)
     Verify {
-        #[arg(long, value_name = "DIR")]
-        lake: PathBuf,
+        #[command(flatten)]
+        lake: LakeArg,
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
     /// Finish or clean up runs that were stopped half-way
     Recover {
-        #[arg(long, value_name = "DIR")]
-        lake: PathBuf,
+        #[command(flatten)]
+        lake: LakeArg,
+    },
+    /// Rewrite a lake of an older schema version in the current one, in place, exactly once
+    /// (it can be stopped at any point and run again)
+    Upgrade {
+        #[command(flatten)]
+        lake: LakeArg,
+    },
+    /// Merge each day's small files (left by many incremental runs) into one, and the key index
+    /// into one file; exactly once, safe for readers running at the same time
+    Compact {
+        #[command(flatten)]
+        lake: LakeArg,
+        /// Print what was merged as JSON
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -266,22 +315,14 @@ pub struct InvestigateArgs {
     /// More keys to start from, one per line (# comments)
     #[arg(long, value_name = "FILE")]
     pub key_file: Option<PathBuf>,
-    /// The timeline from T: a date, an RFC 3339 time, or a relative time (7d, 36h)
-    #[arg(long, value_name = "T")]
-    pub since: Option<String>,
-    /// The timeline until T (a date means the end of that day)
-    #[arg(long, value_name = "T")]
-    pub until: Option<String>,
-    /// table, csv (the timeline), json (everything, full rows), markdown or html
-    /// [default: table on a terminal, else csv]
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Write the result to FILE instead of stdout
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Threads [default: all cores]
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    /// The timeline's window [--since, --until) (the chain is followed over all time)
+    #[command(flatten)]
+    pub window: WindowArgs,
+    /// table, csv or jsonl (the timeline), json (everything, full rows), markdown or html
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -302,23 +343,18 @@ pub enum ReportCommand {
 /// Flags every report takes.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    #[arg(long, value_name = "DIR")]
-    pub lake: PathBuf,
+    #[command(flatten)]
+    pub lake: LakeArg,
     /// The report's "now": nothing at or after it is read (a date, RFC 3339 time, or 2d) [default: now]
     #[arg(long, value_name = "T")]
     pub as_of: Option<String>,
     /// Key inventory: `aws iam list-access-keys` JSON, a CSV of UserName,AccessKeyId,Status,CreateDate, or the IAM credential report; repeatable
     #[arg(long, value_name = "FILE")]
     pub inventory: Vec<PathBuf>,
-    /// table, csv, json, markdown or html [default: table on a terminal, else csv; or from -o's extension]
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
-    /// Write the report to FILE instead of stdout
-    #[arg(short, long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Query threads [default: all cores]
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    #[command(flatten)]
+    pub query: QueryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -328,9 +364,9 @@ pub struct LastUsedArgs {
     /// Count each key's events, errors and source IPs from T (7d, 36h, a date, RFC 3339; relative to --as-of)
     #[arg(long, value_name = "T", default_value = "7d")]
     pub since: String,
-    /// Only `long-term` (AKIA) or `temporary` (ASIA) keys [default: all]
-    #[arg(long, value_name = "KIND")]
-    pub kind: Option<String>,
+    /// Only `long-term` (AKIA) or `temporary` (ASIA) keys
+    #[arg(long, value_name = "KIND", value_enum, default_value = "all")]
+    pub kind: KindArg,
 }
 
 #[derive(Debug, Args)]
@@ -352,4 +388,12 @@ pub struct RotationArgs {
     /// Flag active keys older than this many days
     #[arg(long, value_name = "DAYS", default_value_t = 90)]
     pub max_age: u32,
+}
+
+/// `--kind` of `report last-used`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KindArg {
+    All,
+    LongTerm,
+    Temporary,
 }

@@ -9,6 +9,7 @@ mod cmd;
 mod flags;
 mod output;
 mod progress;
+mod render;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Detect(args) => cmd::detect::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Report(args) => cmd::report::run(args, cli.quiet),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "keytrail", &mut out);
+            output::stdout(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            output::stdout(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

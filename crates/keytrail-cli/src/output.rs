@@ -1,6 +1,11 @@
 //! Writing to the terminal: stdout for results, stderr for errors.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::render::Format;
 
 /// Write to stdout; a closed pipe (`keytrail ... | head`) surfaces as an error the caller maps
 /// to success.
@@ -34,55 +39,133 @@ pub fn error(err: &anyhow::Error) {
 
 /// The output format: as asked, else from the output file's extension, else a table on a
 /// terminal and CSV when stdout is a pipe or a file.
-pub fn format_for(
-    asked: Option<&str>,
-    file: Option<&std::path::Path>,
-) -> anyhow::Result<keytrail_query::Format> {
-    use keytrail_query::Format;
-    use std::io::IsTerminal;
+pub fn format_for(asked: Option<Format>, file: Option<&Path>) -> Format {
     if let Some(f) = asked {
-        return f.parse::<Format>().map_err(anyhow::Error::msg);
+        return f;
     }
     if let Some(f) = file
         .and_then(|f| f.extension())
         .and_then(|e| e.to_str())
-        .and_then(|ext| ext.parse::<Format>().ok())
+        .and_then(Format::from_extension)
     {
-        return Ok(f);
+        return f;
     }
-    Ok(if file.is_none() && io::stdout().is_terminal() {
+    if file.is_none() && io::stdout().is_terminal() {
         Format::Table
     } else {
         Format::Csv
-    })
+    }
 }
 
-/// Write a result to `-o FILE` (atomically: a temporary file renamed into place) or stdout.
-pub fn emit(text: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
-    match file {
-        None => Ok(stdout(text)?),
-        // A device or a pipe (`-o /dev/null`, `-o /dev/stdout`) is written to, never replaced.
-        Some(path) if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
-            std::fs::write(path, text)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
-        }
-        Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, text)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, path)
+/// Where a result goes: stdout, or `-o FILE` written atomically (a temporary file renamed into
+/// place by [`Output::finish`]; a device or a pipe is written to directly, never replaced).
+pub struct Output {
+    sink: Box<dyn Write>,
+    /// `(temporary, final)` paths of a regular file being written.
+    rename: Option<(PathBuf, PathBuf)>,
+}
+
+impl Output {
+    pub fn open(file: Option<&Path>) -> anyhow::Result<Output> {
+        let Some(path) = file else {
+            return Ok(Output {
+                sink: Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout())),
+                rename: None,
+            });
+        };
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-            Ok(())
+            return Ok(Output {
+                sink: Box::new(io::BufWriter::new(f)),
+                rename: None,
+            });
+        }
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let f = std::fs::File::create(&tmp)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
+        Ok(Output {
+            sink: Box::new(io::BufWriter::with_capacity(1 << 16, f)),
+            rename: Some((tmp, path.to_path_buf())),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut dyn Write {
+        &mut self.sink
+    }
+
+    /// Flush, and put a file in place.
+    pub fn finish(mut self) -> anyhow::Result<()> {
+        self.sink.flush()?;
+        drop(std::mem::replace(&mut self.sink, Box::new(io::sink())));
+        if let Some((tmp, path)) = self.rename.take() {
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        // Not finished (an error on the way): leave no half-written temporary file.
+        if let Some((tmp, _)) = &self.rename {
+            let _ = std::fs::remove_file(tmp);
         }
     }
+}
+
+/// Write a whole result to `-o FILE` (atomically) or stdout.
+pub fn emit(text: &str, file: Option<&Path>) -> anyhow::Result<()> {
+    let mut out = Output::open(file)?;
+    out.writer().write_all(text.as_bytes())?;
+    out.finish()
+}
+
+/// The session options the query flags ask for.
+pub fn session_options(
+    q: &crate::flags::QueryArgs,
+) -> anyhow::Result<keytrail_engine::SessionOptions> {
+    let mut opts = keytrail_engine::SessionOptions::default();
+    if let Some(t) = q.threads {
+        opts.threads = t as usize;
+    }
+    opts.memory_limit = parse_size(&q.memory_limit).context("--memory-limit")?;
+    Ok(opts)
+}
+
+/// The window the flags ask for, as `[since, until)` in ms.
+pub fn window(w: &crate::flags::WindowArgs) -> anyhow::Result<(Option<i64>, Option<i64>)> {
+    use keytrail_model::time::{Bound, now_millis, parse_time_bound};
+    let now = now_millis();
+    let since = w
+        .since
+        .as_deref()
+        .map(|s| parse_time_bound(s, Bound::Start, now))
+        .transpose()
+        .context("--since")?;
+    let until = w
+        .until
+        .as_deref()
+        .map(|s| parse_time_bound(s, Bound::End, now))
+        .transpose()
+        .context("--until")?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        anyhow::bail!("--since must be before --until");
+    }
+    Ok((since, until))
 }
 
 /// `1234567` → `1,234,567`.

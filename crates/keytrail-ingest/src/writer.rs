@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
-use keytrail_lake::{FileRecord, LakeError, Transaction};
+use keytrail_lake::{LakeError, Piece, Transaction};
 use keytrail_model::Table;
 use rayon::prelude::*;
 
@@ -33,13 +33,11 @@ pub(crate) struct LakeWriter {
     buffered: usize,
     limit: usize,
     jobs: Option<Sender<Job>>,
-    results: Receiver<Result<FileRecord, LakeError>>,
+    results: Receiver<Result<Piece, LakeError>>,
     workers: Vec<JoinHandle<()>>,
-    pub files: u64,
-    pub bytes: u64,
 }
 
-fn write(txn: &Transaction, ((table, day), part): Job) -> Result<FileRecord, LakeError> {
+fn write(txn: &Transaction, ((table, day), part): Job) -> Result<Piece, LakeError> {
     txn.write(table, day, &part.batches)
 }
 
@@ -70,15 +68,11 @@ impl LakeWriter {
             jobs: Some(jobs),
             results,
             workers,
-            files: 0,
-            bytes: 0,
         }
     }
 
-    fn collect(&mut self, r: Result<FileRecord, LakeError>) -> Result<(), IngestError> {
-        let record = r?;
-        self.files += 1;
-        self.bytes += record.bytes;
+    fn collect(&mut self, r: Result<Piece, LakeError>) -> Result<(), IngestError> {
+        r?;
         Ok(())
     }
 
@@ -157,12 +151,13 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Write everything still buffered (in parallel on `pool`) and wait for every write.
+    /// Write everything still buffered (in parallel on `pool`), wait for every write and
+    /// finish the run's files; returns how many data files were written and their bytes.
     pub fn finish(mut self, pool: &rayon::ThreadPool) -> Result<(u64, u64), IngestError> {
         drop(self.jobs.take());
         let parts: Vec<Job> = self.parts.drain().collect();
         let txn = Arc::clone(&self.txn);
-        let tail: Vec<Result<FileRecord, LakeError>> =
+        let tail: Vec<Result<Piece, LakeError>> =
             pool.install(|| parts.into_par_iter().map(|job| write(&txn, job)).collect());
         for w in self.workers.drain(..) {
             let _ = w.join();
@@ -176,9 +171,10 @@ impl LakeWriter {
                 first_err.get_or_insert(e);
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok((self.files, self.bytes)),
+        if let Some(e) = first_err {
+            return Err(e);
         }
+        let files = self.txn.finish_files()?;
+        Ok((files.len() as u64, files.iter().map(|f| f.bytes).sum()))
     }
 }

@@ -30,8 +30,9 @@ pub enum LakeError {
     #[error("{}: manifest entry is unreadable: {reason}", path.display())]
     Manifest { path: PathBuf, reason: String },
     #[error(
-        "{}: the lake was written with schema version {found}; this keytrail reads and writes version {expected}",
-        path.display()
+        "{}: the lake is in schema version {found}; this keytrail reads and writes version {expected}{}",
+        path.display(),
+        version_hint(path, *found, *expected)
     )]
     SchemaVersion {
         path: PathBuf,
@@ -42,6 +43,21 @@ pub enum LakeError {
         "another run committed {count} of this run's objects while it ran (first: {example}); nothing of this run was committed: run it again to ingest what is still new"
     )]
     Conflict { count: usize, example: String },
+    #[error(
+        "another run rewrote or removed {count} of the files this run rewrites (first: {example}) while it ran; nothing of this run was committed: run it again"
+    )]
+    Superseded { count: usize, example: String },
+}
+
+fn version_hint(path: &Path, found: u32, expected: u32) -> String {
+    if found < expected {
+        format!(
+            ": run `keytrail lake upgrade --lake {}` to rewrite it in place (exactly once; it can be stopped and run again)",
+            path.display()
+        )
+    } else {
+        ": use a newer keytrail".to_owned()
+    }
 }
 
 impl LakeError {

@@ -20,6 +20,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{IoContext, LakeError};
+use crate::manifest::FileRecord;
 
 /// Rows per row group. Files are sorted by access key, so a row group spans a narrow range
 /// of keys and its statistics and bloom filter let readers skip the rest.
@@ -228,6 +229,143 @@ pub fn write_file(
     run_id: &str,
 ) -> Result<Written, LakeError> {
     write_chunks(path, table, run_id, std::iter::once(Ok(batch.clone())))
+}
+
+/// Largest `events` or `insights` file a run writes for one day before it starts another: a
+/// day's partition of a run is one file up to this size.
+pub const TARGET_FILE_BYTES: u64 = 512 << 20;
+
+/// A data file of one table and day being written by a run: every call to
+/// [`PartWriter::append_sorted`] adds one sorted piece as one row group (or more, for a piece
+/// larger than [`ROW_GROUP_ROWS`]), so a day's rows of a run land in one file however many
+/// pieces the run writes, without holding them all in memory. Rows are sorted within each row
+/// group (the order Parquet's `sorting_columns` declares per row group); the key index of
+/// `events` files records where each key's rows are.
+pub struct PartWriter {
+    rel: String,
+    path: std::path::PathBuf,
+    table: Table,
+    writer: ArrowWriter<BufWriter<File>>,
+    rows: u64,
+    index: Option<crate::index::FileIndexBuilder>,
+}
+
+impl PartWriter {
+    /// Create the file `rel` (relative to the lake root) at `path`.
+    pub fn create(
+        path: std::path::PathBuf,
+        rel: String,
+        table: Table,
+        run_id: &str,
+    ) -> Result<PartWriter, LakeError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        let file = File::create(&path).at(&path)?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            table.schema(),
+            Some(writer_properties(table, run_id)),
+        )
+        .map_err(|e| LakeError::parquet(&path, e))?;
+        let index = (table == Table::Events).then(|| crate::index::FileIndexBuilder::new(&rel));
+        Ok(PartWriter {
+            rel,
+            path,
+            table,
+            writer,
+            rows: 0,
+            index,
+        })
+    }
+
+    /// Sort `batches` ([`sorted_order`]) and append them as the next row group(s); `each` sees
+    /// every sorted chunk (to derive `key_daily`). Returns the rows written.
+    pub fn append_sorted(
+        &mut self,
+        batches: &[RecordBatch],
+        mut each: impl FnMut(&RecordBatch) -> Result<(), ArrowError>,
+    ) -> Result<u64, LakeError> {
+        let path = self.path.clone();
+        let order = sorted_order(batches).map_err(|e| LakeError::arrow(&path, e))?;
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        let mut rows = 0;
+        for chunk in order.chunks(CHUNK_ROWS) {
+            let b = interleave_rows(&refs, chunk).map_err(|e| LakeError::arrow(&path, e))?;
+            each(&b).map_err(|e| LakeError::arrow(&path, e))?;
+            if let Some(ix) = &mut self.index {
+                ix.add(&b).map_err(|e| LakeError::arrow(&path, e))?;
+            }
+            self.writer
+                .write(&b)
+                .map_err(|e| LakeError::parquet(&path, e))?;
+            rows += b.num_rows() as u64;
+        }
+        // End the row group here: each row group holds one sorted piece.
+        self.writer
+            .flush()
+            .map_err(|e| LakeError::parquet(&path, e))?;
+        self.rows += rows;
+        Ok(rows)
+    }
+
+    /// Append rows already in the lake's order; row groups end every [`ROW_GROUP_ROWS`] rows.
+    pub fn push(&mut self, b: &RecordBatch) -> Result<(), LakeError> {
+        let path = self.path.clone();
+        if let Some(ix) = &mut self.index {
+            ix.add(b).map_err(|e| LakeError::arrow(&path, e))?;
+        }
+        self.writer
+            .write(b)
+            .map_err(|e| LakeError::parquet(&path, e))?;
+        self.rows += b.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Bytes written to the file so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.writer.bytes_written() as u64
+    }
+
+    pub fn table(&self) -> Table {
+        self.table
+    }
+
+    /// Write the footer, make the file durable, and say what it holds (and, for `events`, its
+    /// key index entries).
+    pub fn finish(self) -> Result<(FileRecord, Vec<crate::index::IndexEntry>), LakeError> {
+        let PartWriter {
+            rel,
+            path,
+            table,
+            writer,
+            rows,
+            index,
+        } = self;
+        let buf = writer
+            .into_inner()
+            .map_err(|e| LakeError::parquet(&path, e))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| LakeError::io(&path, e.into_error()))?;
+        file.sync_all().at(&path)?;
+        let bytes = file.metadata().at(&path)?.len();
+        let (entries, stats) = match index {
+            Some(ix) => ix.finish(),
+            None => (Vec::new(), None),
+        };
+        Ok((
+            FileRecord {
+                table: table.name().to_owned(),
+                path: rel,
+                rows,
+                bytes,
+                stats,
+                covers: Vec::new(),
+            },
+            entries,
+        ))
+    }
 }
 
 /// Rows materialised at a time when writing a sorted file.

@@ -328,6 +328,8 @@ impl KeyDaily {
             path: rel,
             rows: written.rows,
             bytes: written.bytes,
+            stats: None,
+            covers: Vec::new(),
         })
     }
 

@@ -16,11 +16,11 @@
 //! its commit record leaves only a staging directory, which the next run deletes; one that dies
 //! after it is finished (rolled forward) by the next run. See `docs/exactly-once.md`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use arrow::array::RecordBatch;
 use keytrail_model::schema::SCHEMA_VERSION;
@@ -29,13 +29,18 @@ use keytrail_model::{FilterSpec, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, LakeError};
-use crate::files::{WRITER, footer, write_sorted};
+use crate::files::{PartWriter, TARGET_FILE_BYTES, WRITER, footer};
+use crate::index::{INDEX_DIR, INDEX_TABLE, IndexEntry, write_index};
 use crate::key_daily::KeyDaily;
 use crate::manifest::{
     COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic,
 };
 
 const META_DIR: &str = "_keytrail";
+/// Under `_keytrail/`: files replaced by a commit, kept for readers that still read them.
+pub const RETIRED_DIR: &str = "retired";
+/// How long replaced files are kept for readers that planned with them.
+pub const RETIRED_KEEP: std::time::Duration = std::time::Duration::from_secs(3600);
 const LAKE_FORMAT: &str = "keytrail-lake";
 
 /// Contents of `_keytrail/lake.json`.
@@ -141,8 +146,22 @@ impl Lake {
         Lake::open(root)
     }
 
-    /// Open an existing lake.
+    /// Open an existing lake written with the current schema version.
     pub fn open(root: impl Into<PathBuf>) -> Result<Lake, LakeError> {
+        let (lake, found) = Lake::open_any_version(root)?;
+        if found != SCHEMA_VERSION {
+            return Err(LakeError::SchemaVersion {
+                path: lake.root,
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(lake)
+    }
+
+    /// Open an existing lake whatever its schema version (for `keytrail lake upgrade`), and
+    /// say which version it is.
+    pub fn open_any_version(root: impl Into<PathBuf>) -> Result<(Lake, u32), LakeError> {
         let root = root.into();
         not_s3(&root)?;
         let info_path = root.join(META_DIR).join("lake.json");
@@ -166,14 +185,25 @@ impl Lake {
                 reason: format!("format is {:?}", info.format),
             });
         }
-        if info.schema_version != SCHEMA_VERSION {
-            return Err(LakeError::SchemaVersion {
-                path: root,
-                found: info.schema_version,
-                expected: SCHEMA_VERSION,
-            });
-        }
-        Ok(Lake { root })
+        Ok((Lake { root }, info.schema_version))
+    }
+
+    /// Record in `_keytrail/lake.json` that every file of the lake is in schema `version`.
+    pub(crate) fn set_schema_version(&self, version: u32) -> Result<(), LakeError> {
+        let _lock = self.lock()?;
+        let info_path = self.meta().join("lake.json");
+        let text = fs::read(&info_path).at(&info_path)?;
+        let mut info: LakeInfo =
+            serde_json::from_slice(&text).map_err(|e| LakeError::NotALake {
+                path: info_path.clone(),
+                reason: e.to_string(),
+            })?;
+        info.schema_version = version;
+        let text = serde_json::to_vec_pretty(&info).map_err(|e| LakeError::Manifest {
+            path: info_path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&info_path, &text)
     }
 
     pub fn root(&self) -> &Path {
@@ -191,6 +221,35 @@ impl Lake {
 
     fn staging_root(&self) -> PathBuf {
         self.meta().join("staging")
+    }
+
+    /// Where replaced files wait for readers that may still be reading them.
+    pub fn retired_root(&self) -> PathBuf {
+        self.meta().join(RETIRED_DIR)
+    }
+
+    /// Delete the retired files of runs that committed more than `min_age` ago.
+    fn vacuum_locked(&self, min_age: std::time::Duration) -> Result<usize, LakeError> {
+        let dir = self.retired_root();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(LakeError::io(&dir, e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry.at(&dir)?.path();
+            let old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if old {
+                fs::remove_dir_all(&path).at(&path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub fn manifest(&self) -> Result<Manifest, LakeError> {
@@ -284,9 +343,16 @@ impl Lake {
         for d in &dirs {
             sync_dir(d)?;
         }
+        // Replaced files leave the tables at once (no reader of the directories sees a row
+        // twice) but are kept under `_keytrail/retired/<run>/` for a while, where keytrail's
+        // readers that planned with them still find them; `vacuum` deletes them later.
         for rel in &commit.replaced {
             let p = rel_to_path(&self.root, rel);
-            match fs::remove_file(&p) {
+            let to = rel_to_path(&self.retired_root().join(&commit.run_id), rel);
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).at(parent)?;
+            }
+            match fs::rename(&p, &to) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(LakeError::io(&p, e)),
@@ -300,8 +366,23 @@ impl Lake {
 
     /// Start a run that will write under `filter`.
     pub fn begin(&self, filter: FilterSpec) -> Result<Transaction, LakeError> {
+        self.begin_with(filter, KeyDailyMode::Merge)
+    }
+
+    /// Start a run that rewrites files already in the lake (compaction, upgrade): the files it
+    /// names with [`Transaction::replace`] are superseded by its own when it commits.
+    pub fn begin_rewrite(&self, key_daily: KeyDailyMode) -> Result<Transaction, LakeError> {
+        self.begin_with(FilterSpec::all(), key_daily)
+    }
+
+    fn begin_with(
+        &self,
+        filter: FilterSpec,
+        key_daily_mode: KeyDailyMode,
+    ) -> Result<Transaction, LakeError> {
         let _lock = self.lock()?;
         self.recover_locked()?;
+        self.vacuum_locked(RETIRED_KEEP)?;
         let base_seq = self.manifest()?.last_seq();
         let run_id = new_run_id();
         let staging = self.staging_root().join(&run_id);
@@ -317,8 +398,13 @@ impl Lake {
             filter,
             base_seq,
             next_file: AtomicU32::new(0),
+            open: Mutex::new(HashMap::new()),
             files: Mutex::new(Vec::new()),
+            index: Mutex::new(Vec::new()),
             key_daily: Mutex::new(KeyDaily::default()),
+            key_daily_mode,
+            replaces: Mutex::new(Vec::new()),
+            carried_covers: Mutex::new(Vec::new()),
         })
     }
 
@@ -370,7 +456,7 @@ impl Lake {
                     f.path, f.rows
                 ));
             }
-            if version != Some(SCHEMA_VERSION) {
+            if f.table != INDEX_TABLE && version != Some(SCHEMA_VERSION) {
                 v.problems.push(format!(
                     "{}: schema version {version:?}, expected {SCHEMA_VERSION}",
                     f.path
@@ -378,6 +464,16 @@ impl Lake {
             }
             *v.rows.entry(f.table.clone()).or_default() += rows;
             v.files += 1;
+        }
+        let index_dir = rel_to_path(&self.root, INDEX_DIR);
+        if let Ok(entries) = fs::read_dir(&index_dir) {
+            for e in entries {
+                let name = e.at(&index_dir)?.file_name().to_string_lossy().into_owned();
+                let rel = format!("{INDEX_DIR}/{name}");
+                if name.ends_with(".parquet") && !known.contains(rel.as_str()) {
+                    v.problems.push(format!("{rel}: not in the manifest"));
+                }
+            }
         }
         for table in Table::ALL {
             let dir = self.table_dir(table);
@@ -414,14 +510,44 @@ pub struct Transaction {
     filter: FilterSpec,
     base_seq: u64,
     next_file: AtomicU32,
+    /// The file being written for each table and day.
+    open: Mutex<HashMap<(Table, i32), OpenSlot>>,
+    /// Files finished so far, and the key index entries of the `events` ones.
     files: Mutex<Vec<FileRecord>>,
+    index: Mutex<Vec<IndexEntry>>,
     key_daily: Mutex<KeyDaily>,
+    key_daily_mode: KeyDailyMode,
+    /// Published files this run supersedes (rewrites only).
+    replaces: Mutex<Vec<String>>,
+    /// Files left as they are whose index entries this run's index carries.
+    carried_covers: Mutex<Vec<String>>,
+}
+
+/// What a run does to `key_daily` for the days it writes `events` of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyDailyMode {
+    /// New events: merge their rows into each day's published `key_daily` (ingest).
+    Merge,
+    /// Every event of each day the run writes is rewritten by it: derive the day's
+    /// `key_daily` from the run's rows alone, replacing the published file (upgrade).
+    Rebuild,
+    /// The same events in new files: leave `key_daily` as it is (compaction).
+    Keep,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another writer thread poisons the lock; the data it guards (a list of
     // records) is still consistent, so keep going and let that panic surface on its own.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The file a run is writing for one table and day (none between files).
+type OpenSlot = Arc<Mutex<Option<PartWriter>>>;
+
+/// What one [`Transaction::write`] added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Piece {
+    pub rows: u64,
 }
 
 impl Transaction {
@@ -437,43 +563,120 @@ impl Transaction {
         &self.filter
     }
 
-    /// Sort `batches` (all of `table`, all events of UTC day `day`) and write them as one
-    /// staged Parquet file.
+    /// Sort `batches` (all of `table`, all events of UTC day `day`) and add them to the run's
+    /// file of that table and day, as one sorted row group: a day's rows of a run end in one
+    /// file (a new one once it passes [`TARGET_FILE_BYTES`]).
     pub fn write(
         &self,
         table: Table,
         day: i32,
         batches: &[RecordBatch],
-    ) -> Result<FileRecord, LakeError> {
-        let n = self.next_file.fetch_add(1, Ordering::Relaxed);
-        let rel = format!(
-            "{}/date={}/part-{}-{n:05}.parquet",
-            table.name(),
-            day_string(day),
-            self.run_id
-        );
-        let path = rel_to_path(&self.staging, &rel);
+    ) -> Result<Piece, LakeError> {
         let mut partial = KeyDaily::default();
-        let written = write_sorted(&path, table, batches, &self.run_id, |chunk| {
-            if table == Table::Events {
-                partial.add_events(day, chunk)?;
-            }
-            Ok(())
+        let derive = table == Table::Events && self.key_daily_mode != KeyDailyMode::Keep;
+        let rows = self.with_writer(table, day, |writer| {
+            writer.append_sorted(batches, |chunk| {
+                if derive {
+                    partial.add_events(day, chunk)?;
+                }
+                Ok(())
+            })
         })?;
         if !partial.is_empty() {
             locked(&self.key_daily).merge(partial);
         }
-        let record = FileRecord {
-            table: table.name().to_owned(),
-            path: rel,
-            rows: written.rows,
-            bytes: written.bytes,
-        };
-        locked(&self.files).push(record.clone());
-        Ok(record)
+        Ok(Piece { rows })
     }
 
-    /// Files written so far.
+    /// Add rows already in the lake's order (a merge of sorted files) to the run's file of that
+    /// table and day, without ending its row group.
+    pub fn append(&self, table: Table, day: i32, batch: &RecordBatch) -> Result<(), LakeError> {
+        let mut partial = KeyDaily::default();
+        let derive = table == Table::Events && self.key_daily_mode != KeyDailyMode::Keep;
+        self.with_writer(table, day, |writer| {
+            if derive {
+                partial
+                    .add_events(day, batch)
+                    .map_err(|e| LakeError::arrow(Path::new(table.name()), e))?;
+            }
+            writer.push(batch)
+        })?;
+        if !partial.is_empty() {
+            locked(&self.key_daily).merge(partial);
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the run's open file of `table` and `day` (opening one if needed); close the
+    /// file once it passes [`TARGET_FILE_BYTES`].
+    fn with_writer<T>(
+        &self,
+        table: Table,
+        day: i32,
+        f: impl FnOnce(&mut PartWriter) -> Result<T, LakeError>,
+    ) -> Result<T, LakeError> {
+        let slot = Arc::clone(locked(&self.open).entry((table, day)).or_default());
+        let mut slot = locked(&slot);
+        if slot.is_none() {
+            let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+            let rel = format!(
+                "{}/date={}/part-{}-{n:05}.parquet",
+                table.name(),
+                day_string(day),
+                self.run_id
+            );
+            let path = rel_to_path(&self.staging, &rel);
+            *slot = Some(PartWriter::create(path, rel, table, &self.run_id)?);
+        }
+        let Some(writer) = slot.as_mut() else {
+            return Err(LakeError::io(
+                &self.staging,
+                std::io::Error::other("no open file"),
+            ));
+        };
+        let out = f(writer)?;
+        if writer.bytes_written() >= TARGET_FILE_BYTES
+            && let Some(full) = slot.take()
+        {
+            self.close(full)?;
+        }
+        Ok(out)
+    }
+
+    /// Index entries of files this rewrite leaves as they are, and those files: the commit's
+    /// key index then covers the whole lake, and every older index file can be replaced.
+    pub fn carry_index(&self, entries: Vec<IndexEntry>, covers: Vec<String>) {
+        locked(&self.index).extend(entries);
+        locked(&self.carried_covers).extend(covers);
+    }
+
+    fn close(&self, w: PartWriter) -> Result<(), LakeError> {
+        let (record, entries) = w.finish()?;
+        locked(&self.files).push(record);
+        if !entries.is_empty() {
+            locked(&self.index).extend(entries);
+        }
+        Ok(())
+    }
+
+    /// Finish every file still open and return the data files the run wrote.
+    pub fn finish_files(&self) -> Result<Vec<FileRecord>, LakeError> {
+        let slots: Vec<_> = locked(&self.open).drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            if let Some(w) = locked(&slot).take() {
+                self.close(w)?;
+            }
+        }
+        Ok(locked(&self.files).clone())
+    }
+
+    /// Record that this run supersedes the published file `rel` (relative to the lake root):
+    /// it is removed from the tables when the run commits.
+    pub fn replace(&self, rel: &str) {
+        locked(&self.replaces).push(rel.to_owned());
+    }
+
+    /// Files written so far (finished ones).
     pub fn files(&self) -> Vec<FileRecord> {
         locked(&self.files).clone()
     }
@@ -481,8 +684,9 @@ impl Transaction {
     /// Make the run's rows part of the lake, recording `objects` as read. Returns `None` when
     /// there was nothing to commit.
     pub fn commit(self, objects: Vec<ObjectRecord>) -> Result<Option<Commit>, LakeError> {
+        self.finish_files()?;
         let mut files = std::mem::take(&mut *locked(&self.files));
-        if objects.is_empty() && files.is_empty() {
+        if objects.is_empty() && files.is_empty() && locked(&self.replaces).is_empty() {
             self.abort()?;
             return Ok(None);
         }
@@ -497,17 +701,48 @@ impl Transaction {
             return Err(err);
         }
 
-        // key_daily: merge this run's rows with each day's published file.
-        let mut replaced = Vec::new();
+        // A rewrite must supersede files that are still live: another rewrite may have
+        // replaced them while this one ran.
+        let mut replaced = std::mem::take(&mut *locked(&self.replaces));
+        if let Err(err) = manifest.check_live(&replaced) {
+            self.abort()?;
+            return Err(err);
+        }
+
+        // key_daily: merge this run's rows with each day's published file (or, for an
+        // upgrade, replace it with the run's rows).
         let mut kd = std::mem::take(&mut *locked(&self.key_daily));
         let days: Vec<i32> = kd.days().collect();
         for day in days {
             let mut merged = kd.take_day(day);
             for rel in self.lake.partition_files(Table::KeyDaily, day)? {
-                merged.add_file(day, &rel_to_path(&self.lake.root, &rel))?;
+                if self.key_daily_mode == KeyDailyMode::Merge {
+                    merged.add_file(day, &rel_to_path(&self.lake.root, &rel))?;
+                }
                 replaced.push(rel);
             }
             files.push(merged.write_day(day, &self.staging, &self.run_id)?);
+        }
+        // The key index of the run's `events` files.
+        let entries = std::mem::take(&mut *locked(&self.index));
+        let mut covers: Vec<String> = files
+            .iter()
+            .filter(|f| f.table == Table::Events.name())
+            .map(|f| f.path.clone())
+            .collect();
+        covers.extend(std::mem::take(&mut *locked(&self.carried_covers)));
+        covers.sort();
+        if !covers.is_empty() {
+            let rel = format!("{INDEX_DIR}/{}.parquet", self.run_id);
+            let written = write_index(&rel_to_path(&self.staging, &rel), &self.run_id, entries)?;
+            files.push(FileRecord {
+                table: INDEX_TABLE.to_owned(),
+                path: rel,
+                rows: written.rows,
+                bytes: written.bytes,
+                stats: None,
+                covers,
+            });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
 

@@ -2,13 +2,21 @@
 //! THE schema of `keytrail-model`, a manifest of every object read, and commits that make each
 //! run's rows appear exactly once, even when a run is killed half-way.
 
+pub mod compact;
 mod error;
 pub mod files;
+pub mod index;
 pub mod key_daily;
 mod lake;
 pub mod manifest;
+mod snapshot;
+pub mod upgrade;
 
 pub use error::LakeError;
+pub use index::{FileStats, IndexEntry, Relation};
 pub use key_daily::KeyDaily;
-pub use lake::{Lake, Recovery, Transaction, Verification, crash_point, rel_to_path};
+pub use lake::{
+    KeyDailyMode, Lake, Piece, Recovery, Transaction, Verification, crash_point, rel_to_path,
+};
 pub use manifest::{Commit, FileRecord, Manifest, ManifestIndex, ObjectRecord, SourceVersion};
+pub use snapshot::{DataFile, Snapshot};

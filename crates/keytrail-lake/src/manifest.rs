@@ -57,6 +57,12 @@ pub struct FileRecord {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
+    /// Time and key range of an `events` file (commits since schema version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::index::FileStats>,
+    /// For a key index file: the `events` files it indexes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covers: Vec<String>,
 }
 
 /// A run's commit: the moment its rows became part of the lake.
@@ -171,6 +177,27 @@ impl Manifest {
         }
     }
 
+    /// Refuse a rewrite that supersedes files the lake no longer holds (another rewrite
+    /// replaced them first): committing it would keep both rewrites' copies of their rows.
+    pub fn check_live(&self, replaced: &[String]) -> Result<(), LakeError> {
+        if replaced.is_empty() {
+            return Ok(());
+        }
+        let live: std::collections::HashSet<&str> =
+            self.live_files().iter().map(|f| f.path.as_str()).collect();
+        let gone: Vec<&String> = replaced
+            .iter()
+            .filter(|r| !live.contains(r.as_str()))
+            .collect();
+        match gone.first() {
+            Some(first) => Err(LakeError::Superseded {
+                count: gone.len(),
+                example: (*first).clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     pub fn commits(&self) -> &[Commit] {
         &self.commits
     }
@@ -194,6 +221,20 @@ impl Manifest {
             .iter()
             .flat_map(|c| c.files.iter())
             .filter(|f| !replaced.contains(f.path.as_str()))
+            .collect()
+    }
+
+    /// The live files with the schema version of the commit that added each.
+    pub fn live_files_versioned(&self) -> Vec<(&FileRecord, u32)> {
+        let replaced: std::collections::HashSet<&str> = self
+            .commits
+            .iter()
+            .flat_map(|c| c.replaced.iter().map(String::as_str))
+            .collect();
+        self.commits
+            .iter()
+            .flat_map(|c| c.files.iter().map(move |f| (f, c.schema_version)))
+            .filter(|(f, _)| !replaced.contains(f.path.as_str()))
             .collect()
     }
 

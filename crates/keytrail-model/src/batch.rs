@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Fields, SchemaRef};
 use arrow::error::ArrowError;
 
 use crate::event::{Event, extra_json};
+use crate::facts::{EventView, Facts, facts};
 use crate::schema::{Table, UTC};
 
 /// A set of string columns filled together, plus the validity of the struct holding them.
@@ -119,6 +120,87 @@ pub struct EventBatchBuilder {
     accesskeyid: StringBuilder,
     extrafields: StringBuilder,
     sourceobject: StringBuilder,
+    facts: FactBuilders,
+}
+
+/// The fact columns, in THE schema's order (`schema::fact_fields`).
+pub struct FactBuilders {
+    denied: BooleanBuilder,
+    caller_account: StringBuilder,
+    resource_account: StringBuilder,
+    aws_service: BooleanBuilder,
+    source_class: StringBuilder,
+    target_key: StringBuilder,
+    key_status: StringBuilder,
+    minted_key: StringBuilder,
+    minted_expiration: TimestampMillisecondBuilder,
+    minted_principal: StringBuilder,
+    target_user: StringBuilder,
+    target_role: StringBuilder,
+    target_policy: StringBuilder,
+}
+
+impl FactBuilders {
+    pub fn with_capacity(rows: usize) -> FactBuilders {
+        FactBuilders {
+            denied: BooleanBuilder::with_capacity(rows),
+            caller_account: strings(rows),
+            resource_account: strings(rows),
+            aws_service: BooleanBuilder::with_capacity(rows),
+            source_class: strings(rows),
+            target_key: StringBuilder::new(),
+            key_status: StringBuilder::new(),
+            minted_key: StringBuilder::new(),
+            minted_expiration: TimestampMillisecondBuilder::new().with_timezone(UTC),
+            minted_principal: StringBuilder::new(),
+            target_user: StringBuilder::new(),
+            target_role: StringBuilder::new(),
+            target_policy: StringBuilder::new(),
+        }
+    }
+
+    /// Append one event's facts.
+    pub fn append(&mut self, f: &Facts) {
+        self.denied.append_value(f.denied);
+        self.caller_account
+            .append_option(f.caller_account.as_deref());
+        self.resource_account
+            .append_option(f.resource_account.as_deref());
+        self.aws_service.append_value(f.aws_service);
+        self.source_class
+            .append_option(f.source_class.map(|c| c.as_str()));
+        self.target_key.append_option(f.target_key.as_deref());
+        self.key_status
+            .append_option(f.key_status.map(|s| s.as_str()));
+        let m = f.minted.as_ref();
+        self.minted_key.append_option(m.map(|m| m.key.as_str()));
+        self.minted_expiration
+            .append_option(m.and_then(|m| m.expiration));
+        self.minted_principal
+            .append_option(m.and_then(|m| m.principal.as_deref()));
+        self.target_user.append_option(f.target_user.as_deref());
+        self.target_role.append_option(f.target_role.as_deref());
+        self.target_policy.append_option(f.target_policy.as_deref());
+    }
+
+    /// The columns appended so far, in schema order; the builders are empty afterwards.
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.denied.finish()),
+            Arc::new(self.caller_account.finish()),
+            Arc::new(self.resource_account.finish()),
+            Arc::new(self.aws_service.finish()),
+            Arc::new(self.source_class.finish()),
+            Arc::new(self.target_key.finish()),
+            Arc::new(self.key_status.finish()),
+            Arc::new(self.minted_key.finish()),
+            Arc::new(self.minted_expiration.finish()),
+            Arc::new(self.minted_principal.finish()),
+            Arc::new(self.target_user.finish()),
+            Arc::new(self.target_role.finish()),
+            Arc::new(self.target_policy.finish()),
+        ]
+    }
 }
 
 impl EventBatchBuilder {
@@ -160,6 +242,7 @@ impl EventBatchBuilder {
             accesskeyid: strings(rows),
             extrafields: strings(rows),
             sourceobject: strings(rows),
+            facts: FactBuilders::with_capacity(rows),
         }
     }
 
@@ -296,6 +379,7 @@ impl EventBatchBuilder {
         self.accesskeyid.append_option(e.access_key_id());
         self.extrafields.append_option(extra_json(&e.extra));
         self.sourceobject.append_value(source);
+        self.facts.append(&facts(&EventView::of_event(e)));
     }
 
     /// Take the rows appended so far as a batch; the builder is empty afterwards.
@@ -384,9 +468,100 @@ impl EventBatchBuilder {
         columns.push(Arc::new(self.accesskeyid.finish()));
         columns.push(Arc::new(self.extrafields.finish()));
         columns.push(Arc::new(self.sourceobject.finish()));
+        columns.extend(self.facts.finish());
         self.len = 0;
         RecordBatch::try_new(schema, columns)
     }
+}
+
+/// Compute the fact columns of rows stored without them (a `events` or `insights` batch of a
+/// schema version 1 file) and return the rows in THE schema of `table`: what
+/// `keytrail lake upgrade` writes. The facts come from the stored columns through the same
+/// functions ingest uses.
+pub fn add_facts(batch: &RecordBatch, table: Table) -> Result<RecordBatch, ArrowError> {
+    let schema = table.schema();
+    let text = |path: &[&str]| -> Result<Option<arrow::array::StringArray>, ArrowError> {
+        let mut arr: Option<ArrayRef> = batch.column_by_name(path[0]).cloned();
+        for name in &path[1..] {
+            arr = match arr {
+                Some(a) => a
+                    .as_any()
+                    .downcast_ref::<StructArray>()
+                    .and_then(|s| s.column_by_name(name).cloned()),
+                None => None,
+            };
+        }
+        Ok(match arr {
+            Some(a) => Some(
+                a.as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        ArrowError::SchemaError(format!("column {} is not Utf8", path.join(".")))
+                    })?,
+            ),
+            None => None,
+        })
+    };
+    let cols = [
+        text(&["eventsource"])?,
+        text(&["eventname"])?,
+        text(&["errorcode"])?,
+        text(&["requestparameters"])?,
+        text(&["responseelements"])?,
+        text(&["useridentity", "type"])?,
+        text(&["useridentity", "accountid"])?,
+        text(&["useridentity", "arn"])?,
+        text(&["useridentity", "invokedby"])?,
+        text(&["useridentity", "sessioncontext", "sessionissuer", "arn"])?,
+        text(&["accesskeyid"])?,
+        text(&["recipientaccountid"])?,
+        text(&["sourceipaddress"])?,
+    ];
+    fn get(c: &Option<arrow::array::StringArray>, i: usize) -> Option<&str> {
+        use arrow::array::Array;
+        c.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
+    }
+    let mut facts_cols = FactBuilders::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let v = EventView {
+            event_source: get(&cols[0], i),
+            event_name: get(&cols[1], i),
+            error_code: get(&cols[2], i),
+            request_parameters: get(&cols[3], i),
+            response_elements: get(&cols[4], i),
+            identity_type: get(&cols[5], i),
+            identity_account: get(&cols[6], i),
+            identity_arn: get(&cols[7], i),
+            invoked_by: get(&cols[8], i),
+            issuer_arn: get(&cols[9], i),
+            access_key_id: get(&cols[10], i).filter(|k| !k.is_empty()),
+            recipient_account: get(&cols[11], i),
+            source_ip: get(&cols[12], i),
+        };
+        facts_cols.append(&facts(&v));
+    }
+    let mut computed = facts_cols.finish().into_iter();
+    let fact_names: Vec<String> = crate::schema::fact_fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        if fact_names.contains(f.name()) {
+            columns.push(
+                computed
+                    .next()
+                    .ok_or_else(|| ArrowError::SchemaError("fact columns out of step".into()))?,
+            );
+        } else {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                ArrowError::SchemaError(format!("the stored rows have no column {}", f.name()))
+            })?;
+            columns.push(Arc::clone(c));
+        }
+    }
+    RecordBatch::try_new(schema, columns)
 }
 
 fn take2(mut v: Vec<ArrayRef>) -> Result<[ArrayRef; 2], ArrowError> {

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod event;
+pub mod facts;
 pub mod filter;
 pub mod key;
 pub mod redact;
@@ -12,6 +13,7 @@ pub mod time;
 
 pub use batch::EventBatchBuilder;
 pub use event::{Event, EventError, EventFields, EventSeed, decode_event};
+pub use facts::{EventView, Facts, KeyStatus, Minted, SourceClass};
 pub use filter::{Difference, EventFilter, FilterSpec, Verdict};
 pub use key::{AccessKeyId, AccountDecode, IdPrefix, KeyIdError, KeyKind, UniqueId};
 pub use schema::{SCHEMA_VERSION, Table};

@@ -16,7 +16,7 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 /// Version of the lake's table schemas, stamped into every Parquet file's key-value metadata
 /// under [`META_SCHEMA_VERSION`]. Bump it on any change to a schema below.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Parquet/Arrow metadata key holding [`SCHEMA_VERSION`].
 pub const META_SCHEMA_VERSION: &str = "keytrail.schema_version";
@@ -43,6 +43,22 @@ pub mod col {
     pub const RECIPIENTACCOUNTID: &str = "recipientaccountid";
     pub const ACCESSKEYID: &str = "accesskeyid";
     pub const SOURCEOBJECT: &str = "sourceobject";
+    pub const REQUESTPARAMETERS: &str = "requestparameters";
+    pub const RESPONSEELEMENTS: &str = "responseelements";
+    // The fact columns (schema version 2), each computed by one function of `crate::facts`.
+    pub const DENIED: &str = "denied";
+    pub const CALLERACCOUNTID: &str = "calleraccountid";
+    pub const RESOURCEACCOUNTID: &str = "resourceaccountid";
+    pub const AWSSERVICE: &str = "awsservice";
+    pub const SOURCECLASS: &str = "sourceclass";
+    pub const TARGETKEYID: &str = "targetkeyid";
+    pub const KEYSTATUS: &str = "keystatus";
+    pub const MINTEDKEYID: &str = "mintedkeyid";
+    pub const MINTEDEXPIRATION: &str = "mintedexpiration";
+    pub const MINTEDPRINCIPAL: &str = "mintedprincipal";
+    pub const TARGETUSER: &str = "targetuser";
+    pub const TARGETROLE: &str = "targetrole";
+    pub const TARGETPOLICY: &str = "targetpolicy";
     /// Hive partition column (directory `date=YYYY-MM-DD`), not stored in files.
     pub const DATE: &str = "date";
 }
@@ -144,7 +160,7 @@ pub fn resource_fields() -> Fields {
 }
 
 fn build_events_fields() -> Vec<Field> {
-    vec![
+    let mut fields = vec![
         utf8("eventversion"),
         Field::new(
             col::USERIDENTITY,
@@ -159,8 +175,8 @@ fn build_events_fields() -> Vec<Field> {
         utf8(col::USERAGENT),
         utf8(col::ERRORCODE),
         utf8("errormessage"),
-        utf8("requestparameters"),
-        utf8("responseelements"),
+        utf8(col::REQUESTPARAMETERS),
+        utf8(col::RESPONSEELEMENTS),
         utf8("additionaleventdata"),
         utf8("requestid"),
         utf8(col::EVENTID),
@@ -207,6 +223,28 @@ fn build_events_fields() -> Vec<Field> {
         utf8(col::ACCESSKEYID),
         utf8("extrafields"),
         utf8(col::SOURCEOBJECT),
+    ];
+    fields.extend(fact_fields());
+    fields
+}
+
+/// The fact columns (schema version 2): what the event means, computed at ingest by
+/// `crate::facts` (one function per column) so no query re-derives it.
+pub fn fact_fields() -> Vec<Field> {
+    vec![
+        Field::new(col::DENIED, DataType::Boolean, false),
+        utf8(col::CALLERACCOUNTID),
+        utf8(col::RESOURCEACCOUNTID),
+        Field::new(col::AWSSERVICE, DataType::Boolean, false),
+        utf8(col::SOURCECLASS),
+        utf8(col::TARGETKEYID),
+        utf8(col::KEYSTATUS),
+        utf8(col::MINTEDKEYID),
+        Field::new(col::MINTEDEXPIRATION, timestamp_type(), true),
+        utf8(col::MINTEDPRINCIPAL),
+        utf8(col::TARGETUSER),
+        utf8(col::TARGETROLE),
+        utf8(col::TARGETPOLICY),
     ]
 }
 

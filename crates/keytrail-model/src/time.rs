@@ -23,6 +23,22 @@ pub fn parse_event_time(s: &str) -> Option<Millis> {
     None
 }
 
+/// Parse a time as CloudTrail writes it inside responses: RFC 3339 like `eventTime`, or the
+/// human form of `credentials.expiration` and `accessKey.createDate`
+/// (`Nov 30, 2024, 8:43:17 PM`, `Aug 1, 2024 1:33:28 PM`), which is UTC.
+pub fn parse_cloudtrail_time(s: &str) -> Option<Millis> {
+    if let Some(t) = parse_event_time(s) {
+        return Some(t);
+    }
+    let s = s.trim();
+    for fmt in ["%b %d, %Y, %I:%M:%S %p", "%b %d, %Y %I:%M:%S %p"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    None
+}
+
 /// The UTC calendar day of a time, as days since 1970-01-01 (Arrow's `Date32`).
 pub fn day_of(ms: Millis) -> i32 {
     // Floor division so times before 1970 land on the right day.
@@ -150,6 +166,23 @@ mod tests {
         assert_eq!(parse_event_time("yesterday"), None);
         assert_eq!(format_millis(1_600_044_263_000), "2020-09-14T00:44:23Z");
         assert_eq!(format_millis(1_600_044_263_250), "2020-09-14T00:44:23.250Z");
+    }
+
+    #[test]
+    fn cloudtrail_response_times() {
+        assert_eq!(
+            parse_cloudtrail_time("Nov 30, 2024, 8:43:17 PM"),
+            Some(1_732_999_397_000)
+        );
+        assert_eq!(
+            parse_cloudtrail_time("Aug 1, 2024 1:33:28 PM"),
+            Some(1_722_519_208_000)
+        );
+        assert_eq!(
+            parse_cloudtrail_time("2024-12-01T15:17:00Z"),
+            Some(1_733_066_220_000)
+        );
+        assert_eq!(parse_cloudtrail_time("Nov 31, 2024, 8:43:17 PM"), None);
     }
 
     #[test]

@@ -3,13 +3,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-use keytrail_model::time::{Bound, now_millis, parse_time_bound};
-use keytrail_query::detect::{self, DetectOptions, RuleSet, Severity};
-use keytrail_query::{Format, SessionOptions};
+use keytrail_detect::{self as detect, DetectOptions, RuleSet};
 
 use crate::flags::{DetectArgs, RuleSourceArgs};
-use crate::output::{emit, format_for};
+use crate::output::{emit, format_for, session_options, window};
+use crate::render::Format;
 
 /// The rules the flags ask for.
 pub fn rule_set(source: &RuleSourceArgs) -> anyhow::Result<RuleSet> {
@@ -21,37 +19,27 @@ pub fn rule_set(source: &RuleSourceArgs) -> anyhow::Result<RuleSet> {
     Ok(RuleSet::load(!source.no_bundled, &source.rules)?)
 }
 
-pub fn time_flag(flag: &str, text: Option<&str>, bound: Bound) -> anyhow::Result<Option<i64>> {
-    text.map(|t| parse_time_bound(t, bound, now_millis()).with_context(|| format!("--{flag} {t}")))
-        .transpose()
-}
-
 pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
-    let format = format_for(args.format.as_deref(), args.output.as_deref())?;
+    let format = format_for(args.output.format, args.output.output.as_deref());
     if format == Format::Html {
-        anyhow::bail!("--format html is for reports; use table, csv, json or markdown");
+        anyhow::bail!(
+            "--format html is for reports and investigations; use table, csv, json, jsonl or markdown"
+        );
     }
-    let min_severity: Severity = args
-        .min_severity
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--min-severity: {e}"))?;
-    let rules = rule_set(&args.source)?;
-    let mut opts = DetectOptions {
-        since: time_flag("since", args.since.as_deref(), Bound::Start)?,
-        until: time_flag("until", args.until.as_deref(), Bound::End)?,
-        min_severity,
-        rules,
+    let (since, until) = window(&args.window)?;
+    let session = session_options(&args.query)?;
+    let opts = DetectOptions {
+        since,
+        until,
+        min_severity: args.min_severity,
+        rules: rule_set(&args.source)?,
         detectors: !args.no_detectors,
+        threads: session.threads,
         ..DetectOptions::default()
     };
-    if let Some(t) = args.threads {
-        opts.threads = t.max(1);
-    } else {
-        opts.threads = SessionOptions::default().threads;
-    }
-    let report = detect::detect(&args.lake, &opts)?;
-    let text = detect::render::render(&report, format)?;
-    emit(&text, args.output.as_deref())?;
+    let report = detect::detect(&args.lake.lake, &opts)?;
+    let text = crate::render::detect::render(&report, format)?;
+    emit(&text, args.output.output.as_deref())?;
     Ok(if report.found() {
         ExitCode::from(1)
     } else {

@@ -143,8 +143,8 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     opts.filter = filter(
         &args.keys,
         args.key_file.as_deref(),
-        args.since.as_deref(),
-        args.until.as_deref(),
+        args.window.since.as_deref(),
+        args.window.until.as_deref(),
     )?;
     if let Some(t) = args.threads {
         if t == 0 {

@@ -1,18 +1,19 @@
+//! `keytrail investigate`: over a lake, or straight over raw logs (a working lake built on the
+//! way); the answer is written as the timeline is read.
+
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use keytrail_engine::{LakeSession, block_on};
 use keytrail_ingest::{IngestOptions, Input};
+use keytrail_investigate::raw::investigate_raw;
+use keytrail_investigate::{InvestigateOptions, investigate};
 use keytrail_model::AccessKeyId;
-use keytrail_model::time::{Bound, now_millis, parse_time_bound};
-use keytrail_query::SessionOptions;
-use keytrail_query::investigate::{
-    InvestigateOptions, investigate_lake, raw::investigate_raw, render,
-};
 
 use crate::cmd::ingest::{read_key_file, s3_options};
 use crate::flags::InvestigateArgs;
-use crate::output::{emit, format_for, status};
+use crate::output::{Output, format_for, session_options, status, window};
 use crate::progress::Bar;
 
 /// A positional argument is a key when it reads as an access key ID and is not a path.
@@ -34,7 +35,7 @@ fn split_args(args: &[String]) -> anyhow::Result<(Vec<AccessKeyId>, Vec<Input>)>
 }
 
 pub fn run(args: InvestigateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let format = format_for(args.format.as_deref(), args.output.as_deref())?;
+    let format = format_for(args.output.format, args.output.output.as_deref());
     let (mut keys, inputs) = split_args(&args.args)?;
     if let Some(f) = &args.key_file {
         keys.extend(read_key_file(f)?);
@@ -44,40 +45,30 @@ pub fn run(args: InvestigateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if keys.is_empty() {
         bail!("give at least one access key ID (AKIA..., ASIA...) to investigate");
     }
-    let now = now_millis();
-    let since = args
-        .since
-        .as_deref()
-        .map(|s| parse_time_bound(s, Bound::Start, now))
-        .transpose()
-        .context("--since")?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|s| parse_time_bound(s, Bound::End, now))
-        .transpose()
-        .context("--until")?;
+    let (since, until) = window(&args.window)?;
     let opts = InvestigateOptions { keys, since, until };
-    let mut session = SessionOptions::default();
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        session.threads = t;
-    }
+    let session_opts = session_options(&args.query)?;
 
     let mut code = ExitCode::SUCCESS;
-    let inv = if inputs.is_empty() {
+    // The lake the answer is read from: the given one, or the raw-logs mode's working lake.
+    let (lake, inv, _working) = if inputs.is_empty() {
         let Some(lake) = &args.lake else {
             bail!("give --lake DIR, or log files / s3:// locations to read directly");
         };
-        investigate_lake(lake, &opts, &session)?
+        (lake.clone(), None, None)
     } else {
         let mut template = IngestOptions::with_inputs(Vec::new(), std::path::PathBuf::new());
-        template.threads = session.threads;
+        template.threads = session_opts.threads;
         s3_options(&args.s3, &mut template)?;
         let bar = Bar::new(quiet);
-        let out = investigate_raw(inputs, args.lake.clone(), &template, &opts, &session, &bar)?;
+        let out = investigate_raw(
+            inputs,
+            args.lake.clone(),
+            &template,
+            &opts,
+            &session_opts,
+            &bar,
+        )?;
         let failed: u64 = out.passes.iter().map(|p| p.objects.failed).sum();
         if !quiet {
             let read: u64 = out.passes.iter().map(|p| p.objects.read).sum();
@@ -90,8 +81,17 @@ pub fn run(args: InvestigateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         if failed > 0 {
             code = ExitCode::from(1);
         }
-        out.investigation
+        (out.lake.clone(), Some(out.investigation.clone()), Some(out))
     };
-    emit(&render(&inv, format)?, args.output.as_deref())?;
+    let mut out = Output::open(args.output.output.as_deref())?;
+    block_on::<_, anyhow::Error>(session_opts.threads, async {
+        let session = LakeSession::open(&lake, &session_opts).await?;
+        let inv = match inv {
+            Some(inv) => inv,
+            None => investigate(&session, &opts).await?,
+        };
+        crate::render::investigate::render(out.writer(), &inv, &session, format).await
+    })?;
+    out.finish()?;
     Ok(code)
 }

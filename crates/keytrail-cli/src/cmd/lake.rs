@@ -9,7 +9,7 @@ use crate::output::{stdout, thousands};
 pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LakeCommand::Verify { lake, json } => {
-            let lake = Lake::open(lake)?;
+            let lake = Lake::open(lake.lake)?;
             let v = lake.verify()?;
             if json {
                 stdout(&(serde_json::to_string_pretty(&v)? + "\n"))?;
@@ -43,7 +43,7 @@ pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
             })
         }
         LakeCommand::Recover { lake } => {
-            let lake = Lake::open(lake)?;
+            let lake = Lake::open(lake.lake)?;
             let r = lake.recover()?;
             let mut out = String::new();
             for run in &r.rolled_forward {
@@ -56,6 +56,47 @@ pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
                 out.push_str("nothing to recover\n");
             }
             stdout(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LakeCommand::Upgrade { lake } => {
+            let report = keytrail_lake::upgrade::upgrade(&lake.lake, |msg| {
+                tracing::info!("{msg}");
+            })?;
+            let text = if report.from_version == report.to_version && report.days == 0 {
+                format!(
+                    "{}: already in schema version {}\n",
+                    lake.lake.display(),
+                    report.to_version
+                )
+            } else {
+                format!(
+                    "{}: schema version {} -> {}: {} day(s), {} file(s), {} row(s) rewritten\n",
+                    lake.lake.display(),
+                    report.from_version,
+                    report.to_version,
+                    report.days,
+                    thousands(report.files as u64),
+                    thousands(report.rows)
+                )
+            };
+            stdout(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LakeCommand::Compact { lake, json } => {
+            let report = keytrail_lake::compact::compact(&lake.lake)?;
+            if json {
+                stdout(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                stdout(&format!(
+                    "{}: {} partition(s) compacted, {} file(s) into {}, {} row(s); key index: {} file(s) into 1\n",
+                    lake.lake.display(),
+                    report.partitions,
+                    thousands(report.files_in as u64),
+                    thousands(report.files_out as u64),
+                    thousands(report.rows),
+                    report.index_files
+                ))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
-use keytrail_query::report::{KindFilter, ReportKind, ReportRequest, report};
-use keytrail_query::{Format, SessionOptions};
+use keytrail_report::{KindFilter, ReportKind, ReportRequest, report};
 
-use crate::flags::{ReportArgs, ReportCommand};
-use crate::output::{emit, format_for};
+use crate::flags::{KindArg, ReportArgs, ReportCommand};
+use crate::output::{emit, format_for, session_options};
+use crate::render::Format;
 
 pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
     let command = match command {
@@ -30,13 +30,10 @@ pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             if since >= as_of {
                 bail!("--since must be before the report's time (--as-of)");
             }
-            let kinds = match a.kind.as_deref() {
-                None | Some("all") => KindFilter::All,
-                Some("long-term") => KindFilter::LongTerm,
-                Some("temporary") => KindFilter::Temporary,
-                Some(other) => {
-                    bail!("--kind `{other}`: expected long-term, temporary or all")
-                }
+            let kinds = match a.kind {
+                KindArg::All => KindFilter::All,
+                KindArg::LongTerm => KindFilter::LongTerm,
+                KindArg::Temporary => KindFilter::Temporary,
             };
             (a.common, ReportKind::LastUsed { since, kinds })
         }
@@ -60,7 +57,7 @@ pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         }
         ReportCommand::Alternatives(_) => bail!("internal: `report alternatives` is run above"),
     };
-    let format = format_for(common.format.as_deref(), common.output.as_deref())?;
+    let format = format_for(common.output.format, common.output.output.as_deref());
     let req = ReportRequest {
         kind,
         as_of,
@@ -72,16 +69,13 @@ pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
             bail!("--inventory {}: no such file", f.display());
         }
     }
-    let mut opts = SessionOptions::default();
-    if let Some(t) = common.threads {
-        opts.threads = t.max(1);
-    }
-    let lake: PathBuf = common.lake;
+    let opts = session_options(&common.query)?;
+    let lake: PathBuf = common.lake.lake;
     let done = report(&lake, &req, &opts)?;
-    let text = done.render(format)?;
-    emit(&text, common.output.as_deref())?;
+    let text = crate::render::report::render(&done, format)?;
+    emit(&text, common.output.output.as_deref())?;
     // CSV and JSON hold rows only: the caveats go to stderr.
-    if matches!(format, Format::Csv | Format::Json) && !quiet {
+    if matches!(format, Format::Csv | Format::Json | Format::Jsonl) && !quiet {
         let text: String = done.notes.iter().map(|n| format!("note: {n}\n")).collect();
         // A closed stderr is no reason to fail a report that was written.
         let _ = std::io::stderr().write_all(text.as_bytes());

@@ -2,37 +2,37 @@
 
 use std::process::ExitCode;
 
-use keytrail_query::detect::{self, RuleSet, lint};
-use keytrail_query::output;
+use keytrail_detect::{self as detect, RuleSet, lint};
 
-use crate::flags::{RuleSourceArgs, RulesCommand};
-use crate::output::{format_for, stdout};
+use crate::flags::{OutputArgs, RuleSourceArgs, RulesCommand};
+use crate::output::{emit, format_for, stdout};
+use crate::render::{Format, batches_text};
 
 fn threads() -> usize {
-    keytrail_query::SessionOptions::default().threads
+    keytrail_engine::SessionOptions::default().threads
 }
 
 pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        RulesCommand::List { source, format } => list(&source, format.as_deref()),
+        RulesCommand::List { source, output } => list(&source, &output),
         RulesCommand::Lint { source, strict } => lint_rules(&source, strict),
         RulesCommand::Test { source, ids } => test(&source, &ids),
     }
 }
 
-fn list(source: &RuleSourceArgs, format: Option<&str>) -> anyhow::Result<ExitCode> {
-    let format = format_for(format, None)?;
+fn list(source: &RuleSourceArgs, output: &OutputArgs) -> anyhow::Result<ExitCode> {
+    let format = format_for(output.format, output.output.as_deref());
     let set = super::detect::rule_set(source)?;
-    let rows = detect::render::listing(&set.rules, true);
-    let text = if format == output::Format::Json {
+    let rows = detect::listing(&set.rules, true);
+    let text = if format == Format::Json {
         let mut s = serde_json::to_string_pretty(&rows)?;
         s.push('\n');
         s
     } else {
-        let (schema, batch) = detect::render::listing_batch(&rows)?;
-        output::render(format, &schema, &[batch])?
+        let (schema, batch) = crate::render::detect::listing_batch(&rows)?;
+        batches_text(format, &schema, &[batch], 90)?
     };
-    stdout(&text)?;
+    emit(&text, output.output.as_deref())?;
     Ok(ExitCode::SUCCESS)
 }
 

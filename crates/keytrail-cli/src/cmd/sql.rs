@@ -1,21 +1,23 @@
+//! `keytrail sql`: one statement over the lake, its rows written as they are computed.
+
 use std::process::ExitCode;
 
-use keytrail_query::{Format, SessionOptions};
+use keytrail_engine::{LakeSession, block_on};
 
 use crate::flags::SqlArgs;
-use crate::output::emit;
+use crate::output::{Output, format_for, session_options};
+use crate::render::write_stream;
 
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let format = crate::output::format_for(args.format.as_deref(), args.output.as_deref())?;
-    if format == Format::Html {
-        anyhow::bail!("--format html is for reports; use table, csv, json or markdown");
-    }
-    let mut opts = SessionOptions::default();
-    if let Some(t) = args.threads {
-        opts.threads = t.max(1);
-    }
-    let (schema, batches) = keytrail_query::sql(&args.lake, &args.query, &opts)?;
-    let text = keytrail_query::output::render(format, &schema, &batches)?;
-    emit(&text, args.output.as_deref())?;
+    let format = format_for(args.output.format, args.output.output.as_deref());
+    let opts = session_options(&args.query)?;
+    let mut out = Output::open(args.output.output.as_deref())?;
+    block_on::<_, anyhow::Error>(opts.threads, async {
+        let session = LakeSession::open(&args.lake.lake, &opts).await?;
+        let (schema, stream) = session.stream(&args.sql).await?;
+        write_stream(out.writer(), format, schema, stream, 60).await?;
+        Ok(())
+    })?;
+    out.finish()?;
     Ok(ExitCode::SUCCESS)
 }

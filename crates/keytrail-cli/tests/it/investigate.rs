@@ -223,3 +223,35 @@ fn output_to_a_pipe_writes_into_it_and_leaves_it_a_pipe() {
     let text = reader.join().expect("reader");
     assert_eq!(text.lines().count(), 62);
 }
+
+/// Every format of the sample incident's investigation. JSON: stable field names and the whole
+/// event of each timeline row (the source object's path replaced for the snapshot).
+#[test]
+fn every_format_of_the_sample_incident() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    ingest_json(&[&testdata().join("sample")], &lake, &[], 0);
+    let render = |format: &str| {
+        let out = run_code(
+            keytrail()
+                .args(["investigate", LEAKED, "--format", format, "--lake"])
+                .arg(&lake),
+            0,
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    for f in ["table", "markdown", "csv", "jsonl"] {
+        insta::assert_snapshot!(format!("investigate_{f}"), render(f));
+    }
+    let html = render("html");
+    // Nothing runs and nothing is fetched (user agents may hold URLs, as text).
+    assert!(!html.contains("<script") && !html.contains(" src=") && !html.contains("href="));
+    insta::assert_snapshot!("investigate_html", html);
+    let mut v: Value = serde_json::from_str(&render("json")).expect("valid JSON");
+    let rows = v["timeline"].as_array_mut().expect("timeline");
+    assert_eq!(rows.len() as u64, v["timeline_rows"].as_u64().unwrap_or(0));
+    for t in v["timeline"].as_array_mut().expect("timeline") {
+        t["event"]["sourceobject"] = Value::from("<path>");
+    }
+    insta::assert_json_snapshot!("investigate_json", v);
+}

@@ -235,7 +235,8 @@ fn html_report_is_one_self_contained_file() {
 fn bad_flags_are_refused() {
     let out = report(&["last-used", "--kind", "forever"], 2);
     assert!(
-        stderr(&out).contains("--kind `forever`"),
+        stderr(&out).contains("invalid value 'forever' for '--kind <KIND>'")
+            && stderr(&out).contains("long-term"),
         "{}",
         stderr(&out)
     );
@@ -255,4 +256,41 @@ fn bad_flags_are_refused() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Every format of one report with known answers (the unused report over the key list and the
+/// credential report), and the last-used report's Markdown and HTML with its charts.
+#[test]
+fn every_format() {
+    let redact = |s: String| s.replace(env!("CARGO_PKG_VERSION"), "[version]");
+    for f in ["table", "csv", "json", "jsonl", "markdown", "html"] {
+        let out = report(
+            &[
+                "unused",
+                "--inventory",
+                "inventory/keys.csv",
+                "--inventory",
+                "inventory/credential-report.csv",
+                "--format",
+                f,
+            ],
+            0,
+        );
+        insta::assert_snapshot!(format!("unused_{f}"), redact(stdout(&out)));
+    }
+    for f in ["markdown", "html"] {
+        let out = report(
+            &[
+                "last-used",
+                "--since",
+                "2024-11-24",
+                "--inventory",
+                "inventory/keys.csv",
+                "--format",
+                f,
+            ],
+            0,
+        );
+        insta::assert_snapshot!(format!("last_used_{f}"), redact(stdout(&out)));
+    }
 }

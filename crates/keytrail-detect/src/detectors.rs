@@ -1,0 +1,1219 @@
+//! Stateful detectors: what needs a key's history rather than one event. They read every
+//! event made with an access key, sorted by key then time (one streaming query), plus the
+//! events that change or mint keys (`UpdateAccessKey`, `DeleteAccessKey`, `GetSessionToken`,
+//! `GetFederationToken`, `AssumeRole`). Events AWS services make on their own behalf are
+//! passed over. Each detector is described in `docs/rules.md` with its thresholds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::prelude::SessionContext;
+use datafusion::prelude::{col, lit};
+use futures::StreamExt;
+use keytrail_model::Table;
+use keytrail_model::schema::col as c;
+
+use super::net::{self, Origin};
+use super::rule::Severity;
+use super::scan::{millis, texts};
+use super::{DetectError, Finding, Source};
+use keytrail_model::KeyStatus;
+
+/// Thresholds of the detectors.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A key's first this-many milliseconds of activity only teach its baseline.
+    pub warmup_ms: i64,
+    /// Addresses are compared by network: this IPv4 prefix length …
+    pub new_v4_prefix: u8,
+    /// … and this IPv6 one.
+    pub new_v6_prefix: u8,
+    /// A new network and a new client this close together make one finding.
+    pub pair_ms: i64,
+    pub denied_count: usize,
+    pub denied_window_ms: i64,
+    pub recon_window_ms: i64,
+    pub recon_services: usize,
+    pub recon_regions: usize,
+    pub recon_names: usize,
+    pub recon_new_names: usize,
+    pub distant_window_ms: i64,
+    /// Networks this far apart (IPv4 prefix length) count as distant.
+    pub distant_v4_prefix: u8,
+    pub distant_v6_prefix: u8,
+    /// Most event IDs listed as evidence of one finding.
+    pub evidence_cap: usize,
+    /// Most events sorted at once: a larger lake is read in key ranges of about this many
+    /// events, one sort each, to bound memory.
+    pub max_sort_events: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            warmup_ms: 24 * 3_600_000,
+            new_v4_prefix: 24,
+            new_v6_prefix: 64,
+            pair_ms: 3_600_000,
+            denied_count: 15,
+            denied_window_ms: 10 * 60_000,
+            recon_window_ms: 10 * 60_000,
+            recon_services: 5,
+            recon_regions: 3,
+            recon_names: 8,
+            recon_new_names: 5,
+            distant_window_ms: 30 * 60_000,
+            distant_v4_prefix: 16,
+            distant_v6_prefix: 32,
+            evidence_cap: 50,
+            max_sort_events: 1_000_000,
+        }
+    }
+}
+
+/// A detector, as `keytrail rules list` shows it.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct DetectorInfo {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub severity: Severity,
+    pub category: &'static str,
+    pub description: &'static str,
+}
+
+pub const NEW_NETWORK: &str = "kt-new-source-network";
+pub const NEW_CLIENT: &str = "kt-new-user-agent";
+pub const NEW_REGION: &str = "kt-new-region";
+pub const NEW_PAIR: &str = "kt-new-network-and-client";
+pub const DENIED_BURST: &str = "kt-denied-burst";
+pub const RECON_BURST: &str = "kt-recon-burst";
+pub const TWO_NETWORKS: &str = "kt-distant-networks";
+pub const INSTANCE_ELSEWHERE: &str = "kt-instance-credentials-elsewhere";
+pub const WORKLOAD_OUTSIDE: &str = "kt-workload-credentials-outside";
+pub const AFTER_DEACTIVATION: &str = "kt-key-used-after-deactivation";
+pub const CHILD_AFTER_PARENT: &str = "kt-session-used-after-parent-deactivated";
+
+pub const CATALOG: [DetectorInfo; 11] = [
+    DetectorInfo {
+        id: NEW_NETWORK,
+        title: "Key used from a network it never used",
+        severity: Severity::Info,
+        category: "credential-use",
+        description: "A public address in a /24 (IPv6: /64) the key had not used, after the key's first 24 hours (its warm-up).",
+    },
+    DetectorInfo {
+        id: NEW_CLIENT,
+        title: "Key used by a client it never used",
+        severity: Severity::Info,
+        category: "credential-use",
+        description: "A user-agent family (the product before the first `/`: aws-cli, Boto3, Terraform, python-requests) the key had not used, after its warm-up.",
+    },
+    DetectorInfo {
+        id: NEW_REGION,
+        title: "Key used in a region it never used",
+        severity: Severity::Info,
+        category: "credential-use",
+        description: "A region the key had not called, after its warm-up.",
+    },
+    DetectorInfo {
+        id: NEW_PAIR,
+        title: "Key used from a new network by a new client",
+        severity: Severity::Medium,
+        category: "credential-use",
+        description: "A new network and a new client for the key within one hour of each other: someone else holding the key, more often than a change of habit.",
+    },
+    DetectorInfo {
+        id: DENIED_BURST,
+        title: "Burst of denied calls",
+        severity: Severity::Medium,
+        category: "recon",
+        description: "15 or more calls denied (AccessDenied, UnauthorizedOperation, ...) within 10 minutes: probing what a key may do.",
+    },
+    DetectorInfo {
+        id: RECON_BURST,
+        title: "Reconnaissance burst",
+        severity: Severity::Medium,
+        category: "recon",
+        description: "Within 10 minutes, 8 or more distinct List/Describe/Get calls across 5 or more services (or 3 or more regions), 5 of them never made by the key before. Console browsing is not counted.",
+    },
+    DetectorInfo {
+        id: TWO_NETWORKS,
+        title: "Key used from distant networks within 30 minutes",
+        severity: Severity::High,
+        category: "credential-use",
+        description: "Within 30 minutes the key alternates between two public networks that differ in their first 16 bits (IPv6: 32), each used at least twice: two parties holding one key.",
+    },
+    DetectorInfo {
+        id: INSTANCE_ELSEWHERE,
+        title: "EC2 instance credentials used elsewhere",
+        severity: Severity::High,
+        category: "credential-use",
+        description: "Credentials of an instance role (ec2RoleDelivery in the session context, or a role session named after an instance) used from a public address other than the instance's own, or from an address people's keys and sessions use.",
+    },
+    DetectorInfo {
+        id: WORKLOAD_OUTSIDE,
+        title: "Lambda or ECS credentials used outside their workload",
+        severity: Severity::High,
+        category: "credential-use",
+        description: "Credentials a Lambda function or an ECS task received, used by a client that does not run there (no exec-env/AWS_Lambda or exec-env/AWS_ECS in its user agent) from a network the workload never used.",
+    },
+    DetectorInfo {
+        id: AFTER_DEACTIVATION,
+        title: "Key used after it was deactivated or deleted",
+        severity: Severity::Critical,
+        category: "credential-use",
+        description: "An event made with a key after a successful UpdateAccessKey to Inactive or DeleteAccessKey of it (and before any reactivation).",
+    },
+    DetectorInfo {
+        id: CHILD_AFTER_PARENT,
+        title: "Session credentials used after their parent key was deactivated",
+        severity: Severity::High,
+        category: "credential-use",
+        description: "Temporary credentials minted with a long-term key (GetSessionToken, GetFederationToken, AssumeRole) used after that key was deactivated or deleted: they keep working until they expire.",
+    },
+];
+
+pub fn info(id: &str) -> Option<&'static DetectorInfo> {
+    CATALOG.iter().find(|d| d.id == id)
+}
+
+/// One event of a key, as the detectors see it.
+#[derive(Clone, Debug, Default)]
+struct Ev {
+    t: i64,
+    id: String,
+    src: String,
+    name: String,
+    region: Option<String>,
+    ip: Option<String>,
+    ua: Option<String>,
+    readonly: bool,
+    arn: Option<String>,
+    ec2: bool,
+    vpce: bool,
+    svc: bool,
+    account: Option<String>,
+    /// The `denied` fact.
+    denied: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Change {
+    t: i64,
+    status: KeyStatus,
+    id: String,
+    by: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Minted {
+    parent: String,
+    how: String,
+    t: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Lambda,
+    Ecs,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Lambda => "Lambda function",
+            Workload::Ecs => "ECS task",
+        }
+    }
+}
+
+/// What the key-changing events say.
+#[derive(Default)]
+struct Lineage {
+    changes: HashMap<String, Vec<Change>>,
+    minted: HashMap<String, Minted>,
+    workloads: HashMap<String, Workload>,
+    /// Per principal (a role for its sessions): when it first made each call, and its first
+    /// event. Temporary keys are short-lived; their principal's history is the baseline.
+    principal_names: HashMap<(String, String), i64>,
+    principal_first: HashMap<String, i64>,
+}
+
+/// The principal whose history a key shares: the role of a role session
+/// (`arn:aws:sts::1:assumed-role/R/s` → `arn:aws:sts::1:assumed-role/R`), else the ARN.
+pub fn principal_of(arn: &str) -> &str {
+    if let Some(i) = arn.find(":assumed-role/")
+        && let Some(j) = arn[i + 14..].find('/')
+    {
+        return &arn[..i + 14 + j];
+    }
+    arn
+}
+
+async fn principal_history(ctx: &SessionContext, l: &mut Lineage) -> Result<(), DetectError> {
+    let sql = "SELECT get_field(useridentity, 'arn') AS arn, eventname AS name, min(eventtime) AS t \
+         FROM events WHERE accesskeyid IS NOT NULL AND NOT awsservice \
+         AND get_field(useridentity, 'arn') IS NOT NULL GROUP BY 1, 2";
+    let batches = ctx.sql(sql).await?.collect().await?;
+    for b in &batches {
+        let (arns, names, t) = (texts(b, "arn")?, texts(b, "name")?, millis(b, "t")?);
+        for i in 0..b.num_rows() {
+            let (Some(arn), Some(name)) = (&arns[i], &names[i]) else {
+                continue;
+            };
+            let p = principal_of(arn).to_owned();
+            let first = l.principal_first.entry(p.clone()).or_insert(t[i]);
+            *first = (*first).min(t[i]);
+            let e = l.principal_names.entry((p, name.clone())).or_insert(t[i]);
+            *e = (*e).min(t[i]);
+        }
+    }
+    Ok(())
+}
+
+/// A key lifecycle or minting event, as the fact columns give it.
+#[derive(serde::Deserialize)]
+struct LineageRow {
+    t: i64,
+    id: Option<String>,
+    name: Option<String>,
+    k: Option<String>,
+    arn: Option<String>,
+    target: Option<String>,
+    status: Option<String>,
+    minted: Option<String>,
+    caller: Option<String>,
+    svc: bool,
+}
+
+async fn lineage(ctx: &SessionContext) -> Result<Lineage, DetectError> {
+    let sql = "SELECT eventtime AS t, eventid AS id, eventname AS name, accesskeyid AS k, \
+         get_field(useridentity, 'arn') AS arn, targetkeyid AS target, keystatus AS status, \
+         mintedkeyid AS minted, \
+         coalesce(get_field(useridentity, 'invokedby'), sourceipaddress) AS caller, \
+         awsservice AS svc \
+         FROM events WHERE keystatus IS NOT NULL OR mintedkeyid IS NOT NULL";
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let mut l = Lineage::default();
+    for r in keytrail_engine::rows::from_batches::<LineageRow>(&batches)? {
+        if let (Some(target), Some(status)) =
+            (&r.target, r.status.as_deref().and_then(KeyStatus::parse))
+        {
+            l.changes.entry(target.clone()).or_default().push(Change {
+                t: r.t,
+                status,
+                id: r.id.clone().unwrap_or_default(),
+                by: r.arn.clone(),
+            });
+        }
+        let Some(child) = r.minted else {
+            continue;
+        };
+        if r.svc {
+            let caller = r.caller.as_deref().unwrap_or_default();
+            if caller.starts_with("lambda.") {
+                l.workloads.insert(child, Workload::Lambda);
+            } else if caller.starts_with("ecs-tasks.") || caller.starts_with("ecs.") {
+                l.workloads.insert(child, Workload::Ecs);
+            }
+        } else if let Some(parent) = r.k {
+            l.minted.insert(
+                child,
+                Minted {
+                    parent,
+                    how: r.name.unwrap_or_default(),
+                    t: r.t,
+                },
+            );
+        }
+    }
+    for v in l.changes.values_mut() {
+        v.sort_by(|a, b| (a.t, &a.id).cmp(&(b.t, &b.id)));
+    }
+    principal_history(ctx, &mut l).await?;
+    Ok(l)
+}
+
+/// The user-agent family: the product before the first `/` of the first token.
+pub fn client_family(ua: &str) -> Option<String> {
+    let first = ua
+        .trim()
+        .trim_start_matches('[')
+        .split([' ', ','])
+        .next()
+        .unwrap_or_default();
+    let product = first
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(']');
+    (!product.is_empty()).then(|| product.to_ascii_lowercase())
+}
+
+fn is_console(ua: Option<&str>) -> bool {
+    ua.is_some_and(|u| {
+        let l = u.to_ascii_lowercase();
+        l.contains("console.amazonaws.com")
+            || l.starts_with("console.")
+            || l.contains("consolefrontend")
+            || l == "aws internal"
+            || l.starts_with("aws-internal")
+            || l.starts_with("[s3console")
+    })
+}
+
+fn is_read(e: &Ev) -> bool {
+    e.readonly
+        || ["List", "Describe", "Get", "Search", "Lookup", "BatchGet"]
+            .iter()
+            .any(|p| e.name.starts_with(p))
+}
+
+fn workload_marker(ua: Option<&str>) -> Option<Workload> {
+    let u = ua?;
+    if u.contains("exec-env/AWS_Lambda") {
+        Some(Workload::Lambda)
+    } else if u.contains("exec-env/AWS_ECS") {
+        Some(Workload::Ecs)
+    } else {
+        None
+    }
+}
+
+/// The instance a key belongs to, when it is an EC2 instance's role credentials.
+fn instance_of(e: &Ev) -> Option<String> {
+    let arn = e.arn.as_deref().unwrap_or_default();
+    let session = arn.rsplit('/').next().unwrap_or_default();
+    let looks_like_instance = session.len() >= 10
+        && session.starts_with("i-")
+        && session[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if looks_like_instance {
+        Some(session.to_owned())
+    } else if e.ec2 {
+        Some(arn.to_owned())
+    } else {
+        None
+    }
+}
+
+fn role_of(arn: Option<&str>) -> String {
+    // arn:aws:sts::123:assumed-role/Role/session
+    arn.and_then(|a| a.split(":assumed-role/").nth(1))
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+fn minutes(ms: i64) -> String {
+    let m = ms as f64 / 60_000.0;
+    if m < 1.0 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{m:.0} min")
+    }
+}
+
+struct Builder<'a> {
+    cfg: &'a Config,
+    out: Vec<Finding>,
+}
+
+impl Builder<'_> {
+    fn finding(&mut self, id: &str, key: Option<&str>, evs: &[&Ev], reason: String) {
+        let Some(d) = info(id) else {
+            return;
+        };
+        let Some(first) = evs.first() else {
+            return;
+        };
+        let mut events: Vec<String> = evs.iter().map(|e| e.id.clone()).collect();
+        let total = events.len();
+        events.truncate(self.cfg.evidence_cap);
+        let reason = if total > events.len() {
+            format!("{reason} [{total} events; first {} listed]", events.len())
+        } else {
+            reason
+        };
+        self.out.push(Finding {
+            rule: d.id.to_owned(),
+            title: d.title.to_owned(),
+            severity: d.severity,
+            category: d.category.to_owned(),
+            source: Source::Detector,
+            time: first.t,
+            last: evs.iter().map(|e| e.t).max().unwrap_or(first.t),
+            key: key.map(str::to_owned),
+            principal: first.arn.clone(),
+            account: first.account.clone(),
+            source_ip: first.ip.clone(),
+            reason,
+            events,
+            details: BTreeMap::new(),
+        });
+    }
+}
+
+/// Events of instance or workload credentials, kept until every key was read (their
+/// judgement needs the addresses of everyone else).
+struct Deferred {
+    key: String,
+    ev: Ev,
+}
+
+/// Run every detector over the `events` table.
+pub async fn run(ctx: &SessionContext, cfg: &Config) -> Result<Vec<Finding>, DetectError> {
+    let lin = lineage(ctx).await?;
+    let mut b = Builder {
+        cfg,
+        out: Vec::new(),
+    };
+    let mut people: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut deferred: Vec<Deferred> = Vec::new();
+    for (lo, hi) in key_ranges(ctx, cfg.max_sort_events).await? {
+        let mut range = col(c::ACCESSKEYID).is_not_null();
+        if let Some(lo) = lo {
+            range = range.and(col(c::ACCESSKEYID).gt_eq(lit(lo)));
+        }
+        if let Some(hi) = hi {
+            range = range.and(col(c::ACCESSKEYID).lt(lit(hi)));
+        }
+        let df = ctx
+            .table(Table::Events.name())
+            .await?
+            .filter(range)?
+            .select(vec![
+                col(c::ACCESSKEYID).alias("k"),
+                col(c::EVENTTIME).alias("t"),
+                col(c::EVENTID).alias("id"),
+                col(c::EVENTSOURCE).alias("src"),
+                col(c::EVENTNAME).alias("name"),
+                col(c::AWSREGION).alias("region"),
+                col(c::SOURCEIPADDRESS).alias("ip"),
+                col(c::USERAGENT).alias("ua"),
+                coalesce(vec![col("readonly"), lit(false)]).alias("readonly"),
+                get_field(col(c::USERIDENTITY), "arn").alias("arn"),
+                get_field(
+                    get_field(col(c::USERIDENTITY), "sessioncontext"),
+                    "ec2roledelivery",
+                )
+                .is_not_null()
+                .alias("ec2"),
+                col("vpcendpointid").is_not_null().alias("vpce"),
+                col(c::AWSSERVICE).alias("svc"),
+                col(c::RESOURCEACCOUNTID).alias("account"),
+                col(c::DENIED).alias("denied"),
+            ])?
+            .sort_by(vec![col("k"), col("t"), col("id")])?;
+        read_keys(df, &mut b, &lin, &mut people, &mut deferred).await?;
+    }
+    instances(&mut b, &deferred, &people);
+    workloads(&mut b, &lin, &deferred, &people);
+    Ok(b.out)
+}
+
+/// Key ranges `[lo, hi)` of about `per_range` events each (from `key_daily`'s counts), so one
+/// range's events are sorted at a time; the lake's files are sorted by key, so each range reads
+/// only the pages that hold its keys.
+async fn key_ranges(
+    ctx: &SessionContext,
+    per_range: u64,
+) -> Result<Vec<(Option<String>, Option<String>)>, DetectError> {
+    #[derive(serde::Deserialize)]
+    struct KeyCount {
+        accesskeyid: String,
+        n: i64,
+    }
+    // A session of events alone (rule and detector fixtures) counts them.
+    let counts = if ctx.table_exist(Table::KeyDaily.name())? {
+        "SELECT accesskeyid, sum(events) AS n FROM key_daily GROUP BY 1 ORDER BY 1"
+    } else {
+        "SELECT accesskeyid, count(*) AS n FROM events WHERE accesskeyid IS NOT NULL GROUP BY 1 ORDER BY 1"
+    };
+    let batches = ctx.sql(counts).await?.collect().await?;
+    let mut out = Vec::new();
+    let mut lo: Option<String> = None;
+    let mut in_range = 0u64;
+    for r in keytrail_engine::rows::from_batches::<KeyCount>(&batches)? {
+        let n = u64::try_from(r.n).unwrap_or(0);
+        if in_range > 0 && in_range + n > per_range.max(1) {
+            out.push((lo.take(), Some(r.accesskeyid.clone())));
+            lo = Some(r.accesskeyid.clone());
+            in_range = 0;
+        }
+        in_range += n;
+    }
+    out.push((lo, None));
+    Ok(out)
+}
+
+/// A keyed event as the detectors read it.
+#[derive(serde::Deserialize)]
+struct KeyedEv {
+    k: String,
+    t: i64,
+    id: Option<String>,
+    src: Option<String>,
+    name: Option<String>,
+    region: Option<String>,
+    ip: Option<String>,
+    ua: Option<String>,
+    readonly: bool,
+    arn: Option<String>,
+    ec2: bool,
+    vpce: bool,
+    svc: bool,
+    account: Option<String>,
+    denied: bool,
+}
+
+/// Read one sorted stream of keyed events and run the per-key detectors on each key.
+async fn read_keys(
+    df: datafusion::prelude::DataFrame,
+    b: &mut Builder<'_>,
+    lin: &Lineage,
+    people: &mut HashMap<String, BTreeSet<String>>,
+    deferred: &mut Vec<Deferred>,
+) -> Result<(), DetectError> {
+    let mut stream = df.execute_stream().await?;
+    let mut current: Option<String> = None;
+    let mut evs: Vec<Ev> = Vec::new();
+    while let Some(batch) = stream.next().await {
+        for r in keytrail_engine::rows::from_batch::<KeyedEv>(&batch?)? {
+            if current.as_deref() != Some(r.k.as_str()) {
+                if let Some(prev) = current.take() {
+                    per_key(b, lin, &prev, &evs, people, deferred);
+                }
+                evs.clear();
+                current = Some(r.k);
+            }
+            evs.push(Ev {
+                t: r.t,
+                id: r.id.unwrap_or_default(),
+                src: r.src.unwrap_or_default(),
+                name: r.name.unwrap_or_default(),
+                region: r.region,
+                ip: r.ip,
+                ua: r.ua,
+                readonly: r.readonly,
+                arn: r.arn,
+                ec2: r.ec2,
+                vpce: r.vpce,
+                svc: r.svc,
+                account: r.account,
+                denied: r.denied,
+            });
+        }
+    }
+    if let Some(prev) = current.take() {
+        per_key(b, lin, &prev, &evs, people, deferred);
+    }
+    Ok(())
+}
+
+fn per_key(
+    b: &mut Builder<'_>,
+    lin: &Lineage,
+    key: &str,
+    all: &[Ev],
+    people: &mut HashMap<String, BTreeSet<String>>,
+    deferred: &mut Vec<Deferred>,
+) {
+    let evs: Vec<&Ev> = all.iter().filter(|e| !e.svc).collect();
+    let Some(first) = evs.first() else {
+        return;
+    };
+    let cfg = b.cfg;
+    let is_instance = evs.iter().any(|e| instance_of(e).is_some());
+    let workload = lin
+        .workloads
+        .get(key)
+        .copied()
+        .or_else(|| evs.iter().find_map(|e| workload_marker(e.ua.as_deref())));
+    if is_instance || workload.is_some() {
+        for e in &evs {
+            deferred.push(Deferred {
+                key: key.to_owned(),
+                ev: (*e).clone(),
+            });
+        }
+    } else {
+        for e in &evs {
+            if let (Some(Origin::Public(_)), Some(arn)) =
+                (e.ip.as_deref().map(net::origin), e.arn.as_deref())
+                && workload_marker(e.ua.as_deref()).is_none()
+            {
+                let ip = e.ip.clone().unwrap_or_default();
+                let set = people.entry(ip).or_default();
+                if set.len() < 8 {
+                    set.insert(arn.to_owned());
+                }
+            }
+        }
+    }
+
+    new_values(b, key, &evs, first.t + cfg.warmup_ms);
+    denied_bursts(b, key, &evs);
+    recon_bursts(b, lin, key, &evs);
+    distant_networks(b, key, &evs);
+    after_deactivation(b, lin, key, &evs);
+}
+
+/// New networks, clients and regions after the warm-up; a new network with a new client.
+fn new_values(b: &mut Builder<'_>, key: &str, evs: &[&Ev], warm_until: i64) {
+    let cfg = b.cfg;
+    // dimension → value → (first index, evidence)
+    struct New<'e> {
+        value: String,
+        evs: Vec<&'e Ev>,
+    }
+    let mut seen: [HashSet<String>; 3] = Default::default();
+    let mut found: [Vec<New<'_>>; 3] = Default::default();
+    for e in evs {
+        let vals = [
+            match e.ip.as_deref().map(net::origin) {
+                Some(Origin::Public(ip)) => {
+                    Some(net::network(ip, cfg.new_v4_prefix, cfg.new_v6_prefix))
+                }
+                _ => None,
+            },
+            e.ua.as_deref().and_then(client_family),
+            e.region.clone().filter(|r| !r.is_empty()),
+        ];
+        for (d, v) in vals.into_iter().enumerate() {
+            let Some(v) = v else { continue };
+            if seen[d].insert(v.clone()) {
+                if e.t >= warm_until {
+                    found[d].push(New {
+                        value: v,
+                        evs: vec![e],
+                    });
+                }
+            } else if let Some(n) = found[d].iter_mut().find(|n| n.value == v)
+                && e.t - n.evs[0].t < cfg.pair_ms
+                && n.evs.len() < 10
+            {
+                n.evs.push(e);
+            }
+        }
+    }
+    let labels = [
+        (NEW_NETWORK, "network"),
+        (NEW_CLIENT, "client"),
+        (NEW_REGION, "region"),
+    ];
+    for (d, (id, what)) in labels.iter().enumerate() {
+        for n in &found[d] {
+            let detail = if d == 0 {
+                format!(
+                    "{} ({})",
+                    n.value,
+                    n.evs[0].ip.as_deref().unwrap_or_default()
+                )
+            } else {
+                n.value.clone()
+            };
+            b.finding(
+                id,
+                Some(key),
+                &n.evs,
+                format!("first use from {what} {detail} after the key's warm-up"),
+            );
+        }
+    }
+    for n in &found[0] {
+        let t0 = n.evs[0].t;
+        let clients: Vec<&New<'_>> = found[1]
+            .iter()
+            .filter(|c| (c.evs[0].t - t0).abs() <= cfg.pair_ms)
+            .collect();
+        if clients.is_empty() {
+            continue;
+        }
+        let mut ev: Vec<&Ev> = n.evs.clone();
+        for c in &clients {
+            ev.extend(c.evs.iter().copied());
+        }
+        ev.sort_by(|a, b| (a.t, &a.id).cmp(&(b.t, &b.id)));
+        ev.dedup_by(|a, b| a.id == b.id);
+        let names: Vec<&str> = clients.iter().map(|c| c.value.as_str()).collect();
+        b.finding(
+            NEW_PAIR,
+            Some(key),
+            &ev,
+            format!(
+                "used from new network {} ({}) by new client {}",
+                n.value,
+                n.evs[0].ip.as_deref().unwrap_or_default(),
+                names.join(", ")
+            ),
+        );
+    }
+}
+
+fn top_names(evs: &[&Ev], n: usize) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in evs {
+        *counts.entry(e.name.as_str()).or_default() += 1;
+    }
+    let mut v: Vec<(&str, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<String> = v.iter().take(n).map(|(k, c)| format!("{k} ×{c}")).collect();
+    let more = v.len().saturating_sub(n);
+    if more > 0 {
+        format!("{} and {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// Bursts in a key's time-ordered events: a sliding window of `window_ms`; once the window
+/// qualifies it becomes a burst, which then takes every next event within `window_ms` of its
+/// last one.
+struct Bursts<'a> {
+    window_ms: i64,
+    window: VecDeque<&'a Ev>,
+    bursts: Vec<Vec<&'a Ev>>,
+    active: bool,
+}
+
+impl<'a> Bursts<'a> {
+    fn new(window_ms: i64) -> Self {
+        Bursts {
+            window_ms,
+            window: VecDeque::new(),
+            bursts: Vec::new(),
+            active: false,
+        }
+    }
+
+    /// Add `e`; `qualifies` judges the window (oldest first, `e` last).
+    fn push(&mut self, e: &'a Ev, qualifies: impl FnOnce(&VecDeque<&'a Ev>) -> bool) {
+        if self.active
+            && let Some(burst) = self.bursts.last_mut()
+            && e.t - burst.last().map_or(e.t, |l| l.t) <= self.window_ms
+        {
+            burst.push(e);
+            return;
+        }
+        self.active = false;
+        self.window.push_back(e);
+        while self
+            .window
+            .front()
+            .is_some_and(|f| e.t - f.t > self.window_ms)
+        {
+            self.window.pop_front();
+        }
+        if qualifies(&self.window) {
+            self.bursts.push(self.window.drain(..).collect());
+            self.active = true;
+        }
+    }
+
+    fn finish(self) -> Vec<Vec<&'a Ev>> {
+        self.bursts
+    }
+}
+
+fn denied_bursts(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
+    let cfg = b.cfg;
+    let mut bursts = Bursts::new(cfg.denied_window_ms);
+    for e in evs {
+        if e.denied {
+            bursts.push(e, |w| w.len() >= cfg.denied_count);
+        }
+    }
+    for burst in bursts.finish() {
+        let span = burst.last().map_or(0, |l| l.t) - burst[0].t;
+        b.finding(
+            DENIED_BURST,
+            Some(key),
+            &burst,
+            format!(
+                "{} denied calls in {}: {}",
+                burst.len(),
+                minutes(span),
+                top_names(&burst, 3)
+            ),
+        );
+    }
+}
+
+fn recon_bursts(b: &mut Builder<'_>, lin: &Lineage, key: &str, evs: &[&Ev]) {
+    let cfg = b.cfg;
+    let principal = evs
+        .first()
+        .and_then(|e| e.arn.as_deref())
+        .map(principal_of)
+        .unwrap_or_default()
+        .to_owned();
+    // Within the principal's warm-up every call is new: nothing to compare with.
+    let warm_until = lin
+        .principal_first
+        .get(&principal)
+        .copied()
+        .or(evs.first().map(|e| e.t))
+        .unwrap_or(0)
+        + cfg.warmup_ms;
+    let mut first_seen: HashMap<&str, i64> = HashMap::new();
+    let seen_by_principal = |name: &str| {
+        lin.principal_names
+            .get(&(principal.clone(), name.to_owned()))
+            .copied()
+    };
+    let mut bursts = Bursts::new(cfg.recon_window_ms);
+    for e in evs {
+        first_seen.entry(e.name.as_str()).or_insert(e.t);
+        if !is_read(e) || is_console(e.ua.as_deref()) {
+            continue;
+        }
+        bursts.push(e, |window| {
+            let start = window.front().map_or(e.t, |f| f.t);
+            let services: HashSet<&str> = window.iter().map(|w| w.src.as_str()).collect();
+            let regions: HashSet<&str> =
+                window.iter().filter_map(|w| w.region.as_deref()).collect();
+            let names: HashSet<&str> = window.iter().map(|w| w.name.as_str()).collect();
+            let new = names
+                .iter()
+                .filter(|n| {
+                    let own = first_seen.get(*n).copied().unwrap_or(i64::MAX);
+                    own.min(seen_by_principal(n).unwrap_or(i64::MAX)) >= start
+                })
+                .count();
+            e.t >= warm_until
+                && (services.len() >= cfg.recon_services || regions.len() >= cfg.recon_regions)
+                && names.len() >= cfg.recon_names
+                && new >= cfg.recon_new_names
+        });
+    }
+    for burst in bursts.finish() {
+        let services: BTreeSet<&str> = burst
+            .iter()
+            .map(|w| w.src.trim_end_matches(".amazonaws.com"))
+            .collect();
+        let names: BTreeSet<&str> = burst.iter().map(|w| w.name.as_str()).collect();
+        let regions: BTreeSet<&str> = burst.iter().filter_map(|w| w.region.as_deref()).collect();
+        let span = burst.last().map_or(0, |l| l.t) - burst[0].t;
+        b.finding(
+            RECON_BURST,
+            Some(key),
+            &burst,
+            format!(
+                "{} read calls in {}: {} APIs across {} services ({}) in {} region(s)",
+                burst.len(),
+                minutes(span),
+                names.len(),
+                services.len(),
+                services.into_iter().collect::<Vec<_>>().join(", "),
+                regions.len()
+            ),
+        );
+    }
+}
+
+fn distant_networks(b: &mut Builder<'_>, key: &str, evs: &[&Ev]) {
+    let cfg = b.cfg;
+    let mut window: VecDeque<(&Ev, String)> = VecDeque::new();
+    let mut reported: HashSet<(String, String)> = HashSet::new();
+    for e in evs {
+        let Some(Origin::Public(ip)) = e.ip.as_deref().map(net::origin) else {
+            continue;
+        };
+        let n = net::network(ip, cfg.distant_v4_prefix, cfg.distant_v6_prefix);
+        window.push_back((e, n.clone()));
+        while window
+            .front()
+            .is_some_and(|(f, _)| e.t - f.t > cfg.distant_window_ms)
+        {
+            window.pop_front();
+        }
+        // Runs of the same network, in order: A B A means two parties at once.
+        let mut runs: Vec<&str> = Vec::new();
+        for (_, net) in &window {
+            if runs.last() != Some(&net.as_str()) {
+                runs.push(net);
+            }
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (_, net) in &window {
+            *counts.entry(net.as_str()).or_default() += 1;
+        }
+        for w in runs.windows(3) {
+            let (x, y) = (w[0], w[1]);
+            if w[2] == x
+                && counts.get(x).copied().unwrap_or(0) >= 2
+                && counts.get(y).copied().unwrap_or(0) >= 2
+            {
+                let pair = if x < y {
+                    (x.to_owned(), y.to_owned())
+                } else {
+                    (y.to_owned(), x.to_owned())
+                };
+                if reported.insert(pair.clone()) {
+                    let ev: Vec<&Ev> = window
+                        .iter()
+                        .filter(|(_, n)| *n == pair.0 || *n == pair.1)
+                        .map(|(e, _)| *e)
+                        .collect();
+                    let ips: BTreeSet<&str> = ev.iter().filter_map(|e| e.ip.as_deref()).collect();
+                    let span = ev.last().map_or(0, |l| l.t) - ev[0].t;
+                    b.finding(
+                        TWO_NETWORKS,
+                        Some(key),
+                        &ev,
+                        format!(
+                            "alternated between {} and {} within {} ({})",
+                            pair.0,
+                            pair.1,
+                            minutes(span),
+                            ips.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    );
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn status_at(changes: &[Change], t: i64) -> Option<&Change> {
+    changes.iter().rev().find(|c| c.t < t)
+}
+
+fn after_deactivation(b: &mut Builder<'_>, lin: &Lineage, key: &str, evs: &[&Ev]) {
+    if let Some(changes) = lin.changes.get(key) {
+        // One finding per deactivation: the events between it and the next change.
+        let mut groups: BTreeMap<usize, Vec<&Ev>> = BTreeMap::new();
+        for e in evs {
+            if let Some(c) = status_at(changes, e.t)
+                && c.status != KeyStatus::Active
+                && let Some(i) = changes.iter().position(|x| x.id == c.id)
+            {
+                groups.entry(i).or_default().push(e);
+            }
+        }
+        for (i, ev) in groups {
+            let c = &changes[i];
+            let what = if c.status == KeyStatus::Deleted {
+                "deleted"
+            } else {
+                "set Inactive"
+            };
+            b.finding(
+                AFTER_DEACTIVATION,
+                Some(key),
+                &ev,
+                format!(
+                    "{} event(s) after the key was {what} at {} by {} (event {})",
+                    ev.len(),
+                    keytrail_model::time::format_millis(c.t),
+                    c.by.as_deref().unwrap_or("?"),
+                    c.id
+                ),
+            );
+        }
+    }
+    if let Some(m) = lin.minted.get(key)
+        && let Some(changes) = lin.changes.get(&m.parent)
+    {
+        let mut groups: BTreeMap<usize, Vec<&Ev>> = BTreeMap::new();
+        for e in evs {
+            if let Some(c) = status_at(changes, e.t)
+                && c.status != KeyStatus::Active
+                && c.t > m.t
+                && let Some(i) = changes.iter().position(|x| x.id == c.id)
+            {
+                groups.entry(i).or_default().push(e);
+            }
+        }
+        for (i, ev) in groups {
+            let c = &changes[i];
+            b.finding(
+                CHILD_AFTER_PARENT,
+                Some(key),
+                &ev,
+                format!(
+                    "minted from {} by {} at {}; used after {} was {} at {}",
+                    m.parent,
+                    m.how,
+                    keytrail_model::time::format_millis(m.t),
+                    m.parent,
+                    if c.status == KeyStatus::Deleted {
+                        "deleted"
+                    } else {
+                        "set Inactive"
+                    },
+                    keytrail_model::time::format_millis(c.t)
+                ),
+            );
+        }
+    }
+}
+
+fn inside(e: &Ev) -> bool {
+    e.vpce || !matches!(e.ip.as_deref().map(net::origin), Some(Origin::Public(_)))
+}
+
+fn instances(
+    b: &mut Builder<'_>,
+    deferred: &[Deferred],
+    people: &HashMap<String, BTreeSet<String>>,
+) {
+    let mut by: BTreeMap<String, Vec<&Deferred>> = BTreeMap::new();
+    for d in deferred {
+        if let Some(i) = instance_of(&d.ev) {
+            by.entry(i).or_default().push(d);
+        }
+    }
+    for (instance, mut ds) in by {
+        ds.sort_by(|a, b| (a.ev.t, &a.ev.id).cmp(&(b.ev.t, &b.ev.id)));
+        let home = ds
+            .iter()
+            .find(|d| !inside(&d.ev))
+            .and_then(|d| d.ev.ip.clone());
+        // address → (why, events)
+        let mut bad: BTreeMap<String, (String, Vec<&Deferred>)> = BTreeMap::new();
+        for d in &ds {
+            if inside(&d.ev) {
+                continue;
+            }
+            let ip = d.ev.ip.clone().unwrap_or_default();
+            let why = if let Some(p) = people.get(&ip) {
+                format!(
+                    "an address also used by {}",
+                    p.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            } else if home.as_deref() != Some(ip.as_str()) {
+                format!(
+                    "not the instance's own address ({})",
+                    home.as_deref().unwrap_or("?")
+                )
+            } else {
+                continue;
+            };
+            bad.entry(ip).or_insert_with(|| (why, Vec::new())).1.push(d);
+        }
+        for (ip, (why, ds)) in bad {
+            let evs: Vec<&Ev> = ds.iter().map(|d| &d.ev).collect();
+            let keys: BTreeSet<&str> = ds.iter().map(|d| d.key.as_str()).collect();
+            let name = if instance.starts_with("i-") {
+                format!("EC2 instance {instance}")
+            } else {
+                "an EC2 instance".to_owned()
+            };
+            b.finding(
+                INSTANCE_ELSEWHERE,
+                Some(ds[0].key.as_str()),
+                &evs,
+                format!(
+                    "credentials of {name} (role {}, key {}) used from {ip}, {why}",
+                    role_of(evs[0].arn.as_deref()),
+                    keys.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn workloads(
+    b: &mut Builder<'_>,
+    lin: &Lineage,
+    deferred: &[Deferred],
+    people: &HashMap<String, BTreeSet<String>>,
+) {
+    let cfg = b.cfg;
+    let mut by: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
+    for d in deferred {
+        if instance_of(&d.ev).is_none() {
+            by.entry(d.key.as_str()).or_default().push(&d.ev);
+        }
+    }
+    for (key, evs) in by {
+        let kind = lin
+            .workloads
+            .get(key)
+            .copied()
+            .or_else(|| evs.iter().find_map(|e| workload_marker(e.ua.as_deref())));
+        let Some(kind) = kind else { continue };
+        let marked = evs
+            .iter()
+            .any(|e| workload_marker(e.ua.as_deref()).is_some());
+        let home: HashSet<String> = evs
+            .iter()
+            .filter(|e| workload_marker(e.ua.as_deref()).is_some())
+            .filter_map(|e| match e.ip.as_deref().map(net::origin) {
+                Some(Origin::Public(ip)) => Some(net::network(
+                    ip,
+                    cfg.distant_v4_prefix,
+                    cfg.distant_v6_prefix,
+                )),
+                _ => None,
+            })
+            .collect();
+        let mut bad: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
+        for e in &evs {
+            if inside(e) || workload_marker(e.ua.as_deref()).is_some() {
+                continue;
+            }
+            let Some(Origin::Public(ip)) = e.ip.as_deref().map(net::origin) else {
+                continue;
+            };
+            let ipt = e.ip.clone().unwrap_or_default();
+            let outside = if marked {
+                !home.contains(&net::network(
+                    ip,
+                    cfg.distant_v4_prefix,
+                    cfg.distant_v6_prefix,
+                ))
+            } else {
+                people.contains_key(&ipt)
+            };
+            if outside {
+                bad.entry(ipt).or_default().push(e);
+            }
+        }
+        for (ip, ev) in bad {
+            let client = ev[0]
+                .ua
+                .as_deref()
+                .and_then(client_family)
+                .unwrap_or_else(|| "?".into());
+            b.finding(
+                WORKLOAD_OUTSIDE,
+                Some(key),
+                &ev,
+                format!(
+                    "credentials of a {} (role {}) used from {ip} by {client}, not from the workload",
+                    kind.name(),
+                    role_of(ev[0].arn.as_deref())
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_families() {
+        for (ua, fam) in [
+            (
+                "aws-cli/2.15.30 Python/3.11.8 Linux/6.6.9-amd64 exe/x86_64.kali.2024",
+                "aws-cli",
+            ),
+            (
+                "[aws-cli/1.18.136 Python/3.8.5 Darwin/19.5.0 botocore/1.17.59]",
+                "aws-cli",
+            ),
+            ("Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0", "boto3"),
+            ("Terraform/1.7.5 (+https://www.terraform.io)", "terraform"),
+            ("python-requests/2.31.0", "python-requests"),
+            ("console.amazonaws.com", "console.amazonaws.com"),
+        ] {
+            assert_eq!(client_family(ua).as_deref(), Some(fam), "{ua}");
+        }
+        assert_eq!(client_family(""), None);
+    }
+}

@@ -1,0 +1,574 @@
+//! Detections: rules as data (YAML under `rules/<category>/`, compiled to SQL and evaluated
+//! in one scan of the lake) and stateful detectors in code (per access key: new addresses,
+//! clients and regions, bursts of denied calls and of reconnaissance, one key from two
+//! networks at once, workload credentials used elsewhere, use after deactivation). Findings
+//! carry the rule, severity, category, time, key, principal, a one-line reason and the IDs of
+//! the events that prove it; keys are ranked by their findings.
+//!
+//! `docs/rules.md` documents the rule format, each detector and the limits of what can be
+//! judged offline.
+
+pub mod alternatives;
+pub mod compile;
+pub mod detectors;
+pub mod eval;
+pub mod fixture;
+pub mod lint;
+pub mod net;
+pub mod rule;
+pub mod scan;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+pub use rule::{CATEGORIES, Rule, Severity};
+
+use keytrail_engine::{EngineError, LakeSession, SessionOptions};
+
+mod bundled {
+    include!(concat!(env!("OUT_DIR"), "/bundled_rules.rs"));
+}
+
+/// What can go wrong loading rules or detecting.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// A rule file that cannot be read or is not a valid rule.
+    #[error("{origin}: {reason}")]
+    Rule { origin: String, reason: String },
+    #[error("rule id {id} is defined twice: in {first} and in {second}")]
+    Duplicate {
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("{}: {reason}", path.display())]
+    Dir { path: PathBuf, reason: String },
+    /// A fixture event that is not a CloudTrail record keytrail can decode.
+    #[error("test event {rule}: {reason}")]
+    Fixture { rule: String, reason: String },
+    #[error(transparent)]
+    Query(#[from] EngineError),
+    #[error("building results: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<datafusion::error::DataFusionError> for DetectError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        DetectError::Query(EngineError::from(e))
+    }
+}
+
+/// A set of rules with unique ids.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// The rules bundled with keytrail (the repository's `rules/`).
+    pub fn bundled() -> Result<RuleSet, DetectError> {
+        let (set, errors) = RuleSet::collect(true, &[]);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(set),
+        }
+    }
+
+    /// Bundled rules (unless `bundled` is false) and every `*.yaml`/`*.yml` file under each of
+    /// `dirs`; the first problem stops.
+    pub fn load(bundled: bool, dirs: &[PathBuf]) -> Result<RuleSet, DetectError> {
+        let (set, errors) = RuleSet::collect(bundled, dirs);
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(set),
+        }
+    }
+
+    /// Like [`RuleSet::load`], but go on past bad files and return every problem (for lint).
+    pub fn collect(bundled: bool, dirs: &[PathBuf]) -> (RuleSet, Vec<DetectError>) {
+        let mut set = RuleSet::default();
+        let mut errors = Vec::new();
+        let mut add = |r: Result<Rule, DetectError>, set: &mut RuleSet| match r {
+            Ok(r) => {
+                if let Some(first) = set.rules.iter().find(|x| x.id == r.id) {
+                    errors.push(DetectError::Duplicate {
+                        id: r.id.clone(),
+                        first: first.origin.clone(),
+                        second: r.origin.clone(),
+                    });
+                } else {
+                    set.rules.push(r);
+                }
+            }
+            Err(e) => errors.push(e),
+        };
+        if bundled {
+            for (path, text) in bundled::BUNDLED {
+                add(Rule::parse(text, &format!("rules/{path}")), &mut set);
+            }
+        }
+        for d in dirs {
+            match rule_files(d) {
+                Ok(files) => {
+                    for f in files {
+                        add(Rule::load(&f), &mut set);
+                    }
+                }
+                Err(e) => add(Err(e), &mut set),
+            }
+        }
+        (set, errors)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+}
+
+/// Every rule file under `dir` (or `dir` itself when it is a file), sorted.
+pub fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, DetectError> {
+    if dir.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d).map_err(|e| DetectError::Dir {
+            path: d.clone(),
+            reason: e.to_string(),
+        })?;
+        for e in entries {
+            let p = e
+                .map_err(|e| DetectError::Dir {
+                    path: d.clone(),
+                    reason: e.to_string(),
+                })?
+                .path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Run `f` to completion on a runtime of `threads` workers.
+pub fn block_on<T>(
+    threads: usize,
+    f: impl std::future::Future<Output = Result<T, DetectError>>,
+) -> Result<T, DetectError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("keytrail-detect")
+        .enable_time()
+        .build()
+        .map_err(|e| DetectError::Query(EngineError::Runtime(e)))?;
+    rt.block_on(f)
+}
+
+/// Run every rule's fixtures.
+pub fn test_rules(
+    set: &RuleSet,
+    threads: usize,
+) -> Result<Vec<fixture::FixtureResult>, DetectError> {
+    block_on(threads, async {
+        let mut out = Vec::new();
+        for r in &set.rules {
+            out.extend(fixture::test_rule(r, threads).await.map_err(|e| match e {
+                DetectError::Fixture { rule, reason } => DetectError::Fixture {
+                    rule: format!("{rule} ({})", r.origin),
+                    reason,
+                },
+                other => other,
+            })?);
+        }
+        Ok(out)
+    })
+}
+
+/// Where a finding comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Rule,
+    Detector,
+}
+
+/// Something suspicious, with the events that prove it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub rule: String,
+    pub title: String,
+    pub severity: Severity,
+    pub category: String,
+    pub source: Source,
+    /// Time of the first event (ms since the epoch, UTC).
+    #[serde(serialize_with = "ser_time")]
+    pub time: i64,
+    /// Time of the last event.
+    #[serde(serialize_with = "ser_time")]
+    pub last: i64,
+    pub key: Option<String>,
+    pub principal: Option<String>,
+    pub account: Option<String>,
+    pub source_ip: Option<String>,
+    pub reason: String,
+    /// IDs of the events that prove it.
+    pub events: Vec<String>,
+    /// Fields the rule shows, by name.
+    pub details: BTreeMap<String, String>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&keytrail_model::time::format_millis(*t))
+}
+
+/// A key's findings, summed up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyRisk {
+    /// The access key (absent for findings on events made without one, e.g. console sign-in).
+    pub key: Option<String>,
+    pub principal: Option<String>,
+    /// Sum of the findings' severity weights (info 1, low 3, medium 10, high 30, critical 100).
+    pub score: u64,
+    pub max_severity: Severity,
+    pub findings: usize,
+    /// Distinct rules and detectors, most severe first.
+    pub rules: Vec<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub first: i64,
+    #[serde(serialize_with = "ser_time")]
+    pub last: i64,
+}
+
+/// How to detect.
+#[derive(Clone, Debug)]
+pub struct DetectOptions {
+    /// Report findings at or after this time (detectors still learn from earlier events).
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub min_severity: Severity,
+    pub rules: RuleSet,
+    /// Run the stateful detectors too.
+    pub detectors: bool,
+    pub config: detectors::Config,
+    pub threads: usize,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        DetectOptions {
+            since: None,
+            until: None,
+            min_severity: Severity::Low,
+            rules: RuleSet::default(),
+            detectors: true,
+            config: detectors::Config::default(),
+            threads: SessionOptions::default().threads,
+        }
+    }
+}
+
+/// What a detection run found.
+#[derive(Clone, Debug, Serialize)]
+pub struct DetectReport {
+    /// Findings at or above the minimum severity, by time.
+    pub findings: Vec<Finding>,
+    /// Keys ranked by their findings (most severe, then highest score, first).
+    pub keys: Vec<KeyRisk>,
+    /// Events in the window that were scanned.
+    pub events: u64,
+    /// Findings below the minimum severity, not listed.
+    pub below_min_severity: usize,
+    pub rules: usize,
+    pub detectors: usize,
+    pub min_severity: Severity,
+}
+
+impl DetectReport {
+    /// Whether anything at or above the minimum severity was found.
+    pub fn found(&self) -> bool {
+        !self.findings.is_empty()
+    }
+}
+
+/// Detect over the lake at `root`.
+pub fn detect(root: &Path, opts: &DetectOptions) -> Result<DetectReport, DetectError> {
+    block_on(opts.threads, async {
+        let session = LakeSession::open(
+            root,
+            &SessionOptions {
+                threads: opts.threads,
+                ..SessionOptions::default()
+            },
+        )
+        .await?;
+        let mut ctx = session.context().clone();
+        detect_in(&mut ctx, true, opts).await
+    })
+}
+
+/// Detect over the `events` table of a session (`partitioned`: it has the `date` column of a
+/// lake, used to prune partitions).
+pub async fn detect_in(
+    ctx: &mut SessionContext,
+    partitioned: bool,
+    opts: &DetectOptions,
+) -> Result<DetectReport, DetectError> {
+    scan::register(ctx)?;
+    let window = scan::window_sql(opts.since, opts.until, partitioned);
+    let count = ctx
+        .sql(&format!("SELECT count(*) AS n FROM events WHERE {window}"))
+        .await?
+        .collect()
+        .await?;
+    let events = count
+        .first()
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(0))
+        })
+        .unwrap_or(0) as u64;
+    let rules: Vec<&Rule> = opts.rules.rules.iter().collect();
+    let hits = scan::scan(ctx, &rules, "events", &window).await?;
+    let mut all = group_hits(&rules, hits);
+    if opts.detectors {
+        let found = detectors::run(ctx, &opts.config).await?;
+        all.extend(found.into_iter().filter(|f| {
+            opts.since.is_none_or(|s| f.time >= s) && opts.until.is_none_or(|u| f.time < u)
+        }));
+    }
+    all.sort_by(|a, b| {
+        (a.time, &a.key, &a.rule, &a.events).cmp(&(b.time, &b.key, &b.rule, &b.events))
+    });
+    let below = all
+        .iter()
+        .filter(|f| f.severity < opts.min_severity)
+        .count();
+    all.retain(|f| f.severity >= opts.min_severity);
+    let keys = risk(&all);
+    Ok(DetectReport {
+        findings: all,
+        keys,
+        events,
+        below_min_severity: below,
+        rules: rules.len(),
+        detectors: if opts.detectors {
+            detectors::CATALOG.len()
+        } else {
+            0
+        },
+        min_severity: opts.min_severity,
+    })
+}
+
+/// One row of `keytrail rules list`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Listed {
+    pub id: String,
+    pub kind: &'static str,
+    pub severity: String,
+    pub category: String,
+    pub title: String,
+    pub origin: String,
+}
+
+/// Every rule and detector, by category then id.
+pub fn listing(rules: &[Rule], detectors: bool) -> Vec<Listed> {
+    let mut out: Vec<Listed> = rules
+        .iter()
+        .map(|r| Listed {
+            id: r.id.clone(),
+            kind: "rule",
+            severity: r.severity.to_string(),
+            category: r.category.clone(),
+            title: r.title.clone(),
+            origin: r.origin.clone(),
+        })
+        .collect();
+    if detectors {
+        out.extend(detectors::CATALOG.iter().map(|d| Listed {
+            id: d.id.to_owned(),
+            kind: "detector",
+            severity: d.severity.to_string(),
+            category: d.category.to_owned(),
+            title: d.title.to_owned(),
+            origin: "built in".to_owned(),
+        }));
+    }
+    out.sort_by(|a, b| (&a.category, &a.id).cmp(&(&b.category, &b.id)));
+    out
+}
+
+/// Whether an error code says the caller was not allowed: the one definition, the `denied`
+/// fact's.
+pub use keytrail_model::facts::is_denied;
+
+fn outcome(error: Option<&str>) -> String {
+    match error {
+        None | Some("") => String::new(),
+        Some(c) if is_denied(c) => format!(" (denied: {c})"),
+        Some(c) => format!(" (failed: {c})"),
+    }
+}
+
+fn render_reason(rule: &Rule, shown: &[(String, Option<String>)]) -> String {
+    let Some(t) = &rule.reason else {
+        return rule.title.clone();
+    };
+    let mut out = String::new();
+    let mut rest = t.as_str();
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let value = after[..close]
+            .split('|')
+            .map(str::trim)
+            .find_map(|name| {
+                shown
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, v)| v.clone())
+                    .filter(|v| !v.is_empty())
+            })
+            .unwrap_or_else(|| "?".to_owned());
+        out.push_str(&value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Matches of one rule by one key (or, without a key, one principal) within an hour of the
+/// first become one finding: its reason is the first match's, followed by how many more
+/// events matched and up to two of their other reasons.
+const GROUP_MS: i64 = 3_600_000;
+
+fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
+    let mut open: BTreeMap<(usize, Option<String>), usize> = BTreeMap::new();
+    let mut out: Vec<Finding> = Vec::new();
+    let mut reasons: Vec<Vec<String>> = Vec::new();
+    for h in hits {
+        let r = rules[h.rule];
+        let reason = format!(
+            "{}{}",
+            render_reason(r, &h.shown),
+            outcome(h.event.error.as_deref())
+        );
+        let who = h.event.key.clone().or(h.event.principal.clone());
+        let k = (h.rule, who);
+        if let Some(&i) = open.get(&k)
+            && h.event.time - out[i].time < GROUP_MS
+        {
+            let f = &mut out[i];
+            f.last = f.last.max(h.event.time);
+            f.events.push(h.event.id);
+            if !reasons[i].contains(&reason) {
+                reasons[i].push(reason);
+            }
+            continue;
+        }
+        open.insert(k, out.len());
+        reasons.push(vec![reason.clone()]);
+        out.push(Finding {
+            rule: r.id.clone(),
+            title: r.title.clone(),
+            severity: r.severity,
+            category: r.category.clone(),
+            source: Source::Rule,
+            time: h.event.time,
+            last: h.event.time,
+            key: h.event.key,
+            principal: h.event.principal,
+            account: h.event.account,
+            source_ip: h.event.source_ip,
+            reason,
+            events: vec![h.event.id],
+            details: h
+                .shown
+                .into_iter()
+                .filter_map(|(n, v)| v.map(|v| (n, v)))
+                .collect(),
+        });
+    }
+    for (f, rs) in out.iter_mut().zip(reasons) {
+        let more = f.events.len() - 1;
+        if more == 0 {
+            continue;
+        }
+        let others: Vec<&str> = rs.iter().skip(1).take(2).map(String::as_str).collect();
+        let rest = rs.len().saturating_sub(3);
+        f.reason = match (others.is_empty(), rest) {
+            (true, _) => format!("{} [{} events]", rs[0], more + 1),
+            (false, 0) => format!("{}; {} [{} events]", rs[0], others.join("; "), more + 1),
+            (false, n) => format!(
+                "{}; {}; and {n} more [{} events]",
+                rs[0],
+                others.join("; "),
+                more + 1
+            ),
+        };
+    }
+    out
+}
+
+/// Rank keys by their findings.
+pub fn risk(findings: &[Finding]) -> Vec<KeyRisk> {
+    let mut by: BTreeMap<Option<String>, Vec<&Finding>> = BTreeMap::new();
+    for f in findings {
+        let who = f
+            .key
+            .clone()
+            .or_else(|| f.principal.as_ref().map(|p| format!("(no key) {p}")));
+        by.entry(who).or_default().push(f);
+    }
+    let mut out: Vec<KeyRisk> = by
+        .into_iter()
+        .map(|(who, fs)| {
+            let mut rules: Vec<(Severity, String)> =
+                fs.iter().map(|f| (f.severity, f.rule.clone())).collect();
+            rules.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            rules.dedup_by(|a, b| a.1 == b.1);
+            KeyRisk {
+                key: fs[0].key.clone(),
+                principal: fs
+                    .iter()
+                    .find_map(|f| f.principal.clone())
+                    .or(if fs[0].key.is_none() { who } else { None }),
+                score: fs.iter().map(|f| f.severity.weight()).sum(),
+                max_severity: fs
+                    .iter()
+                    .map(|f| f.severity)
+                    .max()
+                    .unwrap_or(Severity::Info),
+                findings: fs.len(),
+                rules: rules.into_iter().map(|(_, r)| r).collect(),
+                first: fs.iter().map(|f| f.time).min().unwrap_or(0),
+                last: fs.iter().map(|f| f.last).max().unwrap_or(0),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.max_severity
+            .cmp(&a.max_severity)
+            .then(b.score.cmp(&a.score))
+            .then(a.key.cmp(&b.key))
+            .then(a.principal.cmp(&b.principal))
+    });
+    out
+}

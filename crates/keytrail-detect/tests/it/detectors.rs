@@ -1,0 +1,563 @@
+//! Every stateful detector on synthetic sequences, with the exact findings expected.
+
+use keytrail_detect::fixture::{batch_of, session_with};
+use keytrail_detect::{DetectOptions, Finding, Severity, block_on, detect_in};
+use serde_json::{Value, json};
+
+const ACCOUNT: &str = "111122223333";
+/// 2024-11-01T00:00:00Z
+const T0: i64 = 1_730_419_200_000;
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+
+const CLI: &str = "aws-cli/2.15.30 Python/3.11.8 Linux/6.1 exe/x86_64.amzn.2023";
+const PY: &str = "python-requests/2.31.0";
+
+/// One event: `id`, time offset in ms, key, service, API, source address, user agent.
+struct E<'a> {
+    id: &'a str,
+    t: i64,
+    key: &'a str,
+    src: &'a str,
+    name: &'a str,
+    ip: &'a str,
+    ua: &'a str,
+    region: &'a str,
+    err: Option<&'a str>,
+}
+
+fn e<'a>(id: &'a str, t: i64, key: &'a str, name: &'a str, ip: &'a str) -> E<'a> {
+    E {
+        id,
+        t,
+        key,
+        src: "iam.amazonaws.com",
+        name,
+        ip,
+        ua: CLI,
+        region: "us-east-1",
+        err: None,
+    }
+}
+
+fn user(key: &str) -> Value {
+    json!({"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": format!("arn:aws:iam::{ACCOUNT}:user/u-{key}"), "accountId": ACCOUNT, "accessKeyId": key, "userName": format!("u-{key}")})
+}
+
+fn record(x: &E<'_>, identity: Value, request: Value, response: Value) -> Value {
+    let mut v = json!({
+        "eventVersion": "1.08",
+        "userIdentity": identity,
+        "eventTime": keytrail_model::time::format_millis(T0 + x.t),
+        "eventSource": x.src,
+        "eventName": x.name,
+        "awsRegion": x.region,
+        "sourceIPAddress": x.ip,
+        "userAgent": x.ua,
+        "requestParameters": request,
+        "responseElements": response,
+        "eventID": x.id,
+        "eventType": "AwsApiCall",
+        "recipientAccountId": ACCOUNT,
+    });
+    if let Some(c) = x.err {
+        v["errorCode"] = json!(c);
+    }
+    v
+}
+
+fn plain(x: &E<'_>) -> Value {
+    record(x, user(x.key), Value::Null, Value::Null)
+}
+
+fn run(records: Vec<Value>) -> Vec<Finding> {
+    let labelled: Vec<(String, Value)> = records
+        .into_iter()
+        .map(|v| (v["eventID"].as_str().unwrap_or_default().to_owned(), v))
+        .collect();
+    let batch = batch_of(&labelled).expect("records decode");
+    let detect = |max_sort_events: u64| {
+        let mut ctx = session_with(batch.clone(), 2).expect("session");
+        let mut opts = DetectOptions {
+            min_severity: Severity::Info,
+            ..DetectOptions::default()
+        };
+        opts.config.max_sort_events = max_sort_events;
+        block_on(2, async move { detect_in(&mut ctx, true, &opts).await })
+            .expect("detect")
+            .findings
+    };
+    let whole = detect(2_000_000);
+    // Read in key buckets (as a large lake is), the findings are the same.
+    assert_eq!(detect(2), whole, "bucketed run differs");
+    whole
+}
+
+/// (detector, key, evidence) of every finding.
+fn summary(fs: &[Finding]) -> Vec<(String, String, Vec<String>)> {
+    fs.iter()
+        .map(|f| {
+            (
+                f.rule.clone(),
+                f.key.clone().unwrap_or_default(),
+                f.events.clone(),
+            )
+        })
+        .collect()
+}
+
+fn s(rule: &str, key: &str, ids: &[&str]) -> (String, String, Vec<String>) {
+    (
+        rule.to_owned(),
+        key.to_owned(),
+        ids.iter().map(|i| (*i).to_owned()).collect(),
+    )
+}
+
+#[test]
+fn new_network_client_and_region_after_the_warm_up_only() {
+    let k = "AKIAAAAAAAAAAAAAAAA1";
+    let mut evs = vec![
+        e("a1", 0, k, "ListUsers", "203.0.113.5"),
+        // New within the warm-up (first 24 hours): learnt, not reported.
+        E {
+            ua: PY,
+            region: "eu-west-1",
+            ..e("a2", 6 * HOUR, k, "ListUsers", "192.0.2.1")
+        },
+        e("a3", 30 * HOUR, k, "ListUsers", "203.0.113.77"), // same /24: not new
+        e("a4", 30 * HOUR + MIN, k, "ListUsers", "10.1.2.3"), // private: never new
+        // After the warm-up: a new network with a new client, then a new region alone.
+        E {
+            ua: "Boto3/1.34.0 md/Botocore#1.34.0",
+            ..e("a5", 40 * HOUR, k, "ListRoles", "198.51.100.7")
+        },
+        E {
+            ua: "Boto3/1.34.0 md/Botocore#1.34.0",
+            ..e("a6", 40 * HOUR + 5 * MIN, k, "ListRoles", "198.51.100.8")
+        },
+        E {
+            region: "ap-south-1",
+            ..e("a7", 50 * HOUR, k, "ListUsers", "203.0.113.5")
+        },
+    ];
+    let records: Vec<Value> = evs.drain(..).map(|x| plain(&x)).collect();
+    let found = run(records);
+    assert_eq!(
+        summary(&found),
+        vec![
+            s("kt-new-network-and-client", k, &["a5", "a6"]),
+            s("kt-new-source-network", k, &["a5", "a6"]),
+            s("kt-new-user-agent", k, &["a5", "a6"]),
+            s("kt-new-region", k, &["a7"]),
+        ]
+    );
+    assert_eq!(
+        found[1].reason,
+        "first use from network 198.51.100.0/24 (198.51.100.7) after the key's warm-up"
+    );
+    assert_eq!(found[0].severity, Severity::Medium);
+    assert_eq!(
+        found[2].reason,
+        "first use from client boto3 after the key's warm-up"
+    );
+}
+
+#[test]
+fn fifteen_denied_calls_in_ten_minutes_make_a_burst_fourteen_do_not() {
+    let (k1, k2) = ("AKIAAAAAAAAAAAAAAAA1", "AKIAAAAAAAAAAAAAAAA2");
+    let mut records = Vec::new();
+    let ids1: Vec<String> = (0..15).map(|i| format!("d1-{i:02}")).collect();
+    let ids2: Vec<String> = (0..14).map(|i| format!("d2-{i:02}")).collect();
+    for (i, id) in ids1.iter().enumerate() {
+        // 15 denied calls 40 s apart: 9 min 20 s.
+        let x = E {
+            err: Some("AccessDenied"),
+            ..e(
+                id,
+                i as i64 * 40_000,
+                k1,
+                "GetAccountAuthorizationDetails",
+                "198.51.100.7",
+            )
+        };
+        records.push(plain(&x));
+    }
+    // A successful call in the middle does not break the burst.
+    records.push(plain(&e(
+        "ok-1",
+        5 * MIN + 1,
+        k1,
+        "GetUser",
+        "198.51.100.7",
+    )));
+    for (i, id) in ids2.iter().enumerate() {
+        let x = E {
+            err: Some("Client.UnauthorizedOperation"),
+            ..e(
+                id,
+                i as i64 * 30_000,
+                k2,
+                "DescribeInstances",
+                "198.51.100.7",
+            )
+        };
+        records.push(plain(&x));
+    }
+    // k2's 15th denied call comes too late (11 minutes after the first).
+    records.push(plain(&E {
+        err: Some("AccessDenied"),
+        ..e("d2-late", 11 * MIN, k2, "ListUsers", "198.51.100.7")
+    }));
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-denied-burst")
+        .collect();
+    let ids: Vec<&str> = ids1.iter().map(String::as_str).collect();
+    assert_eq!(summary(&found), vec![s("kt-denied-burst", k1, &ids)]);
+    assert_eq!(
+        found[0].reason,
+        "15 denied calls in 9 min: GetAccountAuthorizationDetails ×15"
+    );
+}
+
+#[test]
+fn reconnaissance_burst_across_services() {
+    let (k1, k2) = ("AKIAAAAAAAAAAAAAAAA1", "AKIAAAAAAAAAAAAAAAA2");
+    let calls = [
+        ("sts.amazonaws.com", "GetCallerIdentity"),
+        ("iam.amazonaws.com", "ListUsers"),
+        ("iam.amazonaws.com", "ListRoles"),
+        ("s3.amazonaws.com", "ListBuckets"),
+        ("ec2.amazonaws.com", "DescribeInstances"),
+        ("ec2.amazonaws.com", "DescribeSecurityGroups"),
+        ("lambda.amazonaws.com", "ListFunctions20150331"),
+        ("secretsmanager.amazonaws.com", "ListSecrets"),
+    ];
+    let k3 = "AKIAAAAAAAAAAAAAAAA3";
+    // k1 has two days of history (one call); k3 has none: its first day is its warm-up,
+    // where every call is new and nothing is judged.
+    let mut records = vec![plain(&e("h0", -48 * HOUR, k1, "GetUser", "203.0.113.5"))];
+    for (i, (src, name)) in calls.iter().enumerate() {
+        let id = format!("r{i}");
+        records.push(plain(&E {
+            src,
+            ..e(&id, i as i64 * 30_000, k1, name, "198.51.100.7")
+        }));
+        let id = format!("w{i}");
+        records.push(plain(&E {
+            src,
+            ..e(&id, i as i64 * 30_000, k3, name, "198.51.100.7")
+        }));
+    }
+    // k2 reads eight APIs of one service: an inventory job, not a sweep.
+    for i in 0..8 {
+        let id = format!("q{i}");
+        let name = format!("DescribeThing{i}");
+        records.push(plain(&E {
+            src: "ec2.amazonaws.com",
+            ..e(&id, i * 30_000, k2, &name, "203.0.113.5")
+        }));
+    }
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-recon-burst")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![s(
+            "kt-recon-burst",
+            k1,
+            &["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"]
+        )]
+    );
+    assert_eq!(
+        found[0].reason,
+        "8 read calls in 4 min: 8 APIs across 6 services (ec2, iam, lambda, s3, secretsmanager, sts) in 1 region(s)"
+    );
+}
+
+#[test]
+fn one_key_alternating_between_distant_networks_within_thirty_minutes() {
+    let (k1, k2, k3) = (
+        "AKIAAAAAAAAAAAAAAAA1",
+        "AKIAAAAAAAAAAAAAAAA2",
+        "AKIAAAAAAAAAAAAAAAA3",
+    );
+    let records = vec![
+        // k1: A B A B within 15 minutes.
+        plain(&e("x1", 0, k1, "GetUser", "203.0.113.5")),
+        plain(&e("x2", 5 * MIN, k1, "GetUser", "198.51.100.7")),
+        plain(&e("x3", 10 * MIN, k1, "GetUser", "203.0.113.6")),
+        plain(&e("x4", 15 * MIN, k1, "GetUser", "198.51.100.8")),
+        // k2: moved once from A to B (a laptop changing networks).
+        plain(&e("y1", 0, k2, "GetUser", "203.0.113.5")),
+        plain(&e("y2", 5 * MIN, k2, "GetUser", "203.0.113.5")),
+        plain(&e("y3", 10 * MIN, k2, "GetUser", "198.51.100.7")),
+        plain(&e("y4", 15 * MIN, k2, "GetUser", "198.51.100.7")),
+        // k3: A B A B, 40 minutes apart.
+        plain(&e("z1", 0, k3, "GetUser", "203.0.113.5")),
+        plain(&e("z2", 40 * MIN, k3, "GetUser", "198.51.100.7")),
+        plain(&e("z3", 80 * MIN, k3, "GetUser", "203.0.113.5")),
+        plain(&e("z4", 120 * MIN, k3, "GetUser", "198.51.100.7")),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-distant-networks")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![s("kt-distant-networks", k1, &["x1", "x2", "x3", "x4"])]
+    );
+    assert_eq!(
+        found[0].reason,
+        "alternated between 198.51.0.0/16 and 203.0.0.0/16 within 15 min (198.51.100.7, 198.51.100.8, 203.0.113.5, 203.0.113.6)"
+    );
+}
+
+fn instance_identity(key: &str, session: &str, delivery: bool) -> Value {
+    let mut ctx = json!({
+        "sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLE", "arn": format!("arn:aws:iam::{ACCOUNT}:role/web"), "accountId": ACCOUNT, "userName": "web"},
+        "attributes": {"creationDate": "2024-11-01T00:00:00Z", "mfaAuthenticated": "false"}
+    });
+    if delivery {
+        ctx["ec2RoleDelivery"] = json!("2.0");
+    }
+    json!({"type": "AssumedRole", "principalId": format!("AROAEXAMPLE:{session}"), "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/web/{session}"), "accountId": ACCOUNT, "accessKeyId": key, "sessionContext": ctx})
+}
+
+#[test]
+fn instance_credentials_used_from_another_address() {
+    let (k1, k2) = ("ASIAAAAAAAAAAAAAAAA1", "ASIAAAAAAAAAAAAAAAA2");
+    let inst = "i-0123456789abcdef0";
+    let records = vec![
+        // The instance, through its NAT address and from inside the VPC.
+        record(
+            &e("i1", 0, k1, "GetObject", "54.240.1.10"),
+            instance_identity(k1, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &e("i2", MIN, k1, "GetObject", "10.0.1.5"),
+            instance_identity(k1, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+        // The same credentials from somewhere else.
+        record(
+            &E {
+                ua: PY,
+                ..e("i3", 30 * MIN, k1, "ListBuckets", "198.51.100.77")
+            },
+            instance_identity(k1, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &E {
+                ua: PY,
+                ..e("i4", 31 * MIN, k1, "ListUsers", "198.51.100.77")
+            },
+            instance_identity(k1, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+        // Another instance (no ec2RoleDelivery, but a session named after it) only at home.
+        record(
+            &e("j1", 0, k2, "GetObject", "54.240.1.11"),
+            instance_identity(k2, "i-0fedcba9876543210", false),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &e("j2", HOUR, k2, "GetObject", "54.240.1.11"),
+            instance_identity(k2, "i-0fedcba9876543210", false),
+            Value::Null,
+            Value::Null,
+        ),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-instance-credentials-elsewhere")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![s("kt-instance-credentials-elsewhere", k1, &["i3", "i4"])]
+    );
+    assert_eq!(
+        found[0].reason,
+        format!(
+            "credentials of EC2 instance {inst} (role web, key {k1}) used from 198.51.100.77, not the instance's own address (54.240.1.10)"
+        )
+    );
+}
+
+#[test]
+fn lambda_credentials_used_outside_the_function() {
+    let (k1, k2) = ("ASIAAAAAAAAAAAAAAAA1", "ASIAAAAAAAAAAAAAAAA2");
+    let lambda_ua = "aws-sdk-js/3.614.0 ua/2.0 os/linux#5.10 lang/js md/nodejs#20.15.0 exec-env/AWS_Lambda_nodejs20.x api/s3#3.614.0";
+    let id = |k: &str| {
+        json!({"type": "AssumedRole", "principalId": "AROAFN:fn", "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/fn-role/fn"), "accountId": ACCOUNT, "accessKeyId": k,
+               "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{ACCOUNT}:role/fn-role"), "accountId": ACCOUNT, "userName": "fn-role"}}})
+    };
+    let records = vec![
+        record(
+            &E {
+                ua: lambda_ua,
+                ..e("l1", 0, k1, "GetObject", "3.5.140.2")
+            },
+            id(k1),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &E {
+                ua: lambda_ua,
+                ..e("l2", MIN, k1, "PutObject", "3.5.140.9")
+            },
+            id(k1),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &E {
+                ua: CLI,
+                ..e("l3", 20 * MIN, k1, "ListBuckets", "198.51.100.77")
+            },
+            id(k1),
+            Value::Null,
+            Value::Null,
+        ),
+        // Another function's credentials used only by the function.
+        record(
+            &E {
+                ua: lambda_ua,
+                ..e("m1", 0, k2, "GetObject", "3.5.140.3")
+            },
+            id(k2),
+            Value::Null,
+            Value::Null,
+        ),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-workload-credentials-outside")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![s("kt-workload-credentials-outside", k1, &["l3"])]
+    );
+    assert_eq!(
+        found[0].reason,
+        "credentials of a Lambda function (role fn-role) used from 198.51.100.77 by aws-cli, not from the workload"
+    );
+}
+
+#[test]
+fn key_used_after_deactivation_and_its_session_after_the_parent_was_deactivated() {
+    let (k, other, child) = (
+        "AKIAAAAAAAAAAAAAAAA1",
+        "AKIAAAAAAAAAAAAAAAA2",
+        "ASIAAAAAAAAAAAAAAAA3",
+    );
+    let admin = "AKIAAAAAAAAAAAAAAAA9";
+    let records = vec![
+        plain(&e("k1", 0, k, "ListUsers", "198.51.100.7")),
+        record(
+            &E {
+                src: "sts.amazonaws.com",
+                ..e("k2", MIN, k, "GetSessionToken", "198.51.100.7")
+            },
+            user(k),
+            json!({"durationSeconds": 43200}),
+            json!({"credentials": {"accessKeyId": child, "expiration": "Nov 2, 2024, 12:00:00 AM", "sessionToken": "x"}}),
+        ),
+        plain(&e("c1", 2 * MIN, child, "ListRoles", "198.51.100.7")),
+        // The owner sets the key Inactive at 10 minutes.
+        record(
+            &e("off", 10 * MIN, admin, "UpdateAccessKey", "203.0.113.5"),
+            user(admin),
+            json!({"accessKeyId": k, "status": "Inactive", "userName": format!("u-{k}")}),
+            Value::Null,
+        ),
+        // A denied attempt to set another key Inactive changes nothing.
+        record(
+            &E {
+                err: Some("AccessDenied"),
+                ..e("fail", 11 * MIN, admin, "UpdateAccessKey", "203.0.113.5")
+            },
+            user(admin),
+            json!({"accessKeyId": other, "status": "Inactive"}),
+            Value::Null,
+        ),
+        E {
+            err: Some("InvalidClientTokenId"),
+            ..e("k3", 12 * MIN, k, "ListUsers", "198.51.100.7")
+        }
+        .into_plain(),
+        plain(&e("k4", 13 * MIN, k, "ListUsers", "198.51.100.7")),
+        plain(&e("c2", 20 * MIN, child, "CreateUser", "198.51.100.7")),
+        plain(&e("o1", 20 * MIN, other, "ListUsers", "203.0.113.5")),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule.contains("after"))
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![
+            s("kt-key-used-after-deactivation", k, &["k3", "k4"]),
+            s("kt-session-used-after-parent-deactivated", child, &["c2"]),
+        ]
+    );
+    assert_eq!(
+        found[0].reason,
+        format!(
+            "2 event(s) after the key was set Inactive at 2024-11-01T00:10:00Z by arn:aws:iam::{ACCOUNT}:user/u-{admin} (event off)"
+        )
+    );
+    assert_eq!(found[0].severity, Severity::Critical);
+}
+
+trait IntoPlain {
+    fn into_plain(self) -> Value;
+}
+
+impl IntoPlain for E<'_> {
+    fn into_plain(self) -> Value {
+        plain(&self)
+    }
+}
+
+#[test]
+fn service_events_raise_nothing() {
+    let k = "ASIAAAAAAAAAAAAAAAA1";
+    // A service acting on its own behalf, with a key, across many services and networks.
+    let identity = json!({"type": "AssumedRole", "principalId": "AROASLR:x", "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/AWSServiceRoleForConfig/x"), "accountId": ACCOUNT, "accessKeyId": k, "invokedBy": "config.amazonaws.com",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{ACCOUNT}:role/aws-service-role/config.amazonaws.com/AWSServiceRoleForConfig"), "accountId": ACCOUNT, "userName": "AWSServiceRoleForConfig"}}});
+    let srcs = [
+        "iam", "s3", "ec2", "lambda", "sns", "sqs", "kms", "rds", "ecs",
+    ];
+    let mut records = Vec::new();
+    for (i, s) in srcs.iter().enumerate() {
+        let id = format!("s{i}");
+        let src = format!("{s}.amazonaws.com");
+        let ip = if i % 2 == 0 {
+            "203.0.113.5"
+        } else {
+            "198.51.100.7"
+        };
+        records.push(record(
+            &E {
+                src: &src,
+                err: Some("AccessDenied"),
+                ..e(&id, i as i64 * 10_000, k, "ListThings", ip)
+            },
+            identity.clone(),
+            Value::Null,
+            Value::Null,
+        ));
+    }
+    assert_eq!(summary(&run(records)), vec![]);
+}

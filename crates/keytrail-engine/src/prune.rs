@@ -1,0 +1,317 @@
+//! What a scan's filters say about which files and rows can match: the access keys it asks
+//! for (made with, or named by, the event), and its time and day range. Only what is certain is
+//! taken; anything else is left to DataFusion, which applies every filter to the rows read.
+
+use std::collections::BTreeSet;
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
+use keytrail_model::Millis;
+use keytrail_model::schema::col;
+use keytrail_model::time::day_of;
+
+/// The keys a scan is restricted to: an event can match only if it was made with a key of
+/// `held` or names a key of `named`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub held: BTreeSet<String>,
+    pub named: BTreeSet<String>,
+}
+
+impl KeyFilter {
+    fn len(&self) -> usize {
+        self.held.len() + self.named.len()
+    }
+
+    fn union(mut self, other: KeyFilter) -> KeyFilter {
+        self.held.extend(other.held);
+        self.named.extend(other.named);
+        self
+    }
+}
+
+/// An inclusive range of times (ms, UTC); `None` is unbounded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub min: Option<Millis>,
+    pub max: Option<Millis>,
+}
+
+impl TimeRange {
+    /// Whether `[lo, hi]` can hold a time of the range.
+    pub fn overlaps(&self, lo: Millis, hi: Millis) -> bool {
+        self.min.is_none_or(|m| hi >= m) && self.max.is_none_or(|m| lo <= m)
+    }
+
+    fn and(self, other: TimeRange) -> TimeRange {
+        TimeRange {
+            min: max_opt(self.min, other.min),
+            max: min_opt(self.max, other.max),
+        }
+    }
+}
+
+fn max_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a scan's filters allow.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanFilter {
+    pub keys: Option<KeyFilter>,
+    /// Range of `eventtime`.
+    pub time: TimeRange,
+    /// Range of the `date` partition (inclusive day numbers).
+    pub days: (Option<i32>, Option<i32>),
+}
+
+impl ScanFilter {
+    /// Whether a file of partition `day` can hold a matching row.
+    pub fn day_allowed(&self, day: i32) -> bool {
+        let (lo, hi) = self.days;
+        let by_time = self.time.min.is_none_or(|m| day >= day_of(m))
+            && self.time.max.is_none_or(|m| day <= day_of(m));
+        by_time && lo.is_none_or(|l| day >= l) && hi.is_none_or(|h| day <= h)
+    }
+}
+
+/// Read the filters of a scan (each a conjunct, or conjunctions of them).
+pub fn analyze(filters: &[Expr]) -> ScanFilter {
+    let mut out = ScanFilter::default();
+    for f in filters {
+        for c in split_conjunction(f) {
+            if let Some(k) = keys_of(c)
+                && out.keys.as_ref().is_none_or(|cur| k.len() < cur.len())
+            {
+                out.keys = Some(k);
+            }
+            out.time = out.time.and(time_of(c));
+            let (lo, hi) = days_of(c);
+            out.days = (max_opt(out.days.0, lo), min_opt(out.days.1, hi));
+        }
+    }
+    out
+}
+
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_name(&c.expr),
+        Expr::TryCast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
+fn text(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.as_str()),
+        Expr::Cast(c) => text(&c.expr),
+        _ => None,
+    }
+}
+
+/// Which relation a key column stands for.
+fn key_column(name: &str) -> Option<bool> {
+    match name {
+        n if n == col::ACCESSKEYID => Some(false),
+        n if n == col::TARGETKEYID || n == col::MINTEDKEYID => Some(true),
+        _ => None,
+    }
+}
+
+fn keyed(named: bool, keys: impl IntoIterator<Item = String>) -> KeyFilter {
+    let keys: BTreeSet<String> = keys.into_iter().collect();
+    if named {
+        KeyFilter {
+            held: BTreeSet::new(),
+            named: keys,
+        }
+    } else {
+        KeyFilter {
+            held: keys,
+            named: BTreeSet::new(),
+        }
+    }
+}
+
+fn keys_of(e: &Expr) -> Option<KeyFilter> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::Eq => {
+                let (c, v) = match (column_name(left), text(right)) {
+                    (Some(c), Some(v)) => (c, v),
+                    _ => (column_name(right)?, text(left)?),
+                };
+                Some(keyed(key_column(c)?, [v.to_owned()]))
+            }
+            Operator::Or => Some(keys_of(left)?.union(keys_of(right)?)),
+            _ => None,
+        },
+        Expr::InList(l) if !l.negated => {
+            let named = key_column(column_name(&l.expr)?)?;
+            let values: Option<Vec<String>> =
+                l.list.iter().map(|v| text(v).map(str::to_owned)).collect();
+            Some(keyed(named, values?))
+        }
+        _ => None,
+    }
+}
+
+/// Milliseconds of a timestamp literal, rounded down (`floor`) or up.
+fn millis(e: &Expr, floor: bool) -> Option<Millis> {
+    let (v, per_ms) = match e {
+        Expr::Literal(ScalarValue::TimestampMillisecond(Some(v), _), _) => (*v, 1),
+        Expr::Literal(ScalarValue::TimestampSecond(Some(v), _), _) => {
+            return v.checked_mul(1000);
+        }
+        Expr::Literal(ScalarValue::TimestampMicrosecond(Some(v), _), _) => (*v, 1000),
+        Expr::Literal(ScalarValue::TimestampNanosecond(Some(v), _), _) => (*v, 1_000_000),
+        Expr::Cast(c) => return millis(&c.expr, floor),
+        _ => return None,
+    };
+    Some(if floor {
+        v.div_euclid(per_ms)
+    } else {
+        v.div_euclid(per_ms) + i64::from(v.rem_euclid(per_ms) != 0)
+    })
+}
+
+fn time_of(e: &Expr) -> TimeRange {
+    let any = TimeRange::default();
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let (op, lit) = match (column_name(left), column_name(right)) {
+                (Some(c), _) if c == col::EVENTTIME => (*op, right.as_ref()),
+                (_, Some(c)) if c == col::EVENTTIME => match op.swap() {
+                    Some(op) => (op, left.as_ref()),
+                    None => return any,
+                },
+                _ => return any,
+            };
+            match op {
+                Operator::Gt | Operator::GtEq => TimeRange {
+                    min: millis(lit, true),
+                    max: None,
+                },
+                Operator::Lt | Operator::LtEq => TimeRange {
+                    min: None,
+                    max: millis(lit, false),
+                },
+                Operator::Eq => TimeRange {
+                    min: millis(lit, true),
+                    max: millis(lit, false),
+                },
+                _ => any,
+            }
+        }
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) if column_name(expr) == Some(col::EVENTTIME) => TimeRange {
+            min: millis(low, true),
+            max: millis(high, false),
+        },
+        _ => any,
+    }
+}
+
+fn day(e: &Expr) -> Option<i32> {
+    match e {
+        Expr::Literal(ScalarValue::Date32(Some(d)), _) => Some(*d),
+        Expr::Cast(c) => day(&c.expr),
+        _ => None,
+    }
+}
+
+fn days_of(e: &Expr) -> (Option<i32>, Option<i32>) {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+        return (None, None);
+    };
+    let (op, lit) = match (column_name(left), column_name(right)) {
+        (Some(c), _) if c == col::DATE => (*op, right.as_ref()),
+        (_, Some(c)) if c == col::DATE => match op.swap() {
+            Some(op) => (op, left.as_ref()),
+            None => return (None, None),
+        },
+        _ => return (None, None),
+    };
+    let Some(d) = day(lit) else {
+        return (None, None);
+    };
+    match op {
+        Operator::Gt => (Some(d + 1), None),
+        Operator::GtEq => (Some(d), None),
+        Operator::Lt => (None, Some(d - 1)),
+        Operator::LtEq => (None, Some(d)),
+        Operator::Eq => (Some(d), Some(d)),
+        _ => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::{col as c, lit};
+
+    fn ts(ms: i64) -> Expr {
+        Expr::Literal(
+            ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())),
+            None,
+        )
+    }
+
+    #[test]
+    fn keys_times_and_days() {
+        let f = analyze(&[
+            c("accesskeyid").eq(lit("AKIAA")),
+            c("eventtime")
+                .gt_eq(ts(1000))
+                .and(c("eventtime").lt(ts(5000))),
+            Expr::Literal(ScalarValue::Date32(Some(3)), None).lt_eq(c("date")),
+        ]);
+        let k = f.keys.expect("keys");
+        assert_eq!(k.held.into_iter().collect::<Vec<_>>(), ["AKIAA"]);
+        assert!(k.named.is_empty());
+        assert_eq!(
+            f.time,
+            TimeRange {
+                min: Some(1000),
+                max: Some(5000)
+            }
+        );
+        assert_eq!(f.days, (Some(3), None));
+
+        let f = analyze(&[c("accesskeyid")
+            .in_list(vec![lit("AKIAA"), lit("AKIAB")], false)
+            .or(c("targetkeyid").in_list(vec![lit("AKIAC")], false))]);
+        let k = f.keys.expect("keys");
+        assert_eq!(k.held.len(), 2);
+        assert_eq!(k.named.into_iter().collect::<Vec<_>>(), ["AKIAC"]);
+
+        // Not certain: no key restriction.
+        let f = analyze(&[c("accesskeyid")
+            .eq(lit("AKIAA"))
+            .or(c("eventname").eq(lit("X")))]);
+        assert_eq!(f.keys, None);
+        let f = analyze(&[c("accesskeyid").in_list(vec![lit("AKIAA")], true)]);
+        assert_eq!(f.keys, None);
+    }
+}

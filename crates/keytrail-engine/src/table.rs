@@ -1,0 +1,308 @@
+//! A table of the lake as DataFusion sees it: the files the manifest says are live (no
+//! directory listing), pruned before any is opened.
+//!
+//! For each scan the filters are read ([`crate::prune`]); a file is skipped when its partition
+//! day or its time range (from its commit record) cannot match, and, when the scan asks for
+//! access keys, when the key index holds none of them in it. For the files that remain, the
+//! index's row ranges become a Parquet row selection, so only the pages holding those keys are
+//! read. Every filter is still applied by DataFusion to the rows read (pushdown is `Inexact`):
+//! pruning can only make a scan read less, never answer differently.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::stats::Precision;
+use datafusion::common::{ScalarValue, Statistics};
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use keytrail_lake::{DataFile, Relation, Snapshot};
+use keytrail_model::Table;
+use keytrail_model::schema::col;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+
+use crate::prune::{ScanFilter, analyze};
+
+/// A file a scan reads, and the row ranges `(first, count)` it reads of it (all when `None`).
+pub type PlannedFile = (DataFile, Option<Vec<(u64, u64)>>);
+
+/// One table of a lake snapshot.
+pub struct LakeTable {
+    table: Table,
+    snapshot: Arc<Snapshot>,
+    file_schema: SchemaRef,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for LakeTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LakeTable")
+            .field("table", &self.table)
+            .field("files", &self.snapshot.table_files(self.table).count())
+            .finish()
+    }
+}
+
+fn date_field() -> FieldRef {
+    Arc::new(Field::new(col::DATE, DataType::Date32, false))
+}
+
+impl LakeTable {
+    pub fn new(table: Table, snapshot: Arc<Snapshot>) -> LakeTable {
+        let file_schema = table.schema();
+        let mut fields: Vec<FieldRef> = file_schema.fields().iter().cloned().collect();
+        fields.push(date_field());
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            file_schema.metadata().clone(),
+        ));
+        LakeTable {
+            table,
+            snapshot,
+            file_schema,
+            schema,
+        }
+    }
+
+    /// The files (and, for each, the rows) a scan with `filter` must read.
+    pub fn plan_files(&self, filter: &ScanFilter) -> Result<Vec<PlannedFile>> {
+        let mut files: Vec<&DataFile> = self
+            .snapshot
+            .table_files(self.table)
+            .filter(|f| filter.day_allowed(f.day))
+            .filter(|f| {
+                f.record
+                    .stats
+                    .as_ref()
+                    .is_none_or(|s| filter.time.overlaps(s.min_time, s.max_time))
+            })
+            .collect();
+        let keys = match &filter.keys {
+            Some(k) => k,
+            None => return Ok(files.into_iter().map(|f| (f.clone(), None)).collect()),
+        };
+        // Files without an index, or of a table without one, are pruned by key range only.
+        if keys.named.is_empty() {
+            files.retain(|f| match &f.record.stats {
+                Some(s) => match (&s.min_key, &s.max_key) {
+                    (Some(lo), Some(hi)) => {
+                        keys.held.range(lo.clone()..=hi.clone()).next().is_some()
+                    }
+                    _ => false,
+                },
+                None => true,
+            });
+        }
+        let indexed = self.table == Table::Events;
+        let mut ranges: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        if indexed && files.iter().any(|f| f.indexed) {
+            let mut entries = Vec::new();
+            for (set, relation) in [(&keys.held, Relation::Held), (&keys.named, Relation::Named)] {
+                if set.is_empty() {
+                    continue;
+                }
+                let list: Vec<&str> = set.iter().map(String::as_str).collect();
+                entries.extend(
+                    self.snapshot
+                        .lookup(&list, relation)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
+                );
+            }
+            for e in &entries {
+                if filter.time.overlaps(e.min_time, e.max_time) {
+                    ranges
+                        .entry(e.file.as_str())
+                        .or_default()
+                        .push((e.first_row, e.rows));
+                }
+            }
+            let mut out = Vec::new();
+            for f in files {
+                if !f.indexed {
+                    out.push((f.clone(), None));
+                } else if let Some(r) = ranges.get_mut(f.record.path.as_str()) {
+                    r.sort_unstable();
+                    out.push((f.clone(), Some(std::mem::take(r))));
+                }
+            }
+            return Ok(out);
+        }
+        Ok(files.into_iter().map(|f| (f.clone(), None)).collect())
+    }
+}
+
+/// A file-wide row selection of `ranges` (sorted `(first, count)`) in a file of `total` rows.
+fn selection(ranges: &[(u64, u64)], total: u64) -> RowSelection {
+    let mut out = Vec::new();
+    let mut cursor = 0u64;
+    for &(first, rows) in ranges {
+        let end = (first + rows).min(total);
+        if end <= cursor {
+            continue;
+        }
+        let start = first.max(cursor);
+        if start > cursor {
+            out.push(RowSelector::skip((start - cursor) as usize));
+        }
+        out.push(RowSelector::select((end - start) as usize));
+        cursor = end;
+    }
+    if cursor < total {
+        out.push(RowSelector::skip((total - cursor) as usize));
+    }
+    RowSelection::from(out)
+}
+
+fn selected_rows(ranges: &Option<Vec<(u64, u64)>>, total: u64) -> u64 {
+    match ranges {
+        None => total,
+        Some(r) => r.iter().map(|(_, n)| n).sum::<u64>().min(total),
+    }
+}
+
+#[async_trait]
+impl TableProvider for LakeTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let rows: u64 = self
+            .snapshot
+            .table_files(self.table)
+            .map(|f| f.record.rows)
+            .sum();
+        let mut s = Statistics::new_unknown(&self.schema);
+        s.num_rows = Precision::Exact(rows as usize);
+        Some(s)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let filter = analyze(filters);
+        let chosen = self.plan_files(&filter)?;
+        tracing::debug!(
+            table = self.table.name(),
+            files = chosen.len(),
+            of = self.snapshot.table_files(self.table).count(),
+            keys = filter
+                .keys
+                .as_ref()
+                .map_or(0, |k| k.held.len() + k.named.len()),
+            "scan"
+        );
+        if chosen.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        // Spread the files over the session's partitions by the rows each will read.
+        let groups_n = state.config().target_partitions().max(1).min(chosen.len());
+        let mut weighted: Vec<(u64, PartitionedFile)> = Vec::with_capacity(chosen.len());
+        let mut total_rows = 0u64;
+        for (f, ranges) in &chosen {
+            let path = self.snapshot.path(&f.record.path);
+            let location = object_store::path::Path::from_absolute_path(&path)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let rows = selected_rows(ranges, f.record.rows);
+            total_rows += rows;
+            let mut pf = PartitionedFile::new(location.to_string(), f.record.bytes)
+                .with_partition_values(vec![ScalarValue::Date32(Some(f.day))]);
+            if let Some(r) = ranges {
+                pf = pf.with_extension(ParquetRowSelection::new(selection(r, f.record.rows)));
+            }
+            weighted.push((rows, pf));
+        }
+        weighted.sort_by_key(|w| std::cmp::Reverse(w.0));
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups_n];
+        for (rows, pf) in weighted {
+            if let Some(g) = groups.iter_mut().min_by_key(|g| g.0) {
+                g.0 += rows.max(1);
+                g.1.push(pf);
+            }
+        }
+        let groups: Vec<FileGroup> = groups
+            .into_iter()
+            .filter(|g| !g.1.is_empty())
+            .map(|g| FileGroup::new(g.1))
+            .collect();
+
+        let mut stats = Statistics::new_unknown(&self.schema);
+        let selected = chosen.iter().any(|(_, r)| r.is_some());
+        stats.num_rows = if filters.is_empty() && !selected {
+            Precision::Exact(total_rows as usize)
+        } else {
+            Precision::Inexact(total_rows as usize)
+        };
+        let options = state.table_options().parquet.clone();
+        let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
+            .with_table_partition_cols(vec![date_field()])
+            .build();
+        let source = ParquetSource::new(table_schema).with_table_parquet_options(options.clone());
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups)
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .with_statistics(stats)
+                .build();
+        ParquetFormat::default()
+            .with_options(options)
+            .create_physical_plan(state, config)
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_selections() {
+        let s = selection(&[(2, 3), (4, 2), (9, 1)], 12);
+        let v: Vec<RowSelector> = s.into();
+        assert_eq!(
+            v,
+            vec![
+                RowSelector::skip(2),
+                RowSelector::select(4),
+                RowSelector::skip(3),
+                RowSelector::select(1),
+                RowSelector::skip(2),
+            ]
+        );
+        assert_eq!(selected_rows(&Some(vec![(0, 3), (5, 2)]), 10), 5);
+    }
+}

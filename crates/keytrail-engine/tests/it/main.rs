@@ -1,0 +1,3 @@
+//! keytrail-engine's integration tests, in one binary.
+
+mod session;

@@ -1,0 +1,3 @@
+//! keytrail-investigate's integration tests.
+
+mod investigate;

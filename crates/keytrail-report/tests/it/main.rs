@@ -1,0 +1,3 @@
+//! keytrail-report's integration tests.
+
+mod report;
