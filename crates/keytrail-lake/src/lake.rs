@@ -156,24 +156,31 @@ impl Lake {
             }
             Err(e) => return Err(LakeError::io(&info_path, e)),
         };
-        let info: LakeInfo = serde_json::from_slice(&text).map_err(|e| LakeError::NotALake {
-            path: info_path.clone(),
+        Lake::check_info(&text, &info_path, &root)?;
+        Ok(Lake { root })
+    }
+
+    /// Check the bytes of a lake's `_keytrail/lake.json` (read from `info_path`, of the lake
+    /// at `root`): a keytrail lake of this keytrail's schema version.
+    pub fn check_info(text: &[u8], info_path: &Path, root: &Path) -> Result<(), LakeError> {
+        let info: LakeInfo = serde_json::from_slice(text).map_err(|e| LakeError::NotALake {
+            path: info_path.to_path_buf(),
             reason: e.to_string(),
         })?;
         if info.format != LAKE_FORMAT {
             return Err(LakeError::NotALake {
-                path: info_path,
+                path: info_path.to_path_buf(),
                 reason: format!("format is {:?}", info.format),
             });
         }
         if info.schema_version != SCHEMA_VERSION {
             return Err(LakeError::SchemaVersion {
-                path: root,
+                path: root.to_path_buf(),
                 found: info.schema_version,
                 expected: SCHEMA_VERSION,
             });
         }
-        Ok(Lake { root })
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {

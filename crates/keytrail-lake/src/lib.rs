@@ -2,12 +2,14 @@
 //! THE schema of `keytrail-model`, a manifest of every object read, and commits that make each
 //! run's rows appear exactly once, even when a run is killed half-way.
 
+pub mod ddl;
 mod error;
 pub mod files;
 pub mod key_daily;
 mod lake;
 pub mod manifest;
 
+pub use ddl::{DdlError, DdlOptions, Engine, Extent};
 pub use error::LakeError;
 pub use key_daily::KeyDaily;
 pub use lake::{Lake, Recovery, Transaction, Verification, crash_point, rel_to_path};
