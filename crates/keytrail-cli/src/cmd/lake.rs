@@ -58,5 +58,6 @@ pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
             stdout(&out)?;
             Ok(ExitCode::SUCCESS)
         }
+        LakeCommand::Ddl(args) => super::ddl::run(args),
     }
 }
