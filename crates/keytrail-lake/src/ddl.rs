@@ -634,7 +634,7 @@ impl Ctx<'_> {
         let name = self.table_name(table);
         if self.opts.empty_tables.contains(&table) {
             return Ok(vec![create.with_comment(format!(
-                "-- {name}: no files yet; once an ingest writes some, run CALL system.sync_partition_metadata('{schema}', '{name}', 'FULL')"
+                "-- {name}: no files yet; once an ingest writes some, run CALL system.sync_partition_metadata(schema_name => '{schema}', table_name => '{name}', mode => 'FULL')"
             ))]);
         }
         Ok(vec![
@@ -735,7 +735,7 @@ pub fn ddl(opts: &DdlOptions) -> Result<String, DdlError> {
     }
     if engine.needs_first_day() && !root.starts_with("s3://") {
         return Err(bad(&format!(
-            "{} reads tables from Amazon S3 only: give the lake's s3:// location",
+            "{} reads tables from Amazon S3 only: give --location s3://BUCKET/PREFIX",
             engine.name()
         )));
     }
