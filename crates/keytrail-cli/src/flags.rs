@@ -256,9 +256,13 @@ pub struct S3Args {
     /// S3 GETs in flight at once
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub concurrency: usize,
-    /// Read only share I of N of the objects (a stable hash), so N workers split one bucket
-    #[arg(long, value_name = "I/N")]
+    /// Read only share I of N of the objects (a stable hash), so N workers split one bucket;
+    /// `auto`: from a Kubernetes Indexed Job or an AWS Batch array job (docs/scale-out.md)
+    #[arg(long, value_name = "I/N|auto")]
     pub shard: Option<String>,
+    /// With --shard auto under Kubernetes: the number of shards [env: KEYTRAIL_SHARD_COUNT]
+    #[arg(long, value_name = "N")]
+    pub shard_count: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +305,47 @@ pub enum LakeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the statements that make Athena, Glue, Trino, Spark or DuckDB read the lake's tables
+    Ddl(DdlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DdlArgs {
+    /// The lake: a directory, or s3://BUCKET/PREFIX
+    #[arg(long, value_name = "DIR|S3URI")]
+    pub lake: String,
+    /// The engine to write for
+    #[arg(long, value_enum)]
+    pub engine: EngineArg,
+    /// Where the engine finds the lake [default: the lake's own URI: s3://... as given, or file:///absolute/path]
+    #[arg(long, value_name = "URI")]
+    pub location: Option<String>,
+    /// Create the tables in this database (Trino: schema) [default: the session's; Glue and Trino: default]
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Put P before each table name (ct_ makes ct_events)
+    #[arg(long, value_name = "P", default_value = "")]
+    pub table_prefix: String,
+    /// Athena and Glue: start the partition projection at this day (YYYY-MM-DD) [default: the lake's first day]
+    #[arg(long, value_name = "DAY")]
+    pub first_day: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// `keytrail lake ddl --engine`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum EngineArg {
+    /// Amazon Athena: CREATE EXTERNAL TABLE with partition projection on date
+    Athena,
+    /// The AWS Glue Data Catalog: aws glue create-table commands (run with sh)
+    Glue,
+    /// Trino's Hive connector: CREATE TABLE and sync_partition_metadata
+    Trino,
+    /// Spark SQL: CREATE TABLE ... USING parquet and MSCK REPAIR TABLE
+    Spark,
+    /// DuckDB: views over read_parquet
+    Duckdb,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod process;
 pub mod s3;
 pub mod s3lake;
+pub mod shard;
 pub mod source;
 pub mod summary;
 mod writer;
@@ -25,6 +26,7 @@ use keytrail_model::FilterSpec;
 pub use error::{IngestError, ObjectError};
 pub use pipeline::{Decider, Done, content_hash};
 pub use process::{Limits, SkippedRecord};
+pub use shard::{Shard, ShardError, ShardSource};
 pub use source::{Location, ObjectRef};
 pub use summary::{EventCounts, Failure, NoProgress, Progress, RunSummary, SkipReason};
 
@@ -55,8 +57,9 @@ pub struct IngestOptions {
     pub s3: S3Options,
     /// A ready S3 client (tests build their own); otherwise one is built from `s3`.
     pub s3_client: Option<aws_sdk_s3::Client>,
-    /// `--shard I/N`: read only the objects whose identity hashes to share I of N (1-based).
-    pub shard: Option<(u32, u32)>,
+    /// `--shard I/N` or `--shard auto`: read only the objects whose identity hashes to this
+    /// share.
+    pub shard: Option<Shard>,
     /// A lake in S3. `lake` is then the run's local working copy: an empty directory (see
     /// [`s3lake`]).
     pub remote_lake: Option<S3Uri>,
@@ -236,8 +239,8 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
     let mut todo = Vec::with_capacity(found.objects.len());
     let mut s3_todo = Vec::with_capacity(s3_objects.len());
     for object in found.objects.into_iter().chain(s3_objects) {
-        if let Some((i, n)) = opts.shard
-            && !s3::in_shard(&object.uri(), i, n)
+        if let Some(shard) = opts.shard
+            && !shard.takes(&object.uri())
         {
             summary.skip(object.display(), SkipReason::OtherShard, None);
         } else if matches!(object.location, Location::S3 { .. })

@@ -385,6 +385,22 @@ impl S3Lake {
             .await
     }
 
+    /// The lake's commits as published, read only: nothing is created, repaired or deleted.
+    /// Fails when no lake is at the URI, or one of another schema version.
+    pub async fn read_manifest(&self) -> Result<Manifest, IngestError> {
+        let info_key = self.key(&format!("{META}/lake.json"));
+        let root = PathBuf::from(self.uri.to_string());
+        let info = self
+            .get(&info_key)
+            .await?
+            .ok_or_else(|| LakeError::NotALake {
+                path: root.clone(),
+                reason: "no _keytrail/lake.json; `keytrail ingest ... --lake` creates one".into(),
+            })?;
+        Lake::check_info(&info, Path::new(&self.display(&info_key)), &root)?;
+        Ok(Manifest::from_commits(self.commits(0).await?))
+    }
+
     /// Make `work` (an empty or missing directory) a working copy of the lake: its
     /// `lake.json` and commit records. The lake is created in the bucket if it does not exist.
     /// Dead runs' staged files are rolled forward or deleted first.
@@ -704,6 +720,23 @@ impl S3Lake {
             tracing::warn!("could not delete the staged files of run {run}: {e}");
         }
     }
+}
+
+/// [`S3Lake::read_manifest`] for synchronous callers: a runtime and a client of its own,
+/// reached as `s3` says.
+pub fn read_manifest(uri: &S3Uri, s3: &crate::s3::S3Options) -> Result<Manifest, IngestError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("keytrail-s3")
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?;
+    rt.block_on(async {
+        let client = crate::s3::connect(s3).await;
+        S3Lake::new(client, uri.clone(), S3LakeOptions::default())
+            .read_manifest()
+            .await
+    })
 }
 
 #[cfg(test)]

@@ -175,17 +175,38 @@ impl Lake {
             }
             Err(e) => return Err(LakeError::io(&info_path, e)),
         };
-        let info: LakeInfo = serde_json::from_slice(&text).map_err(|e| LakeError::NotALake {
-            path: info_path.clone(),
+        let version = Lake::info_version(&text, &info_path)?;
+        Ok((Lake { root }, version))
+    }
+
+    /// The schema version a lake's `_keytrail/lake.json` (the bytes read from `info_path`)
+    /// declares, once it is known to be a keytrail lake's.
+    pub fn info_version(text: &[u8], info_path: &Path) -> Result<u32, LakeError> {
+        let info: LakeInfo = serde_json::from_slice(text).map_err(|e| LakeError::NotALake {
+            path: info_path.to_path_buf(),
             reason: e.to_string(),
         })?;
         if info.format != LAKE_FORMAT {
             return Err(LakeError::NotALake {
-                path: info_path,
+                path: info_path.to_path_buf(),
                 reason: format!("format is {:?}", info.format),
             });
         }
-        Ok((Lake { root }, info.schema_version))
+        Ok(info.schema_version)
+    }
+
+    /// Check the bytes of a lake's `_keytrail/lake.json` (read from `info_path`, of the lake
+    /// at `root`): a keytrail lake of this keytrail's schema version.
+    pub fn check_info(text: &[u8], info_path: &Path, root: &Path) -> Result<(), LakeError> {
+        let found = Lake::info_version(text, info_path)?;
+        if found != SCHEMA_VERSION {
+            return Err(LakeError::SchemaVersion {
+                path: root.to_path_buf(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
     }
 
     /// Record in `_keytrail/lake.json` that every file of the lake is in schema `version`.

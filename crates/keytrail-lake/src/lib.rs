@@ -3,6 +3,7 @@
 //! run's rows appear exactly once, even when a run is killed half-way.
 
 pub mod compact;
+pub mod ddl;
 mod error;
 pub mod files;
 pub mod index;
@@ -12,6 +13,7 @@ pub mod manifest;
 mod snapshot;
 pub mod upgrade;
 
+pub use ddl::{DdlError, DdlOptions, Engine, Extent};
 pub use error::LakeError;
 pub use index::{FileStats, IndexEntry, Relation};
 pub use key_daily::KeyDaily;

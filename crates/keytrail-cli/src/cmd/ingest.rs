@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use keytrail_ingest::s3::S3Uri;
-use keytrail_ingest::{IngestOptions, Input, RunSummary, ingest};
+use keytrail_ingest::{IngestOptions, Input, RunSummary, Shard, ShardError, ingest};
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
 use keytrail_model::{AccessKeyId, FilterSpec};
 
@@ -69,15 +69,18 @@ pub fn filter(
     })
 }
 
-/// Parse `--shard I/N`.
-pub fn parse_shard(text: &str) -> anyhow::Result<(u32, u32)> {
-    let parsed = text
-        .split_once('/')
-        .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
-    match parsed {
-        Some((i, n)) if n >= 1 && (1..=n).contains(&i) => Ok((i, n)),
-        _ => bail!("--shard {text}: expected I/N with 1 <= I <= N, e.g. 2/4"),
-    }
+/// `--shard I/N` or `--shard auto` (with `--shard-count`), the scheduler's variables read
+/// from this process's environment.
+fn shard(args: &S3Args) -> anyhow::Result<Option<Shard>> {
+    let Some(text) = &args.shard else {
+        if args.shard_count.is_some() {
+            bail!(ShardError::CountWithoutAuto);
+        }
+        return Ok(None);
+    };
+    let (shard, source) = Shard::resolve(text, args.shard_count, |k| std::env::var(k).ok())?;
+    tracing::info!("reading shard {shard}, from {source}");
+    Ok(Some(shard))
 }
 
 /// Validate the S3 flags into the options.
@@ -95,7 +98,7 @@ pub(crate) fn s3_options(args: &S3Args, opts: &mut IngestOptions) -> anyhow::Res
     {
         bail!("--endpoint-url {url}: expected http://... or https://...");
     }
-    opts.shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    opts.shard = shard(args)?;
     let s3 = &mut opts.s3;
     s3.profile = args.profile.clone();
     s3.region = args.region.clone();

@@ -99,5 +99,6 @@ pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        LakeCommand::Ddl(args) => super::ddl::run(args),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand: validate flags into typed options, call the library, print.
 
 pub mod alternatives;
+pub mod ddl;
 pub mod detect;
 pub mod ingest;
 pub mod investigate;

@@ -3,6 +3,7 @@
 
 mod corrupt;
 mod crash;
+mod ddl;
 mod detect;
 mod ingest;
 mod investigate;
@@ -11,4 +12,5 @@ mod reader;
 mod report;
 mod s3;
 mod s3server;
+mod shard;
 mod util;

@@ -18,12 +18,12 @@ use crate::util::*;
 const ACCOUNT: &str = "111111111111";
 const US: &str = "AWSLogs/111111111111/CloudTrail/us-east-1";
 
-fn sample() -> std::path::PathBuf {
+pub(crate) fn sample() -> std::path::PathBuf {
     testdata().join("sample")
 }
 
 /// A server whose bucket `trail` holds the bundled sample under `AWSLogs/`.
-fn sample_server() -> S3Server {
+pub(crate) fn sample_server() -> S3Server {
     let s = S3Server::start();
     s.put_tree("trail", "", &sample());
     s
@@ -392,7 +392,7 @@ fn shards_split_a_bucket_between_concurrent_workers_exactly_once() {
                 let (server, lake) = (&server, &lake);
                 scope.spawn(move || {
                     let mut o = options(server, &["s3://trail"], lake, S3Options::default());
-                    o.shard = Some((i, 3));
+                    o.shard = Some(keytrail_ingest::Shard { index: i, count: 3 });
                     ingest(&o, &NoProgress).expect("worker")
                 })
             })
@@ -430,7 +430,15 @@ fn shards_split_a_bucket_between_concurrent_workers_exactly_once() {
 
 /// The binary end to end: credentials from the environment, `--endpoint-url`, a local path
 /// and an S3 prefix in one run, and no request to instance metadata.
-fn cli(server: &S3Server, metadata: &std::net::TcpListener) -> std::process::Command {
+pub(crate) fn cli(server: &S3Server, metadata: &std::net::TcpListener) -> std::process::Command {
+    let mut c = s3_env(metadata);
+    c.args(["ingest", "--endpoint-url", &server.endpoint]);
+    c
+}
+
+/// A `keytrail` command with the test server's credentials in its environment, no AWS
+/// config files, and instance metadata pointed at `metadata`.
+pub(crate) fn s3_env(metadata: &std::net::TcpListener) -> std::process::Command {
     let mut c = keytrail();
     c.env("AWS_ACCESS_KEY_ID", crate::s3server::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", crate::s3server::SECRET_KEY)
@@ -446,7 +454,6 @@ fn cli(server: &S3Server, metadata: &std::net::TcpListener) -> std::process::Com
             format!("http://{}", metadata.local_addr().expect("addr")),
         )
         .env("AWS_REGION", "us-east-1");
-    c.args(["ingest", "--endpoint-url", &server.endpoint]);
     c
 }
 
@@ -545,7 +552,7 @@ fn a_run_over_s3_killed_before_its_commit_ends_like_a_clean_run() {
 // --- A lake in S3 (`--lake s3://...`) ---------------------------------------------------------
 
 /// Objects under a prefix of the served folder, relative names (the lake as S3 holds it).
-fn objects_under(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn objects_under(dir: &Path) -> BTreeSet<String> {
     walk(dir)
         .into_iter()
         .map(|p| {
@@ -582,7 +589,7 @@ fn files_of(lake: &Path, table: &str) -> Vec<String> {
 }
 
 /// `keytrail lake verify` on a copy of the S3 lake's folder.
-fn verify_copy(lake: &Path, tmp: &Path, name: &str) {
+pub(crate) fn verify_copy(lake: &Path, tmp: &Path, name: &str) {
     let copy = tmp.join(name);
     copy_tree(lake, &copy);
     let out = run_code(keytrail().args(["lake", "verify", "--lake"]).arg(&copy), 0);

@@ -17,6 +17,16 @@ pub fn testdata() -> PathBuf {
 pub fn keytrail() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keytrail"));
     c.env_remove("KEYTRAIL_CRASH_AT").env_remove("KEYTRAIL_LOG");
+    // `--shard auto` reads these: a test run inside a Kubernetes Job or an AWS Batch job must
+    // not see its own scheduler's.
+    for var in [
+        "JOB_COMPLETION_INDEX",
+        "KEYTRAIL_SHARD_COUNT",
+        "AWS_BATCH_JOB_ARRAY_INDEX",
+        "AWS_BATCH_JOB_ARRAY_SIZE",
+    ] {
+        c.env_remove(var);
+    }
     c
 }
 
