@@ -47,6 +47,8 @@ pub enum Command {
     /// Reports on access keys: last use, unused keys, keys due for rotation, alternatives
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Check CloudTrail log-file integrity offline: digest chain, hashes, signatures (exit 1 when anything is modified, missing, broken or uncovered)
+    VerifyLogs(crate::cmd::verify_logs::VerifyLogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +193,8 @@ pub struct IngestArgs {
     pub json: bool,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub custody: crate::cmd::verify_logs::IngestCustodyArgs,
     /// Lake in S3: where the run's files are written before they are uploaded
     /// [default: the system's temporary directory]
     #[arg(long, value_name = "DIR", help_heading = "S3")]

@@ -39,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Detect(args) => cmd::detect::run(args),
         Command::Rules(args) => cmd::rules::run(args),
         Command::Report(args) => cmd::report::run(args, cli.quiet),
+        Command::VerifyLogs(args) => cmd::verify_logs::run(args, cli.quiet),
     }
 }
 

@@ -360,6 +360,8 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
         .map(|(d, r)| (r.obj, d))
         .collect();
     let display = |d: usize| index.objs[digests[d].obj].object.display.clone();
+    // Digests are named by their file name in details (CloudTrail makes it unique).
+    let short = |d: usize| layout::file_name(&index.objs[digests[d].obj].object.key).to_owned();
 
     // Link each digest to the one before it.
     let mut next_of: Vec<Vec<usize>> = vec![Vec::new(); digests.len()];
@@ -450,7 +452,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
             Ok((np, _)) => np.previous_signature().map(|s| Sig {
                 hex: s.to_owned(),
                 algorithm: None,
-                source: SigSource::Next(display(n)),
+                source: SigSource::Next(short(n)),
             }),
             Err(_) => None,
         });
@@ -459,9 +461,9 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
             (None, _) => issues.push((
                 Status::SignatureUnavailable,
                 if next_of[d].is_empty() {
-                    "no signature in this copy: no S3 metadata, no sidecar, and no later digest in this copy names it as its previous digest".to_owned()
+                    "signature not available in this copy: no S3 metadata, no sidecar, and no later digest in this copy names it as its previous digest".to_owned()
                 } else {
-                    "no signature in this copy: no S3 metadata, no sidecar, and the digest after it records none".to_owned()
+                    "signature not available in this copy: no S3 metadata, no sidecar, and the digest after it records none".to_owned()
                 },
             )),
             (Some(_), None) => issues.push((
@@ -532,7 +534,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
                     format!(
                         "its SHA-256 is {}, but {} records {recorded}",
                         hashed.sha256,
-                        display(n)
+                        short(n)
                     ),
                 ));
             }
@@ -544,7 +546,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
                     format!(
                         "its signature ({}) is not the previousDigestSignature {} records",
                         own.source,
-                        display(n)
+                        short(n)
                     ),
                 ));
             }
@@ -556,7 +558,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
                     format!(
                         "it names bucket {}, but {} records {b}",
                         p.digest.digest_s3_bucket,
-                        display(n)
+                        short(n)
                     ),
                 ));
             }
@@ -586,7 +588,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
         }
     }
     for (object, (end, by)) in &missing {
-        let names: Vec<String> = by.iter().map(|&d| display(d)).collect();
+        let names: Vec<String> = by.iter().map(|&d| short(d)).collect();
         report.rows.push(Row {
             subject: Subject::Digest,
             status: Status::Missing,
@@ -649,7 +651,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
         .collect();
     for p in pending {
         let e = p.entry;
-        let digest_name = display(p.digest);
+        let digest_name = short(p.digest);
         let delivered = layout::log_time(&e.s3_object);
         let from = e
             .oldest_event_time
@@ -669,7 +671,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
             object: format!("s3://{}/{}", e.s3_bucket, e.s3_object),
             from,
             to,
-            digest: Some(digest_name.clone()),
+            digest: Some(display(p.digest)),
             detail: String::new(),
             stored_hash: None,
         };
@@ -815,7 +817,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
             if b.digest.previous_digest_s3_object.is_none() {
                 report.notes.push(format!(
                     "the chain restarts at {} (its previous digest is null): no digest covers {} to {}; CloudTrail logging or log file validation was off",
-                    display(w[1]),
+                    short(w[1]),
                     Time(a.end),
                     Time(b.start)
                 ));

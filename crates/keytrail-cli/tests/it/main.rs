@@ -3,6 +3,7 @@
 
 mod corrupt;
 mod crash;
+mod custody;
 mod detect;
 mod ingest;
 mod investigate;
