@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
     long_about = "keytrail turns AWS CloudTrail logs into answers about IAM access keys: a \
                   Parquet lake of every event, reports of unused and stale keys, the full \
                   trail of a leaked key, and detections of suspicious use.",
-    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read (detect: findings at or above --min-severity); 2 usage or configuration error."
+    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read (detect: findings at or above --min-severity; verify-logs: anything modified, missing, broken or not covered); 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -587,8 +587,33 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
             });
         }
     }
+    // The oldest digest of each chain in the copy: a missing digest older than all of them
+    // may only be where the copy starts.
+    let mut oldest: HashMap<String, i64> = HashMap::new();
+    for r in &digests {
+        if let Ok((p, _)) = &r.parsed {
+            let e = oldest
+                .entry(layout::digest_stream(&index.objs[r.obj].object.key))
+                .or_insert(p.start);
+            *e = (*e).min(p.start);
+        }
+    }
     for (object, (end, by)) in &missing {
         let names: Vec<String> = by.iter().map(|&d| short(d)).collect();
+        let mut detail = format!("named as the previous digest by {}", names.join(", "));
+        let first = by.iter().any(|&d| {
+            let stream = layout::digest_stream(&index.objs[digests[d].obj].object.key);
+            match (&digests[d].parsed, oldest.get(&stream)) {
+                (Ok((p, _)), Some(o)) => p.start <= *o,
+                _ => false,
+            }
+        });
+        if let (true, Some(e)) = (first, end) {
+            detail.push_str(&format!(
+                "; it is older than every digest of its chain in this copy: if the copy starts after it, pass --since {}",
+                Time(*e)
+            ));
+        }
         report.rows.push(Row {
             subject: Subject::Digest,
             status: Status::Missing,
@@ -596,7 +621,7 @@ pub fn verify(stores: &[&dyn ObjectStore], opts: &VerifyOptions) -> Result<Repor
             from: None,
             to: end.map(Time),
             digest: None,
-            detail: format!("named as the previous digest by {}", names.join(", ")),
+            detail,
             stored_hash: None,
         });
     }

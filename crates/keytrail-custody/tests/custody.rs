@@ -211,6 +211,7 @@ fn tampering_is_named_object_by_object() {
         "{}",
         missing.detail
     );
+    assert!(!missing.detail.contains("--since"), "{}", missing.detail);
     // The digest before the deleted one lost the only record of its signature.
     assert_eq!(
         s[&(Subject::Digest, Status::SignatureUnavailable)],
@@ -385,6 +386,17 @@ fn the_window_leaves_out_what_is_before_it() {
     let r = run_local(dir.path(), &opts(Some(keys())));
     assert_eq!(r.with_status(Subject::Digest, Status::Missing).len(), 1);
     assert!(!r.passed);
+    let row = r
+        .rows
+        .iter()
+        .find(|x| x.status == Status::Missing)
+        .expect("row");
+    assert!(
+        row.detail
+            .ends_with("if the copy starts after it, pass --since 2024-11-30T02:01:31Z"),
+        "{}",
+        row.detail
+    );
     // From where the copy starts, everything is proven.
     let mut o = opts(Some(keys()));
     // (The deleted digest ended at 02:01:31: a window from 02:00 would still need it.)
