@@ -173,6 +173,8 @@ pub struct TrailSpec {
     pub hours: usize,
     /// Log files delivered in each digest's hour.
     pub files_per_hour: usize,
+    /// Events in each log file.
+    pub events_per_file: usize,
     /// Where in the hour digests end (CloudTrail's own offset, e.g. 1 min 31 s).
     pub digest_offset_ms: i64,
 }
@@ -188,6 +190,7 @@ impl Default for TrailSpec {
             start: 1_732_924_800_000, // 2024-11-30T00:00:00Z
             hours: 4,
             files_per_hour: 3,
+            events_per_file: 3,
             digest_offset_ms: 91_000,
         }
     }
@@ -223,7 +226,9 @@ fn stamp(ms: i64, format: &str) -> String {
 
 /// A log file of CloudTrail's shape: `n` events ending at `end`.
 fn log_content(spec: &TrailSpec, end: i64, n: usize, seq: usize) -> (Vec<u8>, i64, i64) {
-    let times: Vec<i64> = (0..n).map(|i| end - 240_000 + (i as i64) * 7_000).collect();
+    // Whole seconds, as CloudTrail writes eventTime.
+    let step = (200 / (n.max(1) as i64)).max(1) * 1_000;
+    let times: Vec<i64> = (0..n).map(|i| end - 240_000 + (i as i64) * step).collect();
     let records: Vec<serde_json::Value> = times
         .iter()
         .enumerate()
@@ -294,7 +299,8 @@ impl Trail {
                     + 60_000
                     + (f as i64) * (HOUR - 20 * 60_000) / (spec.files_per_hour.max(1) as i64);
                 let delivered = delivered - delivered.rem_euclid(60_000);
-                let (content, oldest, newest) = log_content(&spec, delivered, 3, seq);
+                let (content, oldest, newest) =
+                    log_content(&spec, delivered, spec.events_per_file, seq);
                 seq += 1;
                 let key = format!(
                     "{base}/CloudTrail/{}/{}/{}_CloudTrail_{}_{}_{}.json.gz",
