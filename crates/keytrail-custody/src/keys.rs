@@ -195,3 +195,80 @@ impl PublicKeys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rsa::pkcs8::EncodePublicKey;
+
+    use super::*;
+    use crate::testkit::TestKey;
+
+    #[test]
+    fn saved_answers_in_every_shape() {
+        let k = TestKey::generate(1024, "keys test");
+        let spki =
+            data_encoding::BASE64.encode(k.public().to_public_key_der().expect("spki").as_bytes());
+        // AWS CLI v2 (ISO 8601 with an offset), v1 (epoch seconds), an open end, SPKI.
+        let text = format!(
+            r#"{{"PublicKeyList": [
+                {{"Value": "{v}", "ValidityStartTime": "2024-11-01T00:00:00+00:00",
+                  "ValidityEndTime": "2024-12-01T00:00:00+00:00", "Fingerprint": "AA11"}},
+                {{"Value": "{v}", "ValidityStartTime": 1733011200.0,
+                  "ValidityEndTime": 1735689600, "Fingerprint": "bb22"}},
+                {{"Value": "{spki}", "ValidityStartTime": "2025-01-01T00:00:00Z",
+                  "ValidityEndTime": null, "Fingerprint": "cc33"}}
+            ]}}"#,
+            v = k.value()
+        );
+        let keys = PublicKeys::parse(text.as_bytes()).expect("keys");
+        assert_eq!(keys.len(), 3);
+        let nov = 1_732_924_800_000; // 2024-11-30
+        assert!(matches!(keys.lookup("aa11", nov), KeyLookup::Found(_)));
+        assert!(matches!(keys.lookup("AA11", nov), KeyLookup::Found(_)));
+        assert!(matches!(
+            keys.lookup("bb22", nov),
+            KeyLookup::OutOfWindow(_)
+        ));
+        assert!(matches!(
+            keys.lookup("bb22", 1_733_097_600_000),
+            KeyLookup::Found(_)
+        ));
+        assert!(matches!(
+            keys.lookup("cc33", 4_000_000_000_000),
+            KeyLookup::Found(_)
+        ));
+        assert!(matches!(keys.lookup("dd44", nov), KeyLookup::Unknown));
+        // A bare array of entries.
+        let bare = format!(r#"[{{"Value": "{}", "Fingerprint": "x"}}]"#, k.value());
+        assert_eq!(PublicKeys::parse(bare.as_bytes()).expect("bare").len(), 1);
+    }
+
+    #[test]
+    fn bad_answers_say_what_is_wrong() {
+        for (text, want) in [
+            ("{", "not the JSON"),
+            (
+                r#"{"PublicKeyList": [{"Value": "@@", "Fingerprint": "f"}]}"#,
+                "not base64",
+            ),
+            (
+                r#"{"PublicKeyList": [{"Value": "AAAA", "Fingerprint": "f"}]}"#,
+                "not an RSA public key",
+            ),
+            (
+                r#"{"PublicKeyList": [{"Fingerprint": "f"}]}"#,
+                "not the JSON",
+            ),
+        ] {
+            let e = PublicKeys::parse(text.as_bytes()).expect_err(text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let k = TestKey::generate(1024, "keys test");
+        let bad_time = format!(
+            r#"{{"PublicKeyList": [{{"Value": "{}", "ValidityStartTime": "soon", "Fingerprint": "f"}}]}}"#,
+            k.value()
+        );
+        let e = PublicKeys::parse(bad_time.as_bytes()).expect_err("time");
+        assert!(e.contains("ValidityStartTime") && e.contains("soon"), "{e}");
+    }
+}
