@@ -523,3 +523,90 @@ fn with_s3_metadata_every_digest_is_proven_and_a_resigned_one_is_caught() {
         row.detail
     );
 }
+
+/// A store whose first read of each object breaks off half-way (a dropped connection).
+struct Flaky {
+    inner: MemStore,
+    opened: std::sync::Mutex<BTreeMap<String, usize>>,
+}
+
+struct BreaksOff<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Read for BreaksOff<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset",
+            ));
+        }
+        let n = buf.len().min(self.at).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        self.at -= n;
+        Ok(n)
+    }
+}
+
+impl ObjectStore for Flaky {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn list(&self, s: &Scope) -> Result<Vec<StoredObject>, keytrail_custody::CustodyError> {
+        self.inner.list(s)
+    }
+    fn open(&self, o: &StoredObject) -> Result<Box<dyn Read + Send + '_>, ReadError> {
+        let mut opened = self.opened.lock().expect("lock");
+        let n = opened.entry(o.key.clone()).or_default();
+        *n += 1;
+        let (b, _) = self.inner.objects.get(&o.key).ok_or(ReadError::NotFound)?;
+        if *n == 1 {
+            Ok(Box::new(BreaksOff {
+                bytes: b,
+                at: b.len() / 2,
+            }))
+        } else {
+            Ok(Box::new(&b[..]))
+        }
+    }
+    fn metadata(&self, o: &StoredObject) -> Result<Option<Metadata>, ReadError> {
+        self.inner.metadata(o)
+    }
+}
+
+#[test]
+fn reads_that_break_off_are_tried_again_and_bad_content_is_not() {
+    let t = trail();
+    let store = Flaky {
+        inner: MemStore {
+            objects: t
+                .objects
+                .iter()
+                .map(|o| (o.key.clone(), (o.bytes.clone(), o.metadata.clone())))
+                .collect(),
+        },
+        opened: std::sync::Mutex::new(BTreeMap::new()),
+    };
+    let r = verify(&[&store as &dyn ObjectStore], &opts(Some(keys()))).expect("verify");
+    assert!(r.passed, "{:#?}", r.rows);
+    assert_eq!(r.warnings, 0);
+    let opened = store.opened.lock().expect("lock");
+    assert_eq!(opened.len(), 16);
+    assert!(opened.values().all(|n| *n == 2), "{opened:?}");
+    drop(opened);
+    // With one attempt, a broken read is `unreadable`, never `modified`.
+    let store = Flaky {
+        inner: store.inner,
+        opened: std::sync::Mutex::new(BTreeMap::new()),
+    };
+    let mut o = opts(Some(keys()));
+    o.read_attempts = 1;
+    let r = verify(&[&store as &dyn ObjectStore], &o).expect("verify");
+    assert_eq!(count(&r, Subject::LogFile, Status::Unreadable), 0);
+    assert_eq!(count(&r, Subject::Digest, Status::Unreadable), 4);
+    assert_eq!(count(&r, Subject::LogFile, Status::NotCovered), 12);
+    assert_eq!(count(&r, Subject::LogFile, Status::Modified), 0);
+}
