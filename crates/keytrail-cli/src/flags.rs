@@ -16,7 +16,7 @@ use crate::render::Format;
     long_about = "keytrail turns AWS CloudTrail logs into answers about IAM access keys: a \
                   Parquet lake of every event, reports of unused and stale keys, the full \
                   trail of a leaked key, and detections of suspicious use.",
-    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read (detect: findings at or above --min-severity); 2 usage or configuration error."
+    after_help = "Exit status: 0 done in full; 1 done, but some objects could not be read (detect: findings at or above --min-severity; verify-logs: anything modified, missing, broken or not covered); 2 usage or configuration error."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -98,6 +98,8 @@ pub enum Command {
     },
     /// Print keytrail's manual page (roff): `keytrail man > keytrail.1`
     Man,
+    /// Check CloudTrail log-file integrity offline: digest chain, hashes, signatures (exit 1 when anything is modified, missing, broken or uncovered)
+    VerifyLogs(crate::cmd::verify_logs::VerifyLogsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +227,8 @@ pub struct IngestArgs {
     pub json: bool,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub custody: crate::cmd::verify_logs::IngestCustodyArgs,
     /// Lake in S3: where the run's files are written before they are uploaded
     /// [default: the system's temporary directory]
     #[arg(long, value_name = "DIR", help_heading = "S3")]

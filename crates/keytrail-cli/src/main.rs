@@ -54,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::stdout(&String::from_utf8_lossy(&out))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::VerifyLogs(args) => cmd::verify_logs::run(args, cli.quiet),
     }
 }
 

@@ -5,6 +5,7 @@
 //! commits the run to the lake's manifest. Its [`RunSummary`] accounts for every object and
 //! every record.
 
+pub mod custody;
 pub mod decode;
 mod error;
 pub mod pipeline;
@@ -64,6 +65,10 @@ pub struct IngestOptions {
     /// [`s3lake`]).
     pub remote_lake: Option<S3Uri>,
     pub s3_lake: S3LakeOptions,
+    /// `--verify-logs`: validate the inputs against CloudTrail's digest files first, and record
+    /// for each object read whether a valid digest chain covers its bytes. The window, accounts
+    /// and regions come from `filter` and `s3`.
+    pub verify_logs: Option<keytrail_custody::VerifyOptions>,
 }
 
 /// Where objects come from.
@@ -105,6 +110,7 @@ impl IngestOptions {
             shard: None,
             remote_lake: None,
             s3_lake: S3LakeOptions::default(),
+            verify_logs: None,
         }
     }
 }
@@ -210,6 +216,22 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
         },
         ..RunSummary::default()
     };
+    // --verify-logs: what the digests say of the inputs, before reading them.
+    let coverage = match &opts.verify_logs {
+        Some(v) => {
+            progress.phase("validating the logs against their digest files");
+            let mut v = v.clone();
+            v.since = opts.filter.since;
+            v.until = opts.filter.until;
+            v.accounts = opts.s3.accounts.clone();
+            v.regions = opts.s3.regions.clone();
+            let report =
+                custody::verify_inputs(&opts.inputs, &opts.s3, opts.s3_client.clone(), &v)?;
+            summary.custody = Some(custody::CustodySummary::new(&report));
+            Some(keytrail_custody::Coverage::from_report(&report))
+        }
+        None => None,
+    };
     let local: Vec<PathBuf> = opts
         .inputs
         .iter()
@@ -297,6 +319,12 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                 summary
                     .skipped_record_samples
                     .extend(decoded.skipped_samples.into_iter().take(room));
+                let verdict = coverage
+                    .as_ref()
+                    .map(|c| c.status_of(&object.display(), &content_hash).to_owned());
+                if let (Some(v), Some(c)) = (&verdict, summary.custody.as_mut()) {
+                    *c.read.entry(v.clone()).or_default() += 1;
+                }
                 records.push(ObjectRecord {
                     source: object.uri(),
                     size: object.size,
@@ -309,6 +337,7 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                     filtered: decoded.counts.filtered,
                     already_written: decoded.counts.already_written,
                     skipped: decoded.counts.skipped,
+                    custody: verdict,
                 });
                 summary.objects.read += 1;
                 if opts.limits.index_keys {

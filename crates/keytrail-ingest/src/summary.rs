@@ -144,6 +144,10 @@ pub struct RunSummary {
     pub elapsed_seconds: f64,
     /// Whether some objects could not be read (exit status 1).
     pub partial: bool,
+    /// With `--verify-logs`: the validation of the inputs' CloudTrail digest files, and what
+    /// it said of each object this run read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custody: Option<crate::custody::CustodySummary>,
     /// With [`crate::Limits::index_keys`]: each object read and the access keys it holds.
     #[serde(skip)]
     pub key_index: Vec<(crate::ObjectRef, Vec<String>)>,

@@ -47,6 +47,12 @@ pub struct ObjectRecord {
     /// Records that could not be read (each counted in the run summary with its reason).
     #[serde(default)]
     pub skipped: u64,
+    /// With `ingest --verify-logs`: what the validation of CloudTrail's digest files said of
+    /// the very bytes read (`valid`: covered by a valid digest chain; otherwise the status of
+    /// `keytrail verify-logs`, `not-checked` or `changed-after-validation`). Absent: not
+    /// validated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custody: Option<String>,
 }
 
 /// One file a run added to a table.
@@ -338,4 +344,21 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LakeError> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_without_custody_still_load_and_none_is_not_written() {
+        let old = r#"{"source":"s3://b/k.json.gz","size":3,"content_hash":"xxh3:00","events":1,"written":1}"#;
+        let r: ObjectRecord = serde_json::from_str(old).expect("old record");
+        assert_eq!(r.custody, None);
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(!text.contains("custody"), "{text}");
+        let new = old.replace('}', r#","custody":"valid"}"#);
+        let r: ObjectRecord = serde_json::from_str(&new).expect("new record");
+        assert_eq!(r.custody.as_deref(), Some("valid"));
+    }
 }

@@ -33,6 +33,7 @@ fn object(name: &str, hash: &str) -> ObjectRecord {
         filtered: 0,
         already_written: 0,
         skipped: 0,
+        custody: None,
     }
 }
 

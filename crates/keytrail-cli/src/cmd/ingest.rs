@@ -159,6 +159,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         parse_size(&args.max_object_size).context("--max-object-size")?;
     opts.limits.max_event_bytes = parse_size(&args.max_event_size).context("--max-event-size")?;
     opts.buffer_bytes = parse_size(&args.buffer_size).context("--buffer-size")?;
+    opts.verify_logs = crate::cmd::verify_logs::ingest_options(&args.custody)?;
 
     let bar = Bar::new(quiet || args.json);
     let summary = ingest(&opts, &bar)?;
@@ -240,6 +241,9 @@ pub fn render(s: &RunSummary) -> String {
         s.elapsed_seconds,
         thousands(rate as u64),
     );
+    if let Some(c) = &s.custody {
+        out.push_str(&crate::cmd::verify_logs::ingest_line(c));
+    }
     if !s.failures.is_empty() {
         let _ = writeln!(
             out,

@@ -10,3 +10,4 @@ pub mod lake;
 pub mod report;
 pub mod rules;
 pub mod sql;
+pub mod verify_logs;

@@ -3,6 +3,7 @@
 
 mod corrupt;
 mod crash;
+mod custody;
 mod ddl;
 mod detect;
 mod ingest;
