@@ -369,6 +369,16 @@ fn ip(rng: &mut StdRng) -> String {
     )
 }
 
+/// An address of EC2 in us-east-1 (52.20.0.0/14 in AWS's published ranges), for instances.
+/// It draws exactly what [`ip`] draws, so choosing it changes no other generated value.
+fn ec2_ip(rng: &mut StdRng) -> String {
+    let a: i32 = rng.random_range(1..224);
+    let b: i32 = rng.random_range(0..256);
+    let c: i32 = rng.random_range(0..256);
+    let _: i32 = rng.random_range(1..255);
+    format!("52.{}.{b}.{c}", 20 + a % 4)
+}
+
 fn uuid(rng: &mut StdRng) -> String {
     let b: [u8; 16] = rng.random();
     format!(
@@ -424,7 +434,8 @@ impl World {
                         format!("session-{i}")
                     },
                     agent: rng.random_range(0..5),
-                    ip: ip(rng),
+                    // An instance calls from inside AWS.
+                    ip: if ec2 { ec2_ip(rng) } else { ip(rng) },
                     ec2,
                 }
             })

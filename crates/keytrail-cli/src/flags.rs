@@ -102,10 +102,20 @@ pub enum Command {
     VerifyLogs(crate::cmd::verify_logs::VerifyLogsArgs),
 }
 
+/// `--aws-ip-ranges FILE`: AWS's address ranges to judge "inside AWS" with.
+#[derive(Debug, Args)]
+pub struct AwsRangesArg {
+    /// AWS's ip-ranges.json (plain or gzipped) to use instead of the bundled snapshot
+    #[arg(long, value_name = "FILE")]
+    pub aws_ip_ranges: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct AlternativesArgs {
     #[command(flatten)]
     pub lake: LakeArg,
+    #[command(flatten)]
+    pub ranges: AwsRangesArg,
     /// Judge use at or after T (a date, an RFC 3339 time, or 90d)
     #[arg(long, value_name = "T")]
     pub since: Option<String>,
@@ -141,6 +151,8 @@ pub struct DetectArgs {
     /// Rules only: leave out the stateful detectors
     #[arg(long)]
     pub no_detectors: bool,
+    #[command(flatten)]
+    pub ranges: AwsRangesArg,
     /// table, csv or jsonl (findings only), json or markdown
     #[command(flatten)]
     pub output: OutputArgs,
@@ -158,6 +170,8 @@ pub enum RulesCommand {
     List {
         #[command(flatten)]
         source: RuleSourceArgs,
+        #[command(flatten)]
+        ranges: AwsRangesArg,
         #[command(flatten)]
         output: OutputArgs,
     },

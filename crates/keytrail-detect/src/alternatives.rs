@@ -9,10 +9,9 @@
 //! - A steady program (an SDK, Terraform, …) from a few fixed public networks, on many days →
 //!   **IAM Roles Anywhere** (X.509 certificates for workloads outside AWS).
 //!
-//! keytrail has no list of AWS's address ranges offline, so "inside AWS" is judged from the
-//! user agent and the address kind only; a program on EC2 calling from its public address
-//! with a plain user agent is classed by its other traits. Each recommendation lists the
-//! evidence it rests on.
+//! "Inside AWS" is judged from the user agent, the address kind and AWS's published address
+//! ranges (`keytrail_model::awsip`): a program on EC2 calling from its public address with a
+//! plain user agent is inside AWS. Each recommendation lists the evidence it rests on.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -26,6 +25,7 @@ use super::net::{self, Origin};
 use super::scan::{millis, texts};
 use super::{DetectError, block_on};
 use keytrail_engine::{LakeSession, SessionOptions};
+use keytrail_model::awsip::AwsRanges;
 
 /// What should replace a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -94,7 +94,13 @@ const PEOPLE: [&str; 8] = [
     "cloudshell",
 ];
 
-fn aws_marker(ua: &str, ip: &str, vpce: bool, invoked_by: bool) -> Option<&'static str> {
+fn aws_marker(
+    ua: &str,
+    ip: &str,
+    vpce: bool,
+    invoked_by: bool,
+    ranges: &AwsRanges,
+) -> Option<&'static str> {
     if invoked_by {
         return Some("an AWS service called on its behalf");
     }
@@ -113,6 +119,9 @@ fn aws_marker(ua: &str, ip: &str, vpce: bool, invoked_by: bool) -> Option<&'stat
     match net::origin(ip) {
         Origin::Private => Some("private (VPC) source address"),
         Origin::Service => Some("an AWS service address"),
+        Origin::Public(_) if ranges.contains(ip) => {
+            Some("an AWS address (in AWS's published ranges)")
+        }
         _ => None,
     }
 }
@@ -130,6 +139,7 @@ fn is_person(ua: &str) -> bool {
 pub async fn advise_in(
     ctx: &SessionContext,
     since: Option<i64>,
+    ranges: &AwsRanges,
 ) -> Result<Vec<KeyAdvice>, DetectError> {
     let window = super::scan::window_sql(since, None, true);
     let sql = format!(
@@ -184,6 +194,7 @@ pub async fn advise_in(
                 ip,
                 vpce[i].as_deref() == Some("true"),
                 invoked[i].as_deref() == Some("true"),
+                ranges,
             ) {
                 *a.aws_markers.entry(m).or_default() += 1;
             }
@@ -284,6 +295,7 @@ pub fn advise(
     root: &Path,
     since: Option<i64>,
     threads: usize,
+    ranges: &AwsRanges,
 ) -> Result<Vec<KeyAdvice>, DetectError> {
     block_on(threads, async {
         let session = LakeSession::open(
@@ -294,7 +306,7 @@ pub fn advise(
             },
         )
         .await?;
-        advise_in(session.context(), since).await
+        advise_in(session.context(), since, ranges).await
     })
 }
 

@@ -5,6 +5,7 @@
 //! passed over. Each detector is described in `docs/rules.md` with its thresholds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
 use datafusion::prelude::SessionContext;
@@ -18,6 +19,7 @@ use super::rule::Severity;
 use super::scan::{millis, texts};
 use super::{DetectError, Finding, Source};
 use keytrail_model::KeyStatus;
+use keytrail_model::awsip::AwsRanges;
 
 /// Thresholds of the detectors.
 #[derive(Clone, Debug)]
@@ -46,6 +48,15 @@ pub struct Config {
     /// Most events sorted at once: a larger lake is read in key ranges of about this many
     /// events, one sort each, to bound memory.
     pub max_sort_events: u64,
+    /// AWS's published address ranges: whether workload credentials were used from outside
+    /// AWS.
+    pub aws_ranges: Arc<AwsRanges>,
+    /// A workload's own first calls: the events of its credentials within this long of their
+    /// first event (when no call carries the runtime's mark in its user agent).
+    pub workload_home_ms: i64,
+    /// A catalogued call the principal made successfully on this many earlier days is
+    /// routine for it (`kt-abused-call` at info).
+    pub routine_days: usize,
 }
 
 impl Default for Config {
@@ -67,6 +78,9 @@ impl Default for Config {
             distant_v6_prefix: 32,
             evidence_cap: 50,
             max_sort_events: 1_000_000,
+            aws_ranges: AwsRanges::bundled(),
+            workload_home_ms: 10 * 60_000,
+            routine_days: 3,
         }
     }
 }
@@ -79,6 +93,8 @@ pub struct DetectorInfo {
     pub severity: Severity,
     pub category: &'static str,
     pub description: &'static str,
+    /// ATT&CK tags.
+    pub tags: &'static [&'static str],
 }
 
 pub const NEW_NETWORK: &str = "kt-new-source-network";
@@ -93,13 +109,14 @@ pub const WORKLOAD_OUTSIDE: &str = "kt-workload-credentials-outside";
 pub const AFTER_DEACTIVATION: &str = "kt-key-used-after-deactivation";
 pub const CHILD_AFTER_PARENT: &str = "kt-session-used-after-parent-deactivated";
 
-pub const CATALOG: [DetectorInfo; 11] = [
+pub const CATALOG: [DetectorInfo; 12] = [
     DetectorInfo {
         id: NEW_NETWORK,
         title: "Key used from a network it never used",
         severity: Severity::Info,
         category: "credential-use",
         description: "A public address in a /24 (IPv6: /64) the key had not used, after the key's first 24 hours (its warm-up).",
+        tags: &["attack.initial-access", "attack.t1078.004"],
     },
     DetectorInfo {
         id: NEW_CLIENT,
@@ -107,6 +124,7 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::Info,
         category: "credential-use",
         description: "A user-agent family (the product before the first `/`: aws-cli, Boto3, Terraform, python-requests) the key had not used, after its warm-up.",
+        tags: &["attack.initial-access", "attack.t1078.004"],
     },
     DetectorInfo {
         id: NEW_REGION,
@@ -114,6 +132,7 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::Info,
         category: "credential-use",
         description: "A region the key had not called, after its warm-up.",
+        tags: &["attack.defense-evasion", "attack.t1535"],
     },
     DetectorInfo {
         id: NEW_PAIR,
@@ -121,6 +140,7 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::Medium,
         category: "credential-use",
         description: "A new network and a new client for the key within one hour of each other: someone else holding the key, more often than a change of habit.",
+        tags: &["attack.initial-access", "attack.t1078.004"],
     },
     DetectorInfo {
         id: DENIED_BURST,
@@ -128,6 +148,7 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::Medium,
         category: "recon",
         description: "15 or more calls denied (AccessDenied, UnauthorizedOperation, ...) within 10 minutes: probing what a key may do.",
+        tags: &["attack.discovery", "attack.t1580", "attack.t1087.004"],
     },
     DetectorInfo {
         id: RECON_BURST,
@@ -135,6 +156,7 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::Medium,
         category: "recon",
         description: "Within 10 minutes, 8 or more distinct List/Describe/Get calls across 5 or more services (or 3 or more regions), 5 of them never made by the key before. Console browsing is not counted.",
+        tags: &["attack.discovery", "attack.t1580", "attack.t1526"],
     },
     DetectorInfo {
         id: TWO_NETWORKS,
@@ -142,20 +164,31 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::High,
         category: "credential-use",
         description: "Within 30 minutes the key alternates between two public networks that differ in their first 16 bits (IPv6: 32), each used at least twice: two parties holding one key.",
+        tags: &["attack.initial-access", "attack.t1078.004"],
     },
     DetectorInfo {
         id: INSTANCE_ELSEWHERE,
         title: "EC2 instance credentials used elsewhere",
         severity: Severity::High,
         category: "credential-use",
-        description: "Credentials of an instance role (ec2RoleDelivery in the session context, or a role session named after an instance) used from a public address other than the instance's own, or from an address people's keys and sessions use.",
+        description: "Credentials of an instance role (ec2RoleDelivery in the session context, or a role session named after an instance) used from an address outside AWS's published ranges or one people's keys use (high), or from another AWS address than the instance's own (medium).",
+        tags: &[
+            "attack.credential-access",
+            "attack.t1552.005",
+            "attack.t1078.004",
+        ],
     },
     DetectorInfo {
         id: WORKLOAD_OUTSIDE,
-        title: "Lambda or ECS credentials used outside their workload",
+        title: "Lambda, ECS or CodeBuild credentials used outside their workload",
         severity: Severity::High,
         category: "credential-use",
-        description: "Credentials a Lambda function or an ECS task received, used by a client that does not run there (no exec-env/AWS_Lambda or exec-env/AWS_ECS in its user agent) from a network the workload never used.",
+        description: "Credentials a Lambda function, an ECS task or a CodeBuild build received, used by a client without the runtime's mark from an address outside AWS's published ranges or one people's keys use (high), or from an AWS network and with a client unlike the workload's own first calls (medium).",
+        tags: &[
+            "attack.credential-access",
+            "attack.t1552",
+            "attack.t1078.004",
+        ],
     },
     DetectorInfo {
         id: AFTER_DEACTIVATION,
@@ -163,6 +196,7 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::Critical,
         category: "credential-use",
         description: "An event made with a key after a successful UpdateAccessKey to Inactive or DeleteAccessKey of it (and before any reactivation).",
+        tags: &["attack.persistence", "attack.t1078.004"],
     },
     DetectorInfo {
         id: CHILD_AFTER_PARENT,
@@ -170,6 +204,15 @@ pub const CATALOG: [DetectorInfo; 11] = [
         severity: Severity::High,
         category: "credential-use",
         description: "Temporary credentials minted with a long-term key (GetSessionToken, GetFederationToken, AssumeRole) used after that key was deactivated or deleted: they keep working until they expire.",
+        tags: &["attack.persistence", "attack.t1550.001"],
+    },
+    DetectorInfo {
+        id: super::catalog::ABUSED_CALL,
+        title: "Call from the catalog of abused AWS API calls",
+        severity: Severity::Low,
+        category: "(the call's tactic)",
+        description: "A call of TrailDiscover's catalog of API calls seen in attacks (not discovery alone): low when the principal has not made it on 3 earlier days, info when routine, medium after denied attempts or as the third persistence/escalation call within an hour; a denied attempt at a persistence, escalation, evasion, credential-access or impact call is low. Tagged with the call's tactics and techniques.",
+        tags: &[],
     },
 ];
 
@@ -216,13 +259,15 @@ struct Minted {
 enum Workload {
     Lambda,
     Ecs,
+    CodeBuild,
 }
 
 impl Workload {
     fn name(self) -> &'static str {
         match self {
-            Workload::Lambda => "Lambda function",
-            Workload::Ecs => "ECS task",
+            Workload::Lambda => "a Lambda function",
+            Workload::Ecs => "an ECS task",
+            Workload::CodeBuild => "a CodeBuild build",
         }
     }
 }
@@ -315,6 +360,8 @@ async fn lineage(ctx: &SessionContext) -> Result<Lineage, DetectError> {
                 l.workloads.insert(child, Workload::Lambda);
             } else if caller.starts_with("ecs-tasks.") || caller.starts_with("ecs.") {
                 l.workloads.insert(child, Workload::Ecs);
+            } else if caller.starts_with("codebuild.") {
+                l.workloads.insert(child, Workload::CodeBuild);
             }
         } else if let Some(parent) = r.k {
             l.minted.insert(
@@ -369,15 +416,42 @@ fn is_read(e: &Ev) -> bool {
             .any(|p| e.name.starts_with(p))
 }
 
+/// The workload a user agent says it runs in: the Lambda runtime (`awslambda-worker`, or an
+/// SDK's `exec-env/AWS_Lambda_…`), an ECS task (`exec-env/AWS_ECS_…`), a CodeBuild build
+/// (`exec-env/AWS_CodeBuild`, `exec-env/CodeBuild`).
 fn workload_marker(ua: Option<&str>) -> Option<Workload> {
     let u = ua?;
-    if u.contains("exec-env/AWS_Lambda") {
+    if u.contains("exec-env/AWS_Lambda") || u.starts_with("awslambda-worker") {
         Some(Workload::Lambda)
     } else if u.contains("exec-env/AWS_ECS") {
         Some(Workload::Ecs)
+    } else if u.contains("exec-env/AWS_CodeBuild") || u.contains("exec-env/CodeBuild") {
+        Some(Workload::CodeBuild)
     } else {
         None
     }
+}
+
+/// The workload a role session's name says it is: CodeBuild names its sessions
+/// `AWSCodeBuild-<build id>`.
+fn workload_of_session(arn: Option<&str>) -> Option<Workload> {
+    let session = arn?.split(":assumed-role/").nth(1)?.split('/').nth(1)?;
+    session
+        .starts_with("AWSCodeBuild-")
+        .then_some(Workload::CodeBuild)
+}
+
+/// The workload a key's credentials belong to: minted for it by the service (when the
+/// `AssumeRole` is in the lake), named so, or marked by its runtime in the user agent.
+fn workload_kind(lin: &Lineage, key: &str, evs: &[&Ev]) -> Option<Workload> {
+    lin.workloads
+        .get(key)
+        .copied()
+        .or_else(|| evs.iter().find_map(|e| workload_marker(e.ua.as_deref())))
+        .or_else(|| {
+            evs.iter()
+                .find_map(|e| workload_of_session(e.arn.as_deref()))
+        })
 }
 
 /// The instance a key belongs to, when it is an EC2 instance's role credentials.
@@ -420,6 +494,20 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     fn finding(&mut self, id: &str, key: Option<&str>, evs: &[&Ev], reason: String) {
+        if let Some(d) = info(id) {
+            self.finding_at(id, d.severity, key, evs, reason);
+        }
+    }
+
+    /// A finding at a severity other than the detector's own.
+    fn finding_at(
+        &mut self,
+        id: &str,
+        severity: Severity,
+        key: Option<&str>,
+        evs: &[&Ev],
+        reason: String,
+    ) {
         let Some(d) = info(id) else {
             return;
         };
@@ -437,7 +525,7 @@ impl Builder<'_> {
         self.out.push(Finding {
             rule: d.id.to_owned(),
             title: d.title.to_owned(),
-            severity: d.severity,
+            severity,
             category: d.category.to_owned(),
             source: Source::Detector,
             time: first.t,
@@ -449,6 +537,7 @@ impl Builder<'_> {
             reason,
             events,
             details: BTreeMap::new(),
+            tags: d.tags.iter().map(|t| (*t).to_owned()).collect(),
         });
     }
 }
@@ -624,11 +713,7 @@ fn per_key(
     };
     let cfg = b.cfg;
     let is_instance = evs.iter().any(|e| instance_of(e).is_some());
-    let workload = lin
-        .workloads
-        .get(key)
-        .copied()
-        .or_else(|| evs.iter().find_map(|e| workload_marker(e.ua.as_deref())));
+    let workload = workload_kind(lin, key, &evs);
     if is_instance || workload.is_some() {
         for e in &evs {
             deferred.push(Deferred {
@@ -1054,11 +1139,34 @@ fn inside(e: &Ev) -> bool {
     e.vpce || !matches!(e.ip.as_deref().map(net::origin), Some(Origin::Public(_)))
 }
 
+/// Where a public address is, as far as AWS's published ranges say.
+enum Place {
+    /// In AWS's ranges: `EC2 us-east-1`.
+    Aws(String),
+    /// In none of them.
+    Outside,
+}
+
+fn place(ranges: &AwsRanges, ip: &str) -> Place {
+    match ranges.lookup_text(ip) {
+        Some(a) => Place::Aws(format!("{} {}", a.service(), a.region)),
+        None => Place::Outside,
+    }
+}
+
+fn people_of(people: &HashMap<String, BTreeSet<String>>, ip: &str) -> Option<String> {
+    people
+        .get(ip)
+        .map(|p| p.iter().cloned().collect::<Vec<_>>().join(", "))
+}
+
 fn instances(
     b: &mut Builder<'_>,
     deferred: &[Deferred],
     people: &HashMap<String, BTreeSet<String>>,
 ) {
+    let ranges = Arc::clone(&b.cfg.aws_ranges);
+    let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
     let mut by: BTreeMap<String, Vec<&Deferred>> = BTreeMap::new();
     for d in deferred {
         if let Some(i) = instance_of(&d.ev) {
@@ -1067,33 +1175,50 @@ fn instances(
     }
     for (instance, mut ds) in by {
         ds.sort_by(|a, b| (a.ev.t, &a.ev.id).cmp(&(b.ev.t, &b.ev.id)));
+        // The instance's own address: its first public address inside AWS (any first public
+        // address when no ranges are known).
         let home = ds
             .iter()
-            .find(|d| !inside(&d.ev))
-            .and_then(|d| d.ev.ip.clone());
-        // address → (why, events)
-        let mut bad: BTreeMap<String, (String, Vec<&Deferred>)> = BTreeMap::new();
+            .filter(|d| !inside(&d.ev))
+            .filter_map(|d| d.ev.ip.clone())
+            .find(|ip| !known || ranges.contains(ip));
+        // address → (severity, why, events)
+        let mut bad: BTreeMap<String, (Severity, String, Vec<&Deferred>)> = BTreeMap::new();
         for d in &ds {
             if inside(&d.ev) {
                 continue;
             }
             let ip = d.ev.ip.clone().unwrap_or_default();
-            let why = if let Some(p) = people.get(&ip) {
-                format!(
-                    "an address also used by {}",
-                    p.iter().cloned().collect::<Vec<_>>().join(", ")
+            let own = home.as_deref().unwrap_or("?");
+            let (sev, why) = if let Some(p) = people_of(people, &ip) {
+                (Severity::High, format!("an address also used by {p}"))
+            } else if known && matches!(place(&ranges, &ip), Place::Outside) {
+                (
+                    Severity::High,
+                    format!(
+                        "outside AWS (in no published AWS range; the instance's own address is {own})"
+                    ),
                 )
             } else if home.as_deref() != Some(ip.as_str()) {
-                format!(
-                    "not the instance's own address ({})",
-                    home.as_deref().unwrap_or("?")
-                )
+                let at = match place(&ranges, &ip) {
+                    Place::Aws(p) if known => format!(", an AWS address ({p})"),
+                    _ => String::new(),
+                };
+                let sev = if known {
+                    Severity::Medium
+                } else {
+                    Severity::High
+                };
+                (sev, format!("not the instance's own address ({own}){at}"))
             } else {
                 continue;
             };
-            bad.entry(ip).or_insert_with(|| (why, Vec::new())).1.push(d);
+            bad.entry(ip)
+                .or_insert_with(|| (sev, why, Vec::new()))
+                .2
+                .push(d);
         }
-        for (ip, (why, ds)) in bad {
+        for (ip, (sev, why, ds)) in bad {
             let evs: Vec<&Ev> = ds.iter().map(|d| &d.ev).collect();
             let keys: BTreeSet<&str> = ds.iter().map(|d| d.key.as_str()).collect();
             let name = if instance.starts_with("i-") {
@@ -1101,8 +1226,9 @@ fn instances(
             } else {
                 "an EC2 instance".to_owned()
             };
-            b.finding(
+            b.finding_at(
                 INSTANCE_ELSEWHERE,
+                sev,
                 Some(ds[0].key.as_str()),
                 &evs,
                 format!(
@@ -1115,6 +1241,14 @@ fn instances(
     }
 }
 
+/// A workload's own calls: what its credentials' first calls look like.
+struct Home {
+    networks: HashSet<String>,
+    clients: HashSet<String>,
+    addresses: BTreeSet<String>,
+    agents: BTreeSet<String>,
+}
+
 fn workloads(
     b: &mut Builder<'_>,
     lin: &Lineage,
@@ -1122,68 +1256,138 @@ fn workloads(
     people: &HashMap<String, BTreeSet<String>>,
 ) {
     let cfg = b.cfg;
+    let ranges = Arc::clone(&cfg.aws_ranges);
+    let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
     let mut by: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
     for d in deferred {
         if instance_of(&d.ev).is_none() {
             by.entry(d.key.as_str()).or_default().push(&d.ev);
         }
     }
+    let net16 = |ip| net::network(ip, cfg.distant_v4_prefix, cfg.distant_v6_prefix);
     for (key, evs) in by {
-        let kind = lin
-            .workloads
-            .get(key)
-            .copied()
-            .or_else(|| evs.iter().find_map(|e| workload_marker(e.ua.as_deref())));
-        let Some(kind) = kind else { continue };
-        let marked = evs
-            .iter()
-            .any(|e| workload_marker(e.ua.as_deref()).is_some());
-        let home: HashSet<String> = evs
-            .iter()
-            .filter(|e| workload_marker(e.ua.as_deref()).is_some())
-            .filter_map(|e| match e.ip.as_deref().map(net::origin) {
-                Some(Origin::Public(ip)) => Some(net::network(
-                    ip,
-                    cfg.distant_v4_prefix,
-                    cfg.distant_v6_prefix,
-                )),
-                _ => None,
-            })
-            .collect();
-        let mut bad: BTreeMap<String, Vec<&Ev>> = BTreeMap::new();
+        let Some(kind) = workload_kind(lin, key, &evs) else {
+            continue;
+        };
+        let marked = |e: &Ev| workload_marker(e.ua.as_deref()).is_some();
+        let any_marked = evs.iter().any(|e| marked(e));
+        // The workload's own calls: those its runtime marked; without marks, the first
+        // calls (within `workload_home_ms` of the first), when they come from inside AWS.
+        let first_t = evs.first().map_or(0, |e| e.t);
+        let own: Vec<&Ev> = if any_marked {
+            evs.iter().copied().filter(|e| marked(e)).collect()
+        } else {
+            evs.iter()
+                .copied()
+                .take_while(|e| e.t - first_t <= cfg.workload_home_ms)
+                .filter(|e| {
+                    inside(e)
+                        || e.ip
+                            .as_deref()
+                            .is_some_and(|ip| !known || ranges.contains(ip))
+                })
+                .collect()
+        };
+        let mut home = Home {
+            networks: HashSet::new(),
+            clients: HashSet::new(),
+            addresses: BTreeSet::new(),
+            agents: BTreeSet::new(),
+        };
+        for e in &own {
+            if let Some(Origin::Public(ip)) = e.ip.as_deref().map(net::origin) {
+                home.networks.insert(net16(ip));
+            }
+            if let Some(ip) = &e.ip {
+                home.addresses.insert(ip.clone());
+            }
+            if let Some(ua) = &e.ua {
+                home.agents.insert(ua.clone());
+            }
+            if let Some(c) = e.ua.as_deref().and_then(client_family) {
+                home.clients.insert(c);
+            }
+        }
+        let own_ids: HashSet<&str> = own.iter().map(|e| e.id.as_str()).collect();
+        // address → (severity, why, events)
+        let mut bad: BTreeMap<String, (Severity, String, Vec<&Ev>)> = BTreeMap::new();
         for e in &evs {
-            if inside(e) || workload_marker(e.ua.as_deref()).is_some() {
+            if inside(e) || marked(e) || own_ids.contains(e.id.as_str()) {
                 continue;
             }
             let Some(Origin::Public(ip)) = e.ip.as_deref().map(net::origin) else {
                 continue;
             };
             let ipt = e.ip.clone().unwrap_or_default();
-            let outside = if marked {
-                !home.contains(&net::network(
-                    ip,
-                    cfg.distant_v4_prefix,
-                    cfg.distant_v6_prefix,
-                ))
+            let client = e.ua.as_deref().and_then(client_family);
+            let verdict = if let Some(p) = people_of(people, &ipt) {
+                Some((Severity::High, format!("an address also used by {p}")))
+            } else if known {
+                match place(&ranges, &ipt) {
+                    Place::Outside => Some((
+                        Severity::High,
+                        "outside AWS (in no published AWS range)".to_owned(),
+                    )),
+                    Place::Aws(p) => {
+                        let new_net = !home.networks.contains(&net16(ip));
+                        let new_client = client.as_ref().is_none_or(|c| !home.clients.contains(c));
+                        (!own.is_empty() && new_net && new_client).then(|| {
+                            (
+                                Severity::Medium,
+                                format!("an AWS address ({p}) and a client unlike the workload's own first calls"),
+                            )
+                        })
+                    }
+                }
             } else {
-                people.contains_key(&ipt)
+                // No ranges: a /16 the workload never used.
+                (any_marked && !home.networks.contains(&net16(ip))).then(|| {
+                    (
+                        Severity::High,
+                        "a network the workload never used".to_owned(),
+                    )
+                })
             };
-            if outside {
-                bad.entry(ipt).or_default().push(e);
+            if let Some((sev, why)) = verdict {
+                bad.entry(ipt)
+                    .or_insert_with(|| (sev, why, Vec::new()))
+                    .2
+                    .push(e);
             }
         }
-        for (ip, ev) in bad {
+        for (ip, (sev, why, ev)) in bad {
             let client = ev[0]
                 .ua
                 .as_deref()
                 .and_then(client_family)
                 .unwrap_or_else(|| "?".into());
-            b.finding(
+            let own_desc = if home.addresses.is_empty() {
+                "no call of the workload's own is in the lake".to_owned()
+            } else {
+                format!(
+                    "the workload's own calls came from {} ({})",
+                    home.addresses
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    home.agents
+                        .iter()
+                        .filter_map(|a| client_family(a))
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            b.finding_at(
                 WORKLOAD_OUTSIDE,
+                sev,
                 Some(key),
                 &ev,
                 format!(
-                    "credentials of a {} (role {}) used from {ip} by {client}, not from the workload",
+                    "credentials of {} (role {}, key {key}) used from {ip} by {client}, {why}; {own_desc}",
                     kind.name(),
                     role_of(ev[0].arn.as_deref())
                 ),

@@ -71,19 +71,44 @@ fn number_of(v: &Value) -> Option<f64> {
     }
 }
 
+/// Whether `pattern` (compiled once per thread, then cached) matches `text`.
+fn regex_match(pattern: &str, text: &str) -> bool {
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Option<regex::Regex>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 4096 {
+            c.clear();
+        }
+        c.entry(pattern.to_owned())
+            .or_insert_with(|| regex::Regex::new(pattern).ok())
+            .as_ref()
+            .is_some_and(|re| re.is_match(text))
+    })
+}
+
 fn compare(op: &Op, leaf: &Value, text: &str, pattern: &str, nocase: bool) -> bool {
     match op {
+        Op::Glob => {
+            let re = super::sigma::glob_regex(pattern);
+            if nocase {
+                regex_match(&format!("(?i){re}"), text)
+            } else {
+                regex_match(&re, text)
+            }
+        }
         Op::Equals => text == pattern,
         Op::Prefix => text.starts_with(pattern),
         Op::Suffix => text.ends_with(pattern),
         Op::Contains => text.contains(pattern),
         Op::Regex => {
-            let p = if nocase {
-                format!("(?i){pattern}")
+            if nocase {
+                regex_match(&format!("(?i){pattern}"), text)
             } else {
-                pattern.to_owned()
-            };
-            regex::Regex::new(&p).is_ok_and(|re| re.is_match(text))
+                regex_match(pattern, text)
+            }
         }
         Op::Cidr => match (Cidr::parse(text), Cidr::parse(pattern)) {
             (Some(v), Some(net)) => net.contains(&v),
@@ -130,7 +155,7 @@ pub fn test(t: &JsonTest, root: &Value, account: Option<&str>) -> bool {
                 .iter()
                 .map(|l| {
                     let s = text_of(l);
-                    if t.nocase && !matches!(op, Op::Regex) {
+                    if t.nocase && !matches!(op, Op::Regex | Op::Glob) {
                         s.to_lowercase()
                     } else {
                         s

@@ -9,6 +9,7 @@
 //! judged offline.
 
 pub mod alternatives;
+pub mod catalog;
 pub mod compile;
 pub mod detectors;
 pub mod eval;
@@ -17,6 +18,7 @@ pub mod lint;
 pub mod net;
 pub mod rule;
 pub mod scan;
+pub mod sigma;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,14 @@ pub enum DetectError {
     },
     #[error("{}: {reason}", path.display())]
     Dir { path: PathBuf, reason: String },
+    /// A rule (a Sigma rule, mostly) using a construct keytrail cannot run: it is left out,
+    /// and `rules lint` names it; the other rules still load.
+    #[error("{origin}: {}cannot run: {construct}", rule.as_ref().map(|r| format!("rule {r}: ")).unwrap_or_default())]
+    Unsupported {
+        origin: String,
+        rule: Option<String>,
+        construct: String,
+    },
     /// A fixture event that is not a CloudTrail record keytrail can decode.
     #[error("test event {rule}: {reason}")]
     Fixture { rule: String, reason: String },
@@ -63,30 +73,49 @@ impl From<datafusion::error::DataFusionError> for DetectError {
     }
 }
 
-/// A set of rules with unique ids.
+/// A set of rules with unique ids, and the rules left out because they cannot run.
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// Rules left out: constructs keytrail cannot run, a Sigma id loaded twice.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A rule file left out of a set, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    pub origin: String,
+    pub rule: Option<String>,
+    pub reason: String,
 }
 
 impl RuleSet {
     /// The rules bundled with keytrail (the repository's `rules/`).
     pub fn bundled() -> Result<RuleSet, DetectError> {
-        let (set, errors) = RuleSet::collect(true, &[]);
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(set),
-        }
+        RuleSet::load(true, &[])
     }
 
     /// Bundled rules (unless `bundled` is false) and every `*.yaml`/`*.yml` file under each of
-    /// `dirs`; the first problem stops.
+    /// `dirs`. A broken keytrail rule stops (the first problem is returned); a rule keytrail
+    /// cannot run (a Sigma aggregation, another log source, ...) is left out and listed in
+    /// [`RuleSet::skipped`].
     pub fn load(bundled: bool, dirs: &[PathBuf]) -> Result<RuleSet, DetectError> {
-        let (set, errors) = RuleSet::collect(bundled, dirs);
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(set),
+        let (mut set, errors) = RuleSet::collect(bundled, dirs);
+        for e in errors {
+            match e {
+                DetectError::Unsupported {
+                    origin,
+                    rule,
+                    construct,
+                } => set.skipped.push(Skipped {
+                    origin,
+                    rule,
+                    reason: construct,
+                }),
+                other => return Err(other),
+            }
         }
+        Ok(set)
     }
 
     /// Like [`RuleSet::load`], but go on past bad files and return every problem (for lint).
@@ -96,11 +125,24 @@ impl RuleSet {
         let mut add = |r: Result<Rule, DetectError>, set: &mut RuleSet| match r {
             Ok(r) => {
                 if let Some(first) = set.rules.iter().find(|x| x.id == r.id) {
-                    errors.push(DetectError::Duplicate {
-                        id: r.id.clone(),
-                        first: first.origin.clone(),
-                        second: r.origin.clone(),
-                    });
+                    // Sigma suites share rules (the same id in two folders): the second copy
+                    // is left out; two keytrail rules with one id are an error.
+                    if r.format == rule::RuleFormat::Sigma {
+                        errors.push(DetectError::Unsupported {
+                            origin: r.origin.clone(),
+                            rule: Some(r.id.clone()),
+                            construct: format!(
+                                "the id {} is already loaded from {}",
+                                r.id, first.origin
+                            ),
+                        });
+                    } else {
+                        errors.push(DetectError::Duplicate {
+                            id: r.id.clone(),
+                            first: first.origin.clone(),
+                            second: r.origin.clone(),
+                        });
+                    }
                 } else {
                     set.rules.push(r);
                 }
@@ -225,6 +267,8 @@ pub struct Finding {
     pub events: Vec<String>,
     /// Fields the rule shows, by name.
     pub details: BTreeMap<String, String>,
+    /// ATT&CK tags of the rule or detector (`attack.persistence`, `attack.t1098.001`).
+    pub tags: Vec<String>,
 }
 
 fn ser_time<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -343,7 +387,13 @@ pub async fn detect_in(
     let hits = scan::scan(ctx, &rules, "events", &window).await?;
     let mut all = group_hits(&rules, hits);
     if opts.detectors {
-        let found = detectors::run(ctx, &opts.config).await?;
+        let reported: std::collections::HashSet<String> = all
+            .iter()
+            .filter(|f| f.severity >= Severity::Low)
+            .flat_map(|f| f.events.iter().cloned())
+            .collect();
+        let mut found = detectors::run(ctx, &opts.config).await?;
+        found.extend(catalog::run(ctx, &opts.config, &reported).await?);
         all.extend(found.into_iter().filter(|f| {
             opts.since.is_none_or(|s| f.time >= s) && opts.until.is_none_or(|u| f.time < u)
         }));
@@ -376,11 +426,29 @@ pub async fn detect_in(
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Listed {
     pub id: String,
+    /// `rule`, `sigma` (a Sigma rule), `detector`, or `data` (the AWS address ranges in use).
     pub kind: &'static str,
     pub severity: String,
     pub category: String,
     pub title: String,
+    /// ATT&CK tags, space-separated.
+    pub tags: String,
     pub origin: String,
+}
+
+impl Listed {
+    /// The row that says which AWS address ranges are in use, and of when.
+    pub fn aws_ranges(r: &keytrail_model::awsip::AwsRanges) -> Listed {
+        Listed {
+            id: "aws-ip-ranges".into(),
+            kind: "data",
+            severity: String::new(),
+            category: "credential-use".into(),
+            title: r.describe(),
+            tags: String::new(),
+            origin: r.origin.clone(),
+        }
+    }
 }
 
 /// Every rule and detector, by category then id.
@@ -389,10 +457,14 @@ pub fn listing(rules: &[Rule], detectors: bool) -> Vec<Listed> {
         .iter()
         .map(|r| Listed {
             id: r.id.clone(),
-            kind: "rule",
+            kind: match r.format {
+                rule::RuleFormat::Keytrail => "rule",
+                rule::RuleFormat::Sigma => "sigma",
+            },
             severity: r.severity.to_string(),
             category: r.category.clone(),
             title: r.title.clone(),
+            tags: r.tags.join(" "),
             origin: r.origin.clone(),
         })
         .collect();
@@ -403,6 +475,7 @@ pub fn listing(rules: &[Rule], detectors: bool) -> Vec<Listed> {
             severity: d.severity.to_string(),
             category: d.category.to_owned(),
             title: d.title.to_owned(),
+            tags: d.tags.join(" "),
             origin: "built in".to_owned(),
         }));
     }
@@ -504,6 +577,7 @@ fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
                 .into_iter()
                 .filter_map(|(n, v)| v.map(|v| (n, v)))
                 .collect(),
+            tags: r.tags.clone(),
         });
     }
     for (f, rs) in out.iter_mut().zip(reasons) {

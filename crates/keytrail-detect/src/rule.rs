@@ -78,8 +78,10 @@ impl FromStr for Severity {
 
 /// The categories of AWS's checklist for a compromised access key; a rule's folder under
 /// `rules/` is its category.
-pub const CATEGORIES: [&str; 9] = [
+pub const CATEGORIES: [&str; 11] = [
     "iam-persistence",
+    "execution",
+    "impact",
     "ec2",
     "s3-policy",
     "network",
@@ -242,6 +244,9 @@ pub enum Op {
     /// Some element (of an array, or the object itself) meets every condition of a nested
     /// selection whose fields are paths relative to the element.
     Item(Box<JsonCond>),
+    /// The text matches a Sigma wildcard pattern (`*` any text, `?` one character, `\`
+    /// escapes), as a whole.
+    Glob,
 }
 
 impl Op {
@@ -261,6 +266,7 @@ impl Op {
             "exists" => Op::Exists(true),
             "other_account" => Op::OtherAccount(true),
             "item" => Op::Item(Box::new(JsonCond::All(Vec::new()))),
+            "glob" => Op::Glob,
             _ => return None,
         })
     }
@@ -281,6 +287,7 @@ impl Op {
             Op::Exists(_) => "exists",
             Op::OtherAccount(_) => "other_account",
             Op::Item(_) => "item",
+            Op::Glob => "glob",
         }
     }
 }
@@ -387,6 +394,91 @@ pub struct Rule {
     pub tests: RuleTests,
     /// Where the rule came from: `bundled:<path>` or a file path.
     pub origin: String,
+    pub format: RuleFormat,
+}
+
+/// The language a rule is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleFormat {
+    /// keytrail's own format (`docs/rules.md`).
+    Keytrail,
+    /// A Sigma rule (`logsource: product: aws, service: cloudtrail`).
+    Sigma,
+}
+
+/// Largest rule file read.
+pub const MAX_RULE_SIZE: usize = 1 << 20;
+/// Deepest nesting of YAML collections a rule file may have (checked before parsing).
+pub const MAX_YAML_DEPTH: usize = 48;
+
+/// How deeply a YAML text nests collections, found without parsing it: the indentation
+/// levels of block collections plus the brackets of flow ones. An over-estimate for odd
+/// layouts, never an under-estimate, so a file this admits cannot make the parser recurse
+/// deeper than this.
+pub fn yaml_depth(text: &str) -> usize {
+    let mut max = 0;
+    let mut indents: Vec<usize> = Vec::new();
+    for line in text.lines() {
+        let body = line.trim_start_matches([' ', '-']);
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        // Each `- ` of a compact sequence (`- - x`) is a level of its own.
+        let indent = line.len() - body.len();
+        while indents.last().is_some_and(|&i| i >= indent && indent > 0) {
+            indents.pop();
+        }
+        if indent == 0 {
+            indents.clear();
+        }
+        indents.push(indent);
+        let dashes = line[..indent].matches('-').count();
+        let mut flow = 0usize;
+        let mut deepest = 0usize;
+        let mut quote: Option<char> = None;
+        for c in body.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '[' | '{') => {
+                    flow += 1;
+                    deepest = deepest.max(flow);
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                (None, '#') => break,
+                _ => {}
+            }
+        }
+        max = max.max(indents.len() + dashes + deepest);
+    }
+    max
+}
+
+/// Parse the text of a rule file into YAML, refusing what could exhaust the parser: files
+/// over [`MAX_RULE_SIZE`], nesting deeper than [`MAX_YAML_DEPTH`], several documents.
+pub fn yaml_of(text: &str) -> Result<Yaml, String> {
+    if text.len() > MAX_RULE_SIZE {
+        return Err(format!("larger than {} KiB", MAX_RULE_SIZE >> 10));
+    }
+    let depth = yaml_depth(text);
+    if depth > MAX_YAML_DEPTH {
+        return Err(format!(
+            "nested {depth} levels deep (at most {MAX_YAML_DEPTH})"
+        ));
+    }
+    let mut docs = Vec::new();
+    for d in serde_yaml_ng::Deserializer::from_str(text) {
+        let v = <Yaml as serde::Deserialize>::deserialize(d).map_err(|e| e.to_string())?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+        if docs.len() > 1 {
+            return Err("several YAML documents in one file (a Sigma rule collection or correlation): keytrail reads one rule per file".into());
+        }
+    }
+    docs.pop().ok_or_else(|| "an empty file".to_owned())
 }
 
 /// A rule's fixture events (CloudTrail records, as JSON values).
@@ -437,7 +529,36 @@ impl Rule {
             origin: origin.to_owned(),
             reason,
         };
-        let raw: RawRule = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
+        let doc = yaml_of(text).map_err(|reason| {
+            // Refused for safety or shape, not broken: left out, the rest loads.
+            if reason.starts_with("several YAML documents")
+                || reason.starts_with("nested ")
+                || reason.starts_with("larger than")
+            {
+                DetectError::Unsupported {
+                    origin: origin.to_owned(),
+                    rule: None,
+                    construct: reason,
+                }
+            } else {
+                err(reason)
+            }
+        })?;
+        if super::sigma::is_sigma(&doc) {
+            return super::sigma::parse(&doc, origin).map_err(|super::sigma::Unsupported(c)| {
+                let rule = doc
+                    .get("id")
+                    .and_then(Yaml::as_str)
+                    .or(doc.get("title").and_then(Yaml::as_str))
+                    .map(str::to_owned);
+                DetectError::Unsupported {
+                    origin: origin.to_owned(),
+                    rule,
+                    construct: c,
+                }
+            });
+        }
+        let raw: RawRule = serde_yaml_ng::from_value(doc).map_err(|e| err(e.to_string()))?;
         let id_ok = !raw.id.is_empty()
             && raw
                 .id
@@ -508,6 +629,7 @@ impl Rule {
             service_events: raw.service_events,
             tests,
             origin: origin.to_owned(),
+            format: RuleFormat::Keytrail,
         })
     }
 

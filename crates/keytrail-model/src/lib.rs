@@ -2,6 +2,7 @@
 //! the lake. Every other keytrail crate reads and writes through these types, so the schema is
 //! defined once, here, and versioned ([`schema::SCHEMA_VERSION`]).
 
+pub mod awsip;
 pub mod batch;
 pub mod event;
 pub mod facts;

@@ -25,7 +25,8 @@ pub fn run(args: AlternativesArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--since")?;
     let threads = session_options(&args.query)?.threads;
-    let rows = alternatives::advise(&args.lake.lake, since, threads)?;
+    let ranges = super::detect::aws_ranges(&args.ranges)?;
+    let rows = alternatives::advise(&args.lake.lake, since, threads, &ranges)?;
     let text = if format == Format::Json {
         let mut s = serde_json::to_string_pretty(&rows)?;
         s.push('\n');

@@ -2,21 +2,42 @@
 //! above `--min-severity` was found.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keytrail_model::awsip::AwsRanges;
 
 use keytrail_detect::{self as detect, DetectOptions, RuleSet};
 
-use crate::flags::{DetectArgs, RuleSourceArgs};
+use crate::flags::{AwsRangesArg, DetectArgs, RuleSourceArgs};
 use crate::output::{emit, format_for, session_options, window};
 use crate::render::Format;
 
-/// The rules the flags ask for.
+/// The rules the flags ask for. Rules keytrail cannot run (Sigma aggregations, other log
+/// sources, ...) are left out with a warning; `rules lint` names each.
 pub fn rule_set(source: &RuleSourceArgs) -> anyhow::Result<RuleSet> {
     for d in &source.rules {
         if !d.exists() {
             anyhow::bail!("--rules {}: no such file or directory", d.display());
         }
     }
-    Ok(RuleSet::load(!source.no_bundled, &source.rules)?)
+    let set = RuleSet::load(!source.no_bundled, &source.rules)?;
+    if !set.skipped.is_empty() {
+        tracing::warn!(
+            "{} rule file(s) left out: they use what keytrail cannot run (`keytrail rules lint` names each); {} rule(s) loaded",
+            set.skipped.len(),
+            set.rules.len()
+        );
+    }
+    Ok(set)
+}
+
+/// AWS's address ranges: `--aws-ip-ranges FILE`, else the bundled snapshot.
+pub fn aws_ranges(arg: &AwsRangesArg) -> anyhow::Result<Arc<AwsRanges>> {
+    Ok(match &arg.aws_ip_ranges {
+        Some(p) => Arc::new(AwsRanges::load(p).with_context(|| "--aws-ip-ranges")?),
+        None => AwsRanges::bundled(),
+    })
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
@@ -28,7 +49,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
     }
     let (since, until) = window(&args.window)?;
     let session = session_options(&args.query)?;
-    let opts = DetectOptions {
+    let mut opts = DetectOptions {
         since,
         until,
         min_severity: args.min_severity,
@@ -37,6 +58,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
         threads: session.threads,
         ..DetectOptions::default()
     };
+    opts.config.aws_ranges = aws_ranges(&args.ranges)?;
     let report = detect::detect(&args.lake.lake, &opts)?;
     let text = crate::render::detect::render(&report, format)?;
     emit(&text, args.output.output.as_deref())?;

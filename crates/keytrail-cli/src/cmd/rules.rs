@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use keytrail_detect::{self as detect, RuleSet, lint};
 
-use crate::flags::{OutputArgs, RuleSourceArgs, RulesCommand};
+use crate::flags::{AwsRangesArg, OutputArgs, RuleSourceArgs, RulesCommand};
 use crate::output::{emit, format_for, stdout};
 use crate::render::{Format, batches_text};
 
@@ -14,16 +14,26 @@ fn threads() -> usize {
 
 pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        RulesCommand::List { source, output } => list(&source, &output),
+        RulesCommand::List {
+            source,
+            ranges,
+            output,
+        } => list(&source, &ranges, &output),
         RulesCommand::Lint { source, strict } => lint_rules(&source, strict),
         RulesCommand::Test { source, ids } => test(&source, &ids),
     }
 }
 
-fn list(source: &RuleSourceArgs, output: &OutputArgs) -> anyhow::Result<ExitCode> {
+fn list(
+    source: &RuleSourceArgs,
+    ranges: &AwsRangesArg,
+    output: &OutputArgs,
+) -> anyhow::Result<ExitCode> {
     let format = format_for(output.format, output.output.as_deref());
     let set = super::detect::rule_set(source)?;
-    let rows = detect::listing(&set.rules, true);
+    let ranges = super::detect::aws_ranges(ranges)?;
+    let mut rows = detect::listing(&set.rules, true);
+    rows.push(detect::Listed::aws_ranges(&ranges));
     let text = if format == Format::Json {
         let mut s = serde_json::to_string_pretty(&rows)?;
         s.push('\n');
@@ -93,6 +103,16 @@ fn test(source: &RuleSourceArgs, ids: &[String]) -> anyhow::Result<ExitCode> {
                 r.rule, r.kind, r.index, r.message
             ));
         }
+    }
+    let untested = set
+        .rules
+        .iter()
+        .filter(|r| r.tests.positive.is_empty() && r.tests.negative.is_empty())
+        .count();
+    if untested > 0 {
+        text.push_str(&format!(
+            "{untested} Sigma rule(s) have no test events (`rules lint` lists them)\n"
+        ));
     }
     text.push_str(&format!(
         "{} rule(s), {} test event(s): {} passed, {failed} failed\n",

@@ -55,6 +55,7 @@ pub fn findings_batch(
             "source_ip",
             "reason",
             "events",
+            "tags",
         ],
         vec![
             col(&|f| Some(t(f.time))),
@@ -66,6 +67,7 @@ pub fn findings_batch(
             col(&|f| f.source_ip.clone()),
             col(&|f| Some(f.reason.clone())),
             col(&|f| Some(evidence(f, short))),
+            col(&|f| Some(f.tags.join(" "))),
         ],
     )
 }
@@ -169,13 +171,16 @@ pub fn render(report: &DetectReport, format: Format) -> anyhow::Result<String> {
 pub fn listing_batch(rows: &[Listed]) -> anyhow::Result<(SchemaRef, RecordBatch)> {
     let col = |f: &dyn Fn(&Listed) -> String| strings(rows.iter().map(|r| Some(f(r))).collect());
     batch(
-        &["id", "kind", "severity", "category", "title", "origin"],
+        &[
+            "id", "kind", "severity", "category", "title", "tags", "origin",
+        ],
         vec![
             col(&|r| r.id.clone()),
             col(&|r| r.kind.to_owned()),
             col(&|r| r.severity.clone()),
             col(&|r| r.category.clone()),
             col(&|r| r.title.clone()),
+            col(&|r| r.tags.clone()),
             col(&|r| r.origin.clone()),
         ],
     )

@@ -69,7 +69,8 @@ const FEDERATION: &str = "ASIARTXV5AHD2DKLCJS3";
 
 #[test]
 fn the_sample_incident_lights_up_and_nothing_else_does() {
-    let r = detect_json(sample_lake(), &[], 1);
+    // At medium and above: exactly the incident.
+    let r = detect_json(sample_lake(), &["--min-severity", "medium"], 1);
     assert_eq!(
         pairs(&r),
         vec![
@@ -81,7 +82,9 @@ fn the_sample_incident_lights_up_and_nothing_else_does() {
             p("iam-create-user", LEAKED),
             p("iam-admin-policy-attached", LEAKED),
             p("iam-access-key-for-other-user", LEAKED),
+            p("kt-abused-call", LEAKED),
             p("long-term-key-mints-session", LEAKED),
+            p("kt-abused-call", LEAKED),
             p("ec2-unusual-instances", SESSION),
             p("security-group-open-to-world", SESSION),
             p("cloudtrail-stopped", SESSION),
@@ -89,6 +92,36 @@ fn the_sample_incident_lights_up_and_nothing_else_does() {
             p("kt-session-used-after-parent-deactivated", FEDERATION),
         ]
     );
+    assert_eq!(
+        r["findings"][10]["reason"],
+        "GetFederationToken (sts; persistence): one of 4 distinct persistence or privilege-escalation calls within the hour"
+    );
+    // At low, the sample's one week also shows its benign keys' first uses of abused calls
+    // (RunInstances, PutRolePolicy, GetAuthorizationToken, the responder's UpdateAccessKey):
+    // a week is too short for them to be routine (made on 3 earlier days).
+    let low = detect_json(sample_lake(), &[], 1);
+    let extra: Vec<&serde_json::Value> = low["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["severity"] == "low")
+        .collect();
+    assert_eq!(
+        low["findings"].as_array().map(Vec::len),
+        Some(extra.len() + 16)
+    );
+    for f in &extra {
+        let reason = f["reason"].as_str().unwrap_or_default();
+        assert_eq!(f["rule"], "kt-abused-call", "{f}");
+        assert!(
+            reason.contains("never made before") || reason.contains(" earlier day(s)"),
+            "{reason}"
+        );
+        assert!(
+            ![LEAKED, SESSION, ASSUMED, FEDERATION]
+                .contains(&f["key"].as_str().unwrap_or_default())
+        );
+    }
     assert_eq!(r["events"], 1279);
     let f = &r["findings"][3];
     assert_eq!(f["time"], "2024-11-30T03:14:00Z");
@@ -105,18 +138,27 @@ fn the_sample_incident_lights_up_and_nothing_else_does() {
         .map(|k| k["key"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(keys, vec![SESSION, LEAKED, FEDERATION, ASSUMED]);
-    assert_eq!(r["keys"][1]["findings"], 9);
-    assert_eq!(r["keys"][1]["score"], 150);
+    assert_eq!(r["keys"][1]["findings"], 11);
+    assert_eq!(r["keys"][1]["score"], 170);
     // GetSessionToken and GetFederationToken within the hour: one finding, both events.
     assert_eq!(
-        r["findings"][8]["reason"],
+        r["findings"][9]["reason"],
         format!("{LEAKED} minted {SESSION}; {LEAKED} minted {FEDERATION} [2 events]")
     );
 }
 
 #[test]
 fn since_and_min_severity_narrow_the_findings_and_set_the_exit_status() {
-    let r = detect_json(sample_lake(), &["--since", "2024-11-30T03:20:00Z"], 1);
+    let r = detect_json(
+        sample_lake(),
+        &[
+            "--since",
+            "2024-11-30T03:20:00Z",
+            "--min-severity",
+            "medium",
+        ],
+        1,
+    );
     assert_eq!(
         pairs(&r),
         vec![
@@ -126,8 +168,18 @@ fn since_and_min_severity_narrow_the_findings_and_set_the_exit_status() {
     );
     let r = detect_json(sample_lake(), &["--min-severity", "critical"], 1);
     assert_eq!(pairs(&r), vec![p("cloudtrail-stopped", SESSION)]);
-    let r = detect_json(sample_lake(), &["--until", "2024-11-29"], 0);
+    let r = detect_json(
+        sample_lake(),
+        &["--until", "2024-11-29", "--min-severity", "medium"],
+        0,
+    );
     assert_eq!(pairs(&r), vec![]);
+    let r = detect_json(sample_lake(), &["--until", "2024-11-29"], 1);
+    assert!(
+        pairs(&r).iter().all(|(r, _)| r == "kt-abused-call"),
+        "{:?}",
+        pairs(&r)
+    );
     // Info findings (a new network, client or region alone) only when asked for.
     let r = detect_json(sample_lake(), &["--min-severity", "info"], 1);
     let info: BTreeSet<String> = r["findings"]
@@ -217,6 +269,15 @@ fn the_real_captures_produce_their_findings() {
         // aws.credential-access.ec2-steal-instance-credentials, and OTRF's stolen instance key
         p("kt-instance-credentials-elsewhere", "ASIAP5CT9NN8EYVU1FXV"),
         p("kt-instance-credentials-elsewhere", "ASIA5FLZVX4OPVKKVBMX"),
+        // aws.execution.ssm-send-command, ssm-start-session; persistence.lambda-backdoor-function,
+        // lambda-overwrite-code, lambda-layer-extension (rules of issue 12)
+        p("ssm-command-or-session", "AKIA4HNRH6OJUWNZ893Z"),
+        p("ssm-command-or-session", "AKIAAM80VXLJF8NPK4VC"),
+        p("lambda-public-function-url", "AKIAYALJGCQ7J893JO5I"),
+        p("lambda-code-or-layer-changed", "AKIAUBN5AMJF3I0EG996"),
+        p("lambda-code-or-layer-changed", "AKIAKHYV6FI4F4CJQMDV"),
+        // CreateUser, AttachUserPolicy, CreateAccessKey within minutes: an escalation sequence.
+        p("kt-abused-call", "AKIAOZUDECYXYM4ONAN4"),
     ] {
         assert!(got.contains(&want), "missing {want:?} in {got:#?}");
     }
@@ -226,15 +287,19 @@ fn the_real_captures_produce_their_findings() {
         .filter(|(r, _)| r == "recon-offensive-tool-user-agent")
         .count();
     assert_eq!(ua, 39);
-    assert_eq!(r["findings"].as_array().map(Vec::len), Some(67));
-    assert_eq!(got.len(), 67, "{got:#?}");
+    assert_eq!(r["findings"].as_array().map(Vec::len), Some(74));
+    assert_eq!(got.len(), 74, "{got:#?}");
 }
 
 #[test]
 fn rules_list_lint_and_test_pass_on_the_bundled_rules() {
     let out = run_code(keytrail().args(["rules", "list", "--format", "csv"]), 0);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("id,kind,severity,category,title,origin\n"));
+    assert!(text.starts_with("id,kind,severity,category,title,tags,origin\n"));
+    assert!(
+        text.contains("\naws-ip-ranges,data,,credential-use,\"AWS ip-ranges.json of 2025-07-24T20:23:14Z (syncToken 1753388594, bundled;"),
+        "{text}"
+    );
     assert!(text.contains("\ncloudtrail-stopped,rule,critical,logging-tampering,"));
     assert!(text.contains("\nkt-denied-burst,detector,medium,recon,"));
     let out = run_code(keytrail().args(["rules", "lint", "--strict"]), 0);

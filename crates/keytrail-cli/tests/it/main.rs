@@ -14,4 +14,5 @@ mod report;
 mod s3;
 mod s3server;
 mod shard;
+mod sigma;
 mod util;

@@ -29,8 +29,17 @@ fn each_long_term_key_gets_the_replacement_its_use_calls_for() {
     let person = "AKIAPERSONKEY0000001";
     let program = "AKIAPROGRAMKEY000001";
     let few = "AKIAFEWEVENTS0000001";
+    let on_ec2 = "AKIAONEC2KEY00000001";
     let mut r = Vec::new();
     for d in 0..4 {
+        // A plain SDK on an EC2 instance's public address: AWS's ranges say it runs there.
+        r.push(ev(
+            &format!("e{d}"),
+            d * DAY,
+            on_ec2,
+            "52.23.148.12",
+            "Boto3/1.34.0 md/Botocore#1.34.0 ua/2.0 os/linux#5.15",
+        ));
         r.push(ev(
             &format!("l{d}"),
             d * DAY,
@@ -63,7 +72,8 @@ fn each_long_term_key_gets_the_replacement_its_use_calls_for() {
         "Boto3/1.34.0",
     ));
     let ctx = session_with(batch_of(&r).expect("records"), 1).expect("session");
-    let rows = block_on(1, async move { advise_in(&ctx, None).await }).expect("advice");
+    let ranges = keytrail_model::awsip::AwsRanges::bundled();
+    let rows = block_on(1, async move { advise_in(&ctx, None, &ranges).await }).expect("advice");
     let got: Vec<(&str, &str, Recommendation, u64, usize, usize)> = rows
         .iter()
         .map(|a| {
@@ -81,6 +91,7 @@ fn each_long_term_key_gets_the_replacement_its_use_calls_for() {
         got,
         vec![
             (lambda, "aws-hosted", Recommendation::IamRole, 4, 4, 1),
+            (on_ec2, "aws-hosted", Recommendation::IamRole, 4, 4, 1),
             (person, "person", Recommendation::IdentityCenter, 4, 4, 4),
             (
                 program,
@@ -97,6 +108,10 @@ fn each_long_term_key_gets_the_replacement_its_use_calls_for() {
         rows[0].why,
         "100% of its 4 events run inside AWS: Lambda runtime in the user agent (4 events); give the workload a role (instance profile, Lambda execution role or ECS task role) and delete the key"
     );
-    assert_eq!(rows[2].addresses, vec!["203.0.113.10".to_owned()]);
-    assert_eq!(rows[1].clients, vec!["aws-cli".to_owned()]);
+    assert_eq!(
+        rows[1].why,
+        "100% of its 4 events run inside AWS: an AWS address (in AWS's published ranges) (4 events); give the workload a role (instance profile, Lambda execution role or ECS task role) and delete the key"
+    );
+    assert_eq!(rows[3].addresses, vec!["203.0.113.10".to_owned()]);
+    assert_eq!(rows[2].clients, vec!["aws-cli".to_owned()]);
 }

@@ -333,7 +333,7 @@ fn instance_credentials_used_from_another_address() {
     let records = vec![
         // The instance, through its NAT address and from inside the VPC.
         record(
-            &e("i1", 0, k1, "GetObject", "54.240.1.10"),
+            &e("i1", 0, k1, "GetObject", "52.23.148.12"),
             instance_identity(k1, inst, true),
             Value::Null,
             Value::Null,
@@ -365,13 +365,13 @@ fn instance_credentials_used_from_another_address() {
         ),
         // Another instance (no ec2RoleDelivery, but a session named after it) only at home.
         record(
-            &e("j1", 0, k2, "GetObject", "54.240.1.11"),
+            &e("j1", 0, k2, "GetObject", "52.23.148.13"),
             instance_identity(k2, "i-0fedcba9876543210", false),
             Value::Null,
             Value::Null,
         ),
         record(
-            &e("j2", HOUR, k2, "GetObject", "54.240.1.11"),
+            &e("j2", HOUR, k2, "GetObject", "52.23.148.13"),
             instance_identity(k2, "i-0fedcba9876543210", false),
             Value::Null,
             Value::Null,
@@ -388,7 +388,7 @@ fn instance_credentials_used_from_another_address() {
     assert_eq!(
         found[0].reason,
         format!(
-            "credentials of EC2 instance {inst} (role web, key {k1}) used from 198.51.100.77, not the instance's own address (54.240.1.10)"
+            "credentials of EC2 instance {inst} (role web, key {k1}) used from 198.51.100.77, outside AWS (in no published AWS range; the instance's own address is 52.23.148.12)"
         )
     );
 }
@@ -450,7 +450,9 @@ fn lambda_credentials_used_outside_the_function() {
     );
     assert_eq!(
         found[0].reason,
-        "credentials of a Lambda function (role fn-role) used from 198.51.100.77 by aws-cli, not from the workload"
+        format!(
+            "credentials of a Lambda function (role fn-role, key {k1}) used from 198.51.100.77 by aws-cli, outside AWS (in no published AWS range); the workload's own calls came from 3.5.140.2, 3.5.140.9 (aws-sdk-js)"
+        )
     );
 }
 
@@ -560,4 +562,184 @@ fn service_events_raise_nothing() {
         ));
     }
     assert_eq!(summary(&run(records)), vec![]);
+}
+
+/// The records of a CloudTrail file in `testdata/`.
+fn testdata_records(rel: &str) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata")
+        .join(rel);
+    let text = std::fs::read_to_string(&path).expect("testdata file");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    v["Records"].as_array().expect("Records").clone()
+}
+
+#[test]
+fn stolen_lambda_credentials_used_from_a_laptop_outside_aws() {
+    // The sequence: the Lambda runtime (awslambda-worker) and the function's code
+    // from an AWS address, then minutes later aws-cli on macOS and Docker from outside AWS.
+    let found: Vec<Finding> = run(testdata_records("workload/stolen-lambda-credentials.json"))
+        .into_iter()
+        .filter(|f| f.severity >= Severity::Medium)
+        .collect();
+    let k = "ASIARTXV5AHDLAMBDA01";
+    assert_eq!(
+        summary(&found),
+        vec![s(
+            "kt-workload-credentials-outside",
+            k,
+            &[
+                "0a1b2c3d-0003-4e5f-8a9b-000000000003",
+                "0a1b2c3d-0004-4e5f-8a9b-000000000004",
+                "0a1b2c3d-0005-4e5f-8a9b-000000000005",
+                "0a1b2c3d-0006-4e5f-8a9b-000000000006"
+            ]
+        )]
+    );
+    let f = &found[0];
+    assert_eq!(f.severity, Severity::High);
+    assert_eq!(f.source_ip.as_deref(), Some("198.51.100.23"));
+    assert_eq!(
+        f.reason,
+        format!(
+            "credentials of a Lambda function (role orders-fn-role, key {k}) used from 198.51.100.23 by aws-cli, outside AWS (in no published AWS range); the workload's own calls came from 44.203.17.90 (awslambda-worker, boto3)"
+        )
+    );
+    assert!(
+        f.tags.contains(&"attack.credential-access".to_owned()),
+        "{:?}",
+        f.tags
+    );
+}
+
+#[test]
+fn the_same_role_used_only_from_aws_addresses_raises_nothing() {
+    let found = run(testdata_records("workload/lambda-inside-aws.json"));
+    // The runtime's image pull is an abused call of the catalog, at info only (workloads
+    // pull images every day); nothing else, at any severity.
+    assert_eq!(
+        summary(&found),
+        vec![s(
+            "kt-abused-call",
+            "ASIARTXV5AHDLAMBDA02",
+            &["0a1b2c3d-0011-4e5f-8a9b-000000000011"]
+        )]
+    );
+    assert_eq!(found[0].severity, Severity::Info);
+}
+
+#[test]
+fn ecs_and_codebuild_credentials_inside_and_outside_aws() {
+    let (ecs, cb) = ("ASIAAAAAAAAAAAAAAEC1", "ASIAAAAAAAAAAAAAACB1");
+    let ecs_ua = "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10 lang/python#3.12.3 exec-env/AWS_ECS_FARGATE";
+    let role = |k: &str, r: &str, session: &str| {
+        json!({"type": "AssumedRole", "principalId": format!("AROAEX:{session}"), "arn": format!("arn:aws:sts::{ACCOUNT}:assumed-role/{r}/{session}"), "accountId": ACCOUNT, "accessKeyId": k,
+               "sessionContext": {"sessionIssuer": {"type": "Role", "arn": format!("arn:aws:iam::{ACCOUNT}:role/{r}"), "accountId": ACCOUNT, "userName": r}}})
+    };
+    let at = |id: &'static str, t: i64, k: &'static str, ip: &'static str, ua: &'static str| E {
+        ua,
+        src: "s3.amazonaws.com",
+        ..e(id, t, k, "ListBuckets", ip)
+    };
+    let records = vec![
+        // The ECS task, then its credentials from another AWS network by another client.
+        record(
+            &at("e1", 0, ecs, "52.23.148.12", ecs_ua),
+            role(ecs, "task", "7f1c"),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &at("e2", 40 * MIN, ecs, "3.236.9.144", PY),
+            role(ecs, "task", "7f1c"),
+            Value::Null,
+            Value::Null,
+        ),
+        // A CodeBuild build (session AWSCodeBuild-…): its first calls from AWS, then from outside.
+        record(
+            &at("c1", 0, cb, "44.203.17.90", CLI),
+            role(cb, "build", "AWSCodeBuild-5d0e2b0a"),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &at("c2", 2 * MIN, cb, "44.203.17.90", CLI),
+            role(cb, "build", "AWSCodeBuild-5d0e2b0a"),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &at("c3", 50 * MIN, cb, "198.51.100.77", CLI),
+            role(cb, "build", "AWSCodeBuild-5d0e2b0a"),
+            Value::Null,
+            Value::Null,
+        ),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-workload-credentials-outside")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![
+            s("kt-workload-credentials-outside", ecs, &["e2"]),
+            s("kt-workload-credentials-outside", cb, &["c3"]),
+        ]
+    );
+    assert_eq!(found[1].severity, Severity::High);
+    assert!(found[1].reason.starts_with("credentials of a CodeBuild build (role build, key ASIAAAAAAAAAAAAAACB1) used from 198.51.100.77 by aws-cli, outside AWS"), "{}", found[1].reason);
+    assert_eq!(found[0].severity, Severity::Medium);
+    assert_eq!(
+        found[0].reason,
+        format!(
+            "credentials of an ECS task (role task, key {ecs}) used from 3.236.9.144 by python-requests, an AWS address (EC2 us-east-1) and a client unlike the workload's own first calls; the workload's own calls came from 52.23.148.12 (boto3)"
+        )
+    );
+}
+
+#[test]
+fn instance_credentials_stolen_before_the_instance_called_from_outside_aws() {
+    let k = "ASIAAAAAAAAAAAAAAAA1";
+    let inst = "i-0123456789abcdef0";
+    let at = |id: &'static str, t: i64, ip: &'static str| E {
+        ua: PY,
+        ..e(id, t, k, "ListBuckets", ip)
+    };
+    let records = vec![
+        // The thief first, from outside AWS; then the instance; then another AWS address.
+        record(
+            &at("t1", 0, "198.51.100.77"),
+            instance_identity(k, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &at("t2", MIN, "52.23.148.12"),
+            instance_identity(k, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+        record(
+            &at("t3", 2 * MIN, "3.236.9.144"),
+            instance_identity(k, inst, true),
+            Value::Null,
+            Value::Null,
+        ),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-instance-credentials-elsewhere")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![
+            s("kt-instance-credentials-elsewhere", k, &["t1"]),
+            s("kt-instance-credentials-elsewhere", k, &["t3"]),
+        ]
+    );
+    assert_eq!(
+        (found[0].severity, found[1].severity),
+        (Severity::High, Severity::Medium)
+    );
+    assert!(found[1].reason.ends_with("used from 3.236.9.144, not the instance's own address (52.23.148.12), an AWS address (EC2 us-east-1)"), "{}", found[1].reason);
 }

@@ -120,14 +120,18 @@ mod service_events {
         let stop = bundled.get("cloudtrail-stopped").expect("rule").clone();
         assert_eq!(
             found(RuleSet {
-                rules: vec![stop.clone()]
+                rules: vec![stop.clone()],
+                ..RuleSet::default()
             }),
             vec!["by-user"]
         );
         let text = "id: any-stop\ntitle: t\nseverity: low\ncategory: logging-tampering\nservice_events: true\nmatch: {eventName: StopLogging}\n";
         let all = Rule::parse(text, "any-stop.yaml").expect("rule");
         assert_eq!(
-            found(RuleSet { rules: vec![all] }),
+            found(RuleSet {
+                rules: vec![all],
+                ..RuleSet::default()
+            }),
             vec!["by-service", "by-user", "invoked-by", "service-linked"]
         );
     }

@@ -1,0 +1,366 @@
+//! The catalog of AWS API calls attackers are known to abuse, and the detector it drives
+//! (`kt-abused-call`).
+//!
+//! The catalog is TrailDiscover's (adanalvarez/TrailDiscover, CC BY 4.0): for each call its
+//! event source, event name, ATT&CK tactics and techniques, and whether public incident
+//! reports show it used in the wild. keytrail ships those facts (`data/abused-calls.tsv`,
+//! attributed in `data/README.md`), not the project's text.
+//!
+//! Every call of the catalog that is not discovery alone raises a finding, tagged with its
+//! tactics and techniques:
+//!
+//! | what | severity |
+//! |---|---|
+//! | the principal (the role, for role sessions) made the call successfully on `routine_days` or more earlier days | info |
+//! | a success that is not routine | low |
+//! | a success after the same key's denied attempts at the same call within the hour | medium |
+//! | a success that joins a sequence: 3 or more distinct non-routine persistence or privilege-escalation calls by one key within the hour | medium |
+//! | a denied attempt at a persistence, privilege-escalation, defence-evasion, credential-access or impact call | low |
+//! | any other denied or failed attempt | info |
+//!
+//! The [`EVERYDAY`] calls (object reads and writes, role assumption, ...) are at most info when
+//! they succeed. Discovery calls alone stay quiet (the reconnaissance and denied-call bursts cover them).
+//! Events a bundled or user rule already reported at low or above are not reported again.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+
+use super::detectors::{Config, principal_of};
+use super::rule::Severity;
+use super::{DetectError, Finding, Source};
+
+/// The catalog's text: `eventSource`, `eventName`, tactics, techniques, used in the wild.
+const DATA: &str = include_str!("../data/abused-calls.tsv");
+
+pub const ABUSED_CALL: &str = "kt-abused-call";
+
+/// Calls of the catalog that every workload makes all day (object reads and writes, role
+/// assumption, function invocations, image pulls, encryption, log delivery, secrets and
+/// parameters read by applications): reported at info only, whatever their history or
+/// outcome. What they cannot show is said in `docs/rules.md`.
+pub const EVERYDAY: [(&str, &str); 14] = [
+    ("lambda.amazonaws.com", "Invoke"),
+    ("ecr.amazonaws.com", "BatchGetImage"),
+    ("s3.amazonaws.com", "GetObject"),
+    ("s3.amazonaws.com", "PutObject"),
+    ("sts.amazonaws.com", "AssumeRole"),
+    ("sts.amazonaws.com", "AssumeRoleWithWebIdentity"),
+    ("sts.amazonaws.com", "AssumeRoleWithSAML"),
+    ("kms.amazonaws.com", "Encrypt"),
+    ("kms.amazonaws.com", "GenerateDataKeyWithoutPlaintext"),
+    ("logs.amazonaws.com", "CreateLogStream"),
+    ("logs.amazonaws.com", "PutLogEvents"),
+    ("secretsmanager.amazonaws.com", "GetSecretValue"),
+    ("secretsmanager.amazonaws.com", "DescribeSecret"),
+    ("ssm.amazonaws.com", "GetParameters"),
+];
+
+/// One abused call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub source: String,
+    pub name: String,
+    /// ATT&CK tactics, as Sigma tags name them (`privilege-escalation`).
+    pub tactics: Vec<String>,
+    /// ATT&CK technique IDs (`T1098.001`).
+    pub techniques: Vec<String>,
+    pub in_the_wild: bool,
+}
+
+impl Call {
+    /// Discovery only: left to the bursts.
+    pub fn discovery_only(&self) -> bool {
+        self.tactics.iter().all(|t| t == "discovery")
+    }
+
+    /// A call whose denied attempt is itself a finding (low).
+    pub fn grave(&self) -> bool {
+        self.tactics.iter().any(|t| {
+            matches!(
+                t.as_str(),
+                "persistence"
+                    | "privilege-escalation"
+                    | "defense-evasion"
+                    | "credential-access"
+                    | "impact"
+            )
+        })
+    }
+
+    /// One of the [`EVERYDAY`] calls.
+    pub fn everyday(&self) -> bool {
+        EVERYDAY
+            .iter()
+            .any(|(s, n)| *s == self.source && *n == self.name)
+    }
+
+    fn escalates(&self) -> bool {
+        self.tactics
+            .iter()
+            .any(|t| t == "persistence" || t == "privilege-escalation")
+    }
+
+    /// `attack.<tactic>` and `attack.<technique>` tags.
+    pub fn tags(&self) -> Vec<String> {
+        self.tactics
+            .iter()
+            .map(|t| format!("attack.{t}"))
+            .chain(
+                self.techniques
+                    .iter()
+                    .map(|t| format!("attack.{}", t.to_ascii_lowercase())),
+            )
+            .collect()
+    }
+}
+
+/// The catalog, by (event source, event name).
+pub fn catalog() -> &'static BTreeMap<(String, String), Call> {
+    static C: std::sync::OnceLock<BTreeMap<(String, String), Call>> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let mut out = BTreeMap::new();
+        for line in DATA.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split('\t').collect();
+            if f.len() < 5 {
+                continue;
+            }
+            let list = |s: &str| -> Vec<String> {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            out.insert(
+                (f[0].to_owned(), f[1].to_owned()),
+                Call {
+                    source: f[0].to_owned(),
+                    name: f[1].to_owned(),
+                    tactics: list(f[2]),
+                    techniques: list(f[3]),
+                    in_the_wild: f[4] == "true",
+                },
+            );
+        }
+        out
+    })
+}
+
+/// An event of a catalogued call.
+#[derive(serde::Deserialize)]
+struct Row {
+    t: i64,
+    id: Option<String>,
+    k: Option<String>,
+    arn: Option<String>,
+    src: String,
+    name: String,
+    ip: Option<String>,
+    account: Option<String>,
+    error: Option<String>,
+    denied: bool,
+}
+
+struct Ev {
+    t: i64,
+    id: String,
+    who: String,
+    key: Option<String>,
+    arn: Option<String>,
+    ip: Option<String>,
+    account: Option<String>,
+    error: Option<String>,
+    denied: bool,
+}
+
+/// Run the catalog detector over `events` (events of AWS services' own making excluded);
+/// `reported` holds the IDs of events a rule already reported at low or above.
+pub async fn run(
+    ctx: &SessionContext,
+    cfg: &Config,
+    reported: &HashSet<String>,
+) -> Result<Vec<Finding>, DetectError> {
+    let cat = catalog();
+    let names: BTreeSet<&str> = cat
+        .values()
+        .filter(|c| !c.discovery_only())
+        .map(|c| c.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = names
+        .iter()
+        .map(|n| super::compile::quote(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT eventtime AS t, eventid AS id, accesskeyid AS k, \
+         coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid')) AS arn, \
+         eventsource AS src, eventname AS name, sourceipaddress AS ip, resourceaccountid AS account, \
+         errorcode AS error, denied \
+         FROM events WHERE eventname IN ({list}) AND NOT awsservice \
+         ORDER BY eventtime, eventid"
+    );
+    let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+    // Per principal and call: the days of its successful calls so far.
+    let mut days: HashMap<(String, String, String), BTreeSet<i32>> = HashMap::new();
+    // Per key (or principal) and call: denied attempts, by time.
+    let mut denials: HashMap<(String, String, String), Vec<i64>> = HashMap::new();
+    // Per key: the non-routine persistence/escalation calls of the last hour.
+    let mut chain: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+    // (who, call) → open finding index.
+    let mut open: HashMap<(String, String, String), usize> = HashMap::new();
+    let mut out: Vec<Finding> = Vec::new();
+    const HOUR: i64 = 3_600_000;
+    while let Some(b) = stream.next().await {
+        for r in keytrail_engine::rows::from_batch::<Row>(&b?)? {
+            let Some(call) = cat.get(&(r.src.clone(), r.name.clone())) else {
+                continue;
+            };
+            if call.discovery_only() {
+                continue;
+            }
+            let principal = r.arn.as_deref().map(principal_of).unwrap_or("?").to_owned();
+            let e = Ev {
+                t: r.t,
+                id: r.id.unwrap_or_default(),
+                who: r.k.clone().unwrap_or_else(|| principal.clone()),
+                key: r.k,
+                arn: r.arn,
+                ip: r.ip,
+                account: r.account,
+                error: r.error.filter(|x| !x.is_empty()),
+                denied: r.denied,
+            };
+            let day = keytrail_model::time::day_of(e.t);
+            let pk = (principal.clone(), call.source.clone(), call.name.clone());
+            let ck = (e.who.clone(), call.source.clone(), call.name.clone());
+            let earlier_days = days.get(&pk).map_or(0, |d| d.range(..day).count());
+            let routine = earlier_days >= cfg.routine_days;
+            let (severity, why) = if e.error.is_some() {
+                denials.entry(ck.clone()).or_default().push(e.t);
+                let what = if e.denied { "denied" } else { "failed" };
+                if e.denied && call.grave() && !call.everyday() {
+                    (Severity::Low, format!("{what} attempt"))
+                } else {
+                    (Severity::Info, format!("{what} attempt"))
+                }
+            } else {
+                days.entry(pk).or_default().insert(day);
+                let tried = denials
+                    .get(&ck)
+                    .map_or(0, |v| v.iter().filter(|t| e.t - **t <= HOUR).count());
+                let mut sequence = 0;
+                if !routine && call.escalates() && !call.everyday() {
+                    let c = chain.entry(e.who.clone()).or_default();
+                    c.retain(|(t, _)| e.t - *t <= HOUR);
+                    if !c.iter().any(|(_, n)| *n == call.name) {
+                        c.push((e.t, call.name.clone()));
+                    }
+                    sequence = c.len();
+                }
+                if call.everyday() {
+                    (Severity::Info, "a call workloads make every day".to_owned())
+                } else if tried > 0 {
+                    (
+                        Severity::Medium,
+                        format!("succeeded after {tried} denied attempt(s) within the hour"),
+                    )
+                } else if sequence >= 3 {
+                    (
+                        Severity::Medium,
+                        format!(
+                            "one of {sequence} distinct persistence or privilege-escalation calls within the hour"
+                        ),
+                    )
+                } else if routine {
+                    (
+                        Severity::Info,
+                        format!("routine: made on {earlier_days} earlier days"),
+                    )
+                } else if earlier_days > 0 {
+                    (
+                        Severity::Low,
+                        format!("made on only {earlier_days} earlier day(s)"),
+                    )
+                } else {
+                    (
+                        Severity::Low,
+                        "never made before by this principal".to_owned(),
+                    )
+                }
+            };
+            if reported.contains(&e.id) && severity < Severity::Medium {
+                continue;
+            }
+            let reason = format!(
+                "{} ({}; {}): {why}",
+                call.name,
+                call.source.trim_end_matches(".amazonaws.com"),
+                call.tactics.join(", ")
+            );
+            if let Some(&i) = open.get(&ck)
+                && e.t - out[i].time < HOUR
+            {
+                let f = &mut out[i];
+                f.last = f.last.max(e.t);
+                if f.events.len() < cfg.evidence_cap {
+                    f.events.push(e.id.clone());
+                }
+                if severity > f.severity {
+                    f.severity = severity;
+                    f.reason = reason;
+                }
+                continue;
+            }
+            open.insert(ck, out.len());
+            out.push(Finding {
+                rule: ABUSED_CALL.to_owned(),
+                title: "Call from the catalog of abused AWS API calls".to_owned(),
+                severity,
+                category: call
+                    .tactics
+                    .iter()
+                    .find(|t| *t != "discovery")
+                    .cloned()
+                    .unwrap_or_else(|| "discovery".to_owned()),
+                source: Source::Detector,
+                time: e.t,
+                last: e.t,
+                key: e.key,
+                principal: e.arn,
+                account: e.account,
+                source_ip: e.ip,
+                reason,
+                events: vec![e.id],
+                details: BTreeMap::new(),
+                tags: call.tags(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalog_loads_with_tactics() {
+        let c = catalog();
+        assert_eq!(c.len(), 380);
+        let k = (
+            "sts.amazonaws.com".to_owned(),
+            "GetFederationToken".to_owned(),
+        );
+        assert!(c.contains_key(&k), "GetFederationToken");
+        let u = &c[&("iam.amazonaws.com".to_owned(), "CreateUser".to_owned())];
+        assert!(u.tactics.contains(&"persistence".to_owned()), "{u:?}");
+        assert!(u.grave() && !u.discovery_only());
+        let l = &c[&("s3.amazonaws.com".to_owned(), "ListBuckets".to_owned())];
+        assert!(l.discovery_only());
+    }
+}
