@@ -2,7 +2,7 @@
 //! `keytrail-bench`: generate data, run keytrail's ingest on it, report.
 //!
 //! ```text
-//! keytrail-bench gen DIR [--events N] [--seed S] [--days D] [--start YYYY-MM-DD] [--no-automation]
+//! keytrail-bench gen DIR [--events N] [--seed S] [--days D] [--start YYYY-MM-DD] [--no-automation] [--admin]
 //!                                                     write synthetic CloudTrail under DIR
 //! keytrail-bench gen-sample DIR                       write the sample bundled in testdata/sample
 //! keytrail-bench ingest DIR [--threads N]             ingest DIR into a fresh lake, report
@@ -115,6 +115,9 @@ fn main() -> anyhow::Result<()> {
                     .and_hms_opt(0, 0, 0)
                     .context("--start")?
                     .and_utc();
+            }
+            if args.iter().any(|a| a == "--admin") {
+                o.admin = true;
             }
             if args.iter().any(|a| a == "--no-automation") {
                 o.automation = None;

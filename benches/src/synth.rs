@@ -37,6 +37,77 @@ pub struct GenOptions {
     /// making calls and every few sessions chaining into a second role: a long chain of
     /// derived keys for the investigation benchmark. Its events count towards `events`.
     pub automation: Option<Automation>,
+    /// Benign keys also do admin work (`--admin`): each principal (the role, for role
+    /// sessions) has two admin duties of [`ADMIN_CALLS`] (SSM commands, Lambda code updates,
+    /// task definitions, users created, policies attached, routes, snapshots, database
+    /// changes, instances launched, ...), chosen from its name, and about 3 % of its calls
+    /// are those duties, as operators' and pipelines' keys do their daily work. The base
+    /// mix's rare writes that are admin calls too (`RunInstances`, `PutRolePolicy`) become
+    /// the principal's duties. Off by default: the other benchmarks' data stays as it was.
+    pub admin: bool,
+}
+
+/// Admin calls benign principals make as their duties when [`GenOptions::admin`] is on:
+/// (source, name).
+const ADMIN_CALLS: [(&str, &str); 12] = [
+    ("ec2.amazonaws.com", "RunInstances"),
+    ("iam.amazonaws.com", "PutRolePolicy"),
+    ("ssm.amazonaws.com", "SendCommand"),
+    ("lambda.amazonaws.com", "UpdateFunctionCode20150331v2"),
+    ("ecs.amazonaws.com", "RegisterTaskDefinition"),
+    ("iam.amazonaws.com", "CreateUser"),
+    ("iam.amazonaws.com", "AttachRolePolicy"),
+    ("ec2.amazonaws.com", "CreateRoute"),
+    ("ec2.amazonaws.com", "CreateSnapshot"),
+    ("rds.amazonaws.com", "ModifyDBInstance"),
+    ("kms.amazonaws.com", "CreateKey"),
+    ("s3.amazonaws.com", "PutBucketVersioning"),
+];
+
+/// The two admin duties (indices into [`ADMIN_CALLS`]) of principal `who`.
+fn duties(seed: u64, who: &str) -> [usize; 2] {
+    // FNV-1a: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in who.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let n = ADMIN_CALLS.len() as u64;
+    let a = (h % n) as usize;
+    let b = (a + 1 + ((h / n) % (n - 1)) as usize) % ADMIN_CALLS.len();
+    [a, b]
+}
+
+/// The request of an admin call.
+fn admin_request(rng: &mut StdRng, name: &str, account: u64, region: &str) -> Value {
+    let n = rng.random_range(0..20);
+    match name {
+        "SendCommand" => {
+            json!({"documentName": "AWS-RunShellScript", "instanceIds": [format!("i-0{:016x}", n)], "parameters": "HIDDEN_DUE_TO_SECURITY_REASONS"})
+        }
+        "UpdateFunctionCode20150331v2" => {
+            json!({"functionName": format!("arn:aws:lambda:{region}:{account}:function:function-{n}"), "publish": true})
+        }
+        "RegisterTaskDefinition" => {
+            json!({"family": format!("service-{n}"), "containerDefinitions": [{"name": "app", "image": format!("{account}.dkr.ecr.{region}.amazonaws.com/app:{n}"), "command": ["/app/server", "--port", "8080"]}]})
+        }
+        "CreateUser" => json!({"userName": format!("contractor{n:03}")}),
+        "AttachRolePolicy" => {
+            json!({"roleName": format!("service-role-{n}"), "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess"})
+        }
+        "CreateRoute" => {
+            json!({"routeTableId": format!("rtb-0{n:016x}"), "destinationCidrBlock": "0.0.0.0/0", "natGatewayId": format!("nat-0{n:016x}")})
+        }
+        "CreateSnapshot" => json!({"volumeId": format!("vol-0{n:016x}"), "description": "nightly"}),
+        "ModifyDBInstance" => {
+            json!({"dBInstanceIdentifier": format!("db-{n}"), "backupRetentionPeriod": 7, "applyImmediately": false})
+        }
+        "CreateKey" => {
+            json!({"description": "app data", "keyUsage": "ENCRYPT_DECRYPT", "keySpec": "SYMMETRIC_DEFAULT"})
+        }
+        _ => {
+            json!({"bucketName": format!("data-bucket-{n}"), "VersioningConfiguration": {"Status": "Enabled"}})
+        }
+    }
 }
 
 /// The automation user's schedule.
@@ -104,6 +175,7 @@ impl Default for GenOptions {
             days: 14,
             rotate_sessions: true,
             automation: Some(Automation::default()),
+            admin: false,
         }
     }
 }
@@ -341,6 +413,7 @@ struct Role {
 struct World {
     seed: u64,
     rotate: bool,
+    admin: bool,
     accounts: Vec<u64>,
     users: Vec<User>,
     roles: Vec<Role>,
@@ -443,6 +516,7 @@ impl World {
         World {
             seed: o.seed,
             rotate: o.rotate_sessions,
+            admin: o.admin,
             accounts,
             users,
             roles,
@@ -668,7 +742,28 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
             r.ip.clone(),
         )
     };
-    let (req_params, resp, resources) = request(rng, req, account, region);
+    let (mut req_params, mut resp, mut resources) = request(rng, req, account, region);
+    let (mut source, mut name, mut read_only) = (source, name, read_only);
+    // Admin work, by keys (not by AWS services): the principal's duties.
+    if w.admin && identity.get("accessKeyId").is_some() {
+        let base_admin = ADMIN_CALLS.iter().any(|(s, n)| *s == source && *n == name);
+        if base_admin || rng.random_range(0..100) < 3 {
+            let who = identity
+                .pointer("/sessionContext/sessionIssuer/arn")
+                .or(identity.get("arn"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let duty = duties(w.seed, who)[rng.random_range(0..2)];
+            let (s, n) = ADMIN_CALLS[duty];
+            (source, name, read_only) = (s, n, false);
+            if let Some(c) = CALLS.iter().find(|c| c.0 == s && c.1 == n) {
+                (req_params, resp, resources) = request(rng, c.4, account, region);
+            } else {
+                req_params = admin_request(rng, n, account, region);
+                (resp, resources) = (Value::Null, None);
+            }
+        }
+    }
     let mut e = json!({
         "eventVersion": "1.10",
         "userIdentity": identity,
@@ -1023,6 +1118,80 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn with_admin_each_principal_does_its_own_two_duties() {
+        let dir = tempfile_dir("admin");
+        let o = GenOptions {
+            events: 20_000,
+            events_per_file: 1000,
+            days: 3,
+            automation: None,
+            admin: true,
+            ..GenOptions::default()
+        };
+        generate(&dir, &o).expect("gen");
+        let mut files = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+        let mut duties_seen: std::collections::BTreeMap<String, std::collections::BTreeSet<&str>> =
+            std::collections::BTreeMap::new();
+        let (mut keyed, mut admin) = (0usize, 0usize);
+        for f in files {
+            let mut text = String::new();
+            use std::io::Read as _;
+            flate2::read::GzDecoder::new(fs::File::open(&f).expect("open"))
+                .read_to_string(&mut text)
+                .expect("gunzip");
+            let v: Value = serde_json::from_str(&text).expect("json");
+            for r in v["Records"].as_array().expect("records") {
+                let id = &r["userIdentity"];
+                if id.get("accessKeyId").is_none() {
+                    continue;
+                }
+                keyed += 1;
+                let name = r["eventName"].as_str().unwrap_or_default();
+                let Some((_, n)) = ADMIN_CALLS.iter().find(|(_, n)| *n == name) else {
+                    continue;
+                };
+                admin += 1;
+                let who = id
+                    .pointer("/sessionContext/sessionIssuer/arn")
+                    .or(id.get("arn"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                duties_seen.entry(who).or_default().insert(n);
+            }
+        }
+        // About 3 % of keyed calls, plus the base mix's rare writes turned into duties.
+        assert!(
+            admin * 100 > keyed * 3 && admin * 100 < keyed * 5,
+            "{admin} of {keyed}"
+        );
+        assert!(duties_seen.len() > 20, "{}", duties_seen.len());
+        for (who, seen) in &duties_seen {
+            let mine: Vec<&str> = duties(o.seed, who)
+                .iter()
+                .map(|i| ADMIN_CALLS[*i].1)
+                .collect();
+            assert_ne!(mine[0], mine[1], "{who}");
+            assert!(
+                seen.iter().all(|n| mine.contains(n)),
+                "{who}: {seen:?} not in {mine:?}"
+            );
+        }
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     fn tempfile_dir(tag: &str) -> PathBuf {
         let d =
             std::env::temp_dir().join(format!("keytrail-gen-test-{tag}-{}", std::process::id()));
@@ -1158,6 +1327,7 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
         // The bundled sample predates key rotation and the automation chain: keep it as it is.
         rotate_sessions: false,
         automation: None,
+        admin: false,
     };
     let mut g = generate(out, &o)?;
     let keys = sample_keys();

@@ -13,9 +13,9 @@
 //! |---|---|
 //! | the principal (the role, for role sessions) made the call successfully on `routine_days` or more earlier days | info |
 //! | a success that is not routine | low |
-//! | a success after the same key's denied attempts at the same call within the hour | medium |
+//! | a success that is not routine, after the same key's denied attempts (refusals, not throttling or other failures) at the same call within the hour | medium |
 //! | a success that joins a sequence: 3 or more distinct non-routine persistence or privilege-escalation calls by one key within the hour | medium |
-//! | a denied attempt at a persistence, privilege-escalation, defence-evasion, credential-access or impact call | low |
+//! | a denied attempt at a persistence, privilege-escalation, defence-evasion, credential-access or impact call the principal does not make routinely | low |
 //! | any other denied or failed attempt | info |
 //!
 //! The [`EVERYDAY`] calls (object reads and writes, role assumption, ...) are at most info when
@@ -241,9 +241,19 @@ pub async fn run(
             let earlier_days = days.get(&pk).map_or(0, |d| d.range(..day).count());
             let routine = earlier_days >= cfg.routine_days;
             let (severity, why) = if e.error.is_some() {
-                denials.entry(ck.clone()).or_default().push(e.t);
+                // Only refusals count as attempts: a throttled or not-found call is no probe.
+                if e.denied {
+                    denials.entry(ck.clone()).or_default().push(e.t);
+                }
                 let what = if e.denied { "denied" } else { "failed" };
-                if e.denied && call.grave() && !call.everyday() {
+                if routine {
+                    (
+                        Severity::Info,
+                        format!(
+                            "{what} attempt at a call routine for the principal (made on {earlier_days} earlier days)"
+                        ),
+                    )
+                } else if e.denied && call.grave() && !call.everyday() {
                     (Severity::Low, format!("{what} attempt"))
                 } else {
                     (Severity::Info, format!("{what} attempt"))
@@ -264,6 +274,19 @@ pub async fn run(
                 }
                 if call.everyday() {
                     (Severity::Info, "a call workloads make every day".to_owned())
+                } else if routine {
+                    // A call the principal makes every few days is not a probe that got
+                    // through, even after a refusal (a resource it may not touch, a policy
+                    // being rolled out).
+                    let after = if tried > 0 {
+                        format!(", after {tried} denied attempt(s) within the hour")
+                    } else {
+                        String::new()
+                    };
+                    (
+                        Severity::Info,
+                        format!("routine: made on {earlier_days} earlier days{after}"),
+                    )
                 } else if tried > 0 {
                     (
                         Severity::Medium,
@@ -275,11 +298,6 @@ pub async fn run(
                         format!(
                             "one of {sequence} distinct persistence or privilege-escalation calls within the hour"
                         ),
-                    )
-                } else if routine {
-                    (
-                        Severity::Info,
-                        format!("routine: made on {earlier_days} earlier days"),
                     )
                 } else if earlier_days > 0 {
                     (

@@ -211,7 +211,7 @@ pub const CATALOG: [DetectorInfo; 12] = [
         title: "Call from the catalog of abused AWS API calls",
         severity: Severity::Low,
         category: "(the call's tactic)",
-        description: "A call of TrailDiscover's catalog of API calls seen in attacks (not discovery alone): low when the principal has not made it on 3 earlier days, info when routine, medium after denied attempts or as the third persistence/escalation call within an hour; a denied attempt at a persistence, escalation, evasion, credential-access or impact call is low. Tagged with the call's tactics and techniques.",
+        description: "A call of TrailDiscover's catalog of API calls seen in attacks (not discovery alone): low when the principal has not made it on 3 earlier days, info when routine, medium when not routine and after denied attempts, or as the third persistence/escalation call within an hour; a denied attempt at a persistence, escalation, evasion, credential-access or impact call is low. Tagged with the call's tactics and techniques.",
         tags: &[],
     },
 ];

@@ -191,6 +191,12 @@ pub fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, DetectError> {
                     reason: e.to_string(),
                 })?
                 .path();
+            // Hidden entries (`.github/` of a rule repository) are not rules.
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
@@ -386,6 +392,7 @@ pub async fn detect_in(
     let rules: Vec<&Rule> = opts.rules.rules.iter().collect();
     let hits = scan::scan(ctx, &rules, "events", &window).await?;
     let mut all = group_hits(&rules, hits);
+    routine_rules(&mut all, opts.config.routine_days);
     if opts.detectors {
         let reported: std::collections::HashSet<String> = all
             .iter()
@@ -601,6 +608,46 @@ fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
     out
 }
 
+/// A rule finding of medium or lower severity whose rule matched the same principal (the
+/// role, for role sessions) on `routine_days` or more earlier days of the scanned window is
+/// routine for it (a daily admin task): it is kept, at info, and says so. High and critical
+/// rules are never routine.
+pub fn routine_rules(findings: &mut [Finding], routine_days: usize) {
+    let who = |f: &Finding| {
+        f.principal
+            .as_deref()
+            .map(detectors::principal_of)
+            .map(str::to_owned)
+            .or(f.key.clone())
+    };
+    let mut days: BTreeMap<(String, Option<String>), std::collections::BTreeSet<i32>> =
+        BTreeMap::new();
+    for f in findings.iter() {
+        if f.source == Source::Rule {
+            days.entry((f.rule.clone(), who(f)))
+                .or_default()
+                .insert(keytrail_model::time::day_of(f.time));
+        }
+    }
+    for f in findings.iter_mut() {
+        if f.source != Source::Rule || f.severity > Severity::Medium || f.severity == Severity::Info
+        {
+            continue;
+        }
+        let day = keytrail_model::time::day_of(f.time);
+        let earlier = days
+            .get(&(f.rule.clone(), who(f)))
+            .map_or(0, |d| d.range(..day).count());
+        if earlier >= routine_days {
+            f.reason = format!(
+                "{} (routine: this rule matched the principal on {earlier} earlier days; {} otherwise)",
+                f.reason, f.severity
+            );
+            f.severity = Severity::Info;
+        }
+    }
+}
+
 /// Rank keys by their findings.
 pub fn risk(findings: &[Finding]) -> Vec<KeyRisk> {
     let mut by: BTreeMap<Option<String>, Vec<&Finding>> = BTreeMap::new();
@@ -645,4 +692,70 @@ pub fn risk(findings: &[Finding]) -> Vec<KeyRisk> {
             .then(a.principal.cmp(&b.principal))
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(rule: &str, severity: Severity, day: i64, principal: &str) -> Finding {
+        Finding {
+            rule: rule.into(),
+            title: rule.into(),
+            severity,
+            category: "execution".into(),
+            source: Source::Rule,
+            time: day * 86_400_000 + 3_600_000,
+            last: day * 86_400_000 + 3_600_000,
+            key: Some("AKIAEXAMPLEEXAMPLE01".into()),
+            principal: Some(principal.into()),
+            account: None,
+            source_ip: None,
+            reason: "r".into(),
+            events: vec![format!("e{day}")],
+            details: BTreeMap::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rule_matching_a_principal_on_three_earlier_days_is_routine() {
+        let ops = "arn:aws:sts::111122223333:assumed-role/ops/session-1";
+        let other = "arn:aws:sts::111122223333:assumed-role/ops/session-2";
+        let mut f = vec![
+            finding("ssm-send-command", Severity::Medium, 1, ops),
+            finding("ssm-send-command", Severity::Medium, 2, ops),
+            // Another session of the same role: the role is the principal.
+            finding("ssm-send-command", Severity::Medium, 2, other),
+            finding("ssm-send-command", Severity::Medium, 3, other),
+            finding("ssm-send-command", Severity::Medium, 4, ops),
+            finding("ssm-send-command", Severity::Medium, 4, ops),
+            finding("trail-stopped", Severity::High, 1, ops),
+            finding("trail-stopped", Severity::High, 2, ops),
+            finding("trail-stopped", Severity::High, 3, ops),
+            finding("trail-stopped", Severity::High, 4, ops),
+            finding(
+                "ssm-send-command",
+                Severity::Medium,
+                4,
+                "arn:aws:iam::111122223333:user/alice",
+            ),
+        ];
+        routine_rules(&mut f, 3);
+        let sev: Vec<Severity> = f.iter().map(|f| f.severity).collect();
+        use Severity::*;
+        assert_eq!(
+            sev,
+            vec![
+                Medium, Medium, Medium, Medium, Info, Info, High, High, High, High, Medium
+            ]
+        );
+        assert!(
+            f[4].reason.contains(
+                "routine: this rule matched the principal on 3 earlier days; medium otherwise"
+            ),
+            "{}",
+            f[4].reason
+        );
+    }
 }

@@ -558,6 +558,19 @@ impl Rule {
                 }
             });
         }
+        let native = ["match", "severity", "category"]
+            .iter()
+            .any(|k| doc.get(*k).is_some());
+        if !native {
+            // A YAML file of a rule repository that is no rule (a configuration, a list):
+            // left out and named, the rest loads. A keytrail rule with a broken or missing
+            // `match` has its `severity`/`category` and stays an error below.
+            return Err(DetectError::Unsupported {
+                origin: origin.to_owned(),
+                rule: None,
+                construct: "not a rule: neither keytrail's `match` nor Sigma's `detection`".into(),
+            });
+        }
         let raw: RawRule = serde_yaml_ng::from_value(doc).map_err(|e| err(e.to_string()))?;
         let id_ok = !raw.id.is_empty()
             && raw
@@ -1007,5 +1020,23 @@ tests:
             assert!(e.contains(says), "{bad}: {e}");
             assert!(e.contains("bad.yaml"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_file_that_is_no_rule_is_left_out_but_a_rule_without_match_is_broken() {
+        // A configuration file of a rule repository: left out, named.
+        let e = Rule::parse("ignored_rules: [a, b]\n", "config.yaml").expect_err("not a rule");
+        assert!(
+            matches!(&e, DetectError::Unsupported { construct, .. } if construct.starts_with("not a rule")),
+            "{e}"
+        );
+        // A keytrail rule whose `match` is misspelt: an error that stops loading.
+        let e = Rule::parse(
+            "id: t-typo\ntitle: x\nseverity: low\ncategory: recon\nmatches: {eventName: x}\n",
+            "typo.yaml",
+        )
+        .expect_err("broken rule");
+        assert!(matches!(&e, DetectError::Rule { .. }), "{e}");
+        assert!(e.to_string().contains("match"), "{e}");
     }
 }

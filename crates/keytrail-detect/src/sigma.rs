@@ -32,10 +32,13 @@ fn no<T>(what: impl Into<String>) -> R<T> {
     Err(Unsupported(what.into()))
 }
 
-/// Whether a parsed YAML document is a Sigma rule (it has a `detection` or a `correlation`).
+/// Whether a parsed YAML document is a Sigma rule (it has a `detection`, a `correlation` or
+/// a `logsource`).
 pub fn is_sigma(doc: &Yaml) -> bool {
     doc.as_mapping().is_some_and(|m| {
-        m.contains_key(Yaml::from("detection")) || m.contains_key(Yaml::from("correlation"))
+        ["detection", "correlation", "logsource"]
+            .iter()
+            .any(|k| m.contains_key(Yaml::from(*k)))
     })
 }
 
@@ -120,8 +123,7 @@ fn category_of(tags: &[String]) -> String {
         .map_or_else(|| "sigma".to_owned(), str::to_owned)
 }
 
-/// Parse a Sigma rule document. `Err(Ok(..))`: the rule is malformed (a YAML or structure
-/// problem); `Err(Err(..))`: it uses a construct keytrail cannot run.
+/// Parse a Sigma rule document; `Err` names what keytrail cannot run (or what is missing).
 pub fn parse(doc: &Yaml, origin: &str) -> Result<Rule, Unsupported> {
     let m = doc
         .as_mapping()
@@ -153,7 +155,8 @@ pub fn parse(doc: &Yaml, origin: &str) -> Result<Rule, Unsupported> {
     }
     let detection = m
         .get(Yaml::from("detection"))
-        .and_then(Yaml::as_mapping)
+        .ok_or_else(|| Unsupported("no `detection`".into()))?
+        .as_mapping()
         .ok_or_else(|| Unsupported("`detection` is not a mapping".into()))?;
     let mut selections: Vec<(String, Cond)> = Vec::new();
     let mut condition: Option<&Yaml> = None;

@@ -83,6 +83,10 @@ fn unsupported_sigma_constructs_are_named_and_the_rest_load() {
             "field `userIdentity.sessionContext.nothingHere`",
         ),
         ("deep.yml", "nested 5002 levels deep (at most 48)"),
+        (
+            "not-a-rule.yaml",
+            "not a rule: neither keytrail's `match` nor Sigma's `detection`",
+        ),
     ] {
         let line = text
             .lines()
@@ -91,10 +95,12 @@ fn unsupported_sigma_constructs_are_named_and_the_rest_load() {
         assert!(line.starts_with("error: ") && line.contains(says), "{line}");
     }
     assert!(
-        text.ends_with("15 rule(s) checked: 8 error(s), 0 warning(s)\n"),
+        text.ends_with("16 rule(s) checked: 9 error(s), 0 warning(s)\n"),
         "{text}"
     );
-    // `rules test` and `detect` run the seven that can run.
+    // The hidden `.github/` folder is passed over. `rules test` and `detect` run the seven
+    // that can run.
+    assert!(!text.contains(".github"), "{text}");
     let out = run_code(
         keytrail()
             .args(["rules", "test", "--no-bundled", "--rules"])

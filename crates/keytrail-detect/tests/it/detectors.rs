@@ -743,3 +743,70 @@ fn instance_credentials_stolen_before_the_instance_called_from_outside_aws() {
     );
     assert!(found[1].reason.ends_with("used from 3.236.9.144, not the instance's own address (52.23.148.12), an AWS address (EC2 us-east-1)"), "{}", found[1].reason);
 }
+
+#[test]
+fn abused_calls_after_refusals_are_medium_unless_routine_or_only_throttled() {
+    const DAY: i64 = 24 * HOUR;
+    let (ka, kb, kc) = (
+        "AKIAAAAAAAAAAAAAAAAA",
+        "AKIABBBBBBBBBBBBBBBB",
+        "AKIACCCCCCCCCCCCCCCC",
+    );
+    let ip = "198.51.100.7";
+    let kms = |id: &'static str, t: i64, key: &'static str, err: Option<&'static str>| {
+        plain(&E {
+            src: "kms.amazonaws.com",
+            err,
+            ..e(id, t, key, "CreateKey", ip)
+        })
+    };
+    let records = vec![
+        // A makes CreateKey every day: on day 4, a refusal then a success are routine.
+        kms("a-1", 10 * HOUR, ka, None),
+        kms("a-2", DAY + 10 * HOUR, ka, None),
+        kms("a-3", 2 * DAY + 10 * HOUR, ka, None),
+        kms("a-4-denied", 3 * DAY + 10 * HOUR, ka, Some("AccessDenied")),
+        kms("a-4", 3 * DAY + 10 * HOUR + 5 * MIN, ka, None),
+        // B never made it: refused, then through five minutes later.
+        kms("b-denied", 3 * DAY + 10 * HOUR, kb, Some("AccessDenied")),
+        kms("b-ok", 3 * DAY + 10 * HOUR + 5 * MIN, kb, None),
+        // C never made it either, but was only throttled before it got through.
+        kms(
+            "c-throttled",
+            3 * DAY + 10 * HOUR,
+            kc,
+            Some("ThrottlingException"),
+        ),
+        kms("c-ok", 3 * DAY + 10 * HOUR + 5 * MIN, kc, None),
+    ];
+    let found: Vec<(String, Severity, Vec<String>, String)> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-abused-call" && f.time >= T0 + 3 * DAY)
+        .map(|f| (f.key.unwrap_or_default(), f.severity, f.events, f.reason))
+        .collect();
+    let ids = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        vec![
+            (
+                ka.to_owned(),
+                Severity::Info,
+                ids(&["a-4-denied", "a-4"]),
+                "CreateKey (kms; impact): denied attempt at a call routine for the principal (made on 3 earlier days)".to_owned()
+            ),
+            (
+                kb.to_owned(),
+                Severity::Medium,
+                ids(&["b-denied", "b-ok"]),
+                "CreateKey (kms; impact): succeeded after 1 denied attempt(s) within the hour"
+                    .to_owned()
+            ),
+            (
+                kc.to_owned(),
+                Severity::Low,
+                ids(&["c-throttled", "c-ok"]),
+                "CreateKey (kms; impact): never made before by this principal".to_owned()
+            ),
+        ]
+    );
+}
