@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reads a keytrail lake with DuckDB, independently of keytrail, and checks it against the raw
 CloudTrail JSON it came from: the same number of events per access key, Hive partitions that
-match each event's UTC day, and the schema version stamped in every file.
+match each event's UTC day, the schema version stamped in every file, and the key facts
+(denied, the minted key, the key acted on and its new status) derived here from the raw JSON
+the way docs/schema.md defines them.
 
 usage: independent_reader.py LAKE INPUT_DIR...
 Exit status 0 when everything agrees; prints what differs otherwise."""
@@ -27,9 +29,45 @@ def events_in(path):
         out.extend(d["Records"] if "Records" in d else [d])
     return out
 
+DENIED = ("accessdenied", "unauthorized", "forbidden", "notauthorized",
+          "authorizationerror", "authorizationfailure")
+STS_MINTING = {"AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity", "AssumeRoot",
+               "GetSessionToken", "GetFederationToken"}
+
+def text(v):
+    return v.strip() or None if isinstance(v, str) else None
+
+def facts(e):
+    """(denied, mintedkeyid, targetkeyid, keystatus) of a raw event, per docs/schema.md."""
+    code = e.get("errorCode")
+    denied = isinstance(code, str) and any(m in code.lower() for m in DENIED)
+    ok = not code
+    service = (e.get("eventSource") or "").removesuffix(".amazonaws.com")
+    name = e.get("eventName")
+    req = e.get("requestParameters") if isinstance(e.get("requestParameters"), dict) else {}
+    resp = e.get("responseElements") if isinstance(e.get("responseElements"), dict) else {}
+    minted = target = status = None
+    if service == "sts" and name in STS_MINTING and ok:
+        minted = text((resp.get("credentials") or {}).get("accessKeyId"))
+    if service == "iam" and name == "CreateAccessKey":
+        target = text((resp.get("accessKey") or {}).get("accessKeyId"))
+        if ok:
+            minted = target
+            status = text((resp.get("accessKey") or {}).get("status")) or "Active"
+    if (service == "iam" and name in ("UpdateAccessKey", "DeleteAccessKey", "GetAccessKeyLastUsed")) \
+            or (service == "sts" and name == "GetAccessKeyInfo"):
+        target = text(req.get("accessKeyId"))
+    if ok and service == "iam" and name == "DeleteAccessKey":
+        status = "Deleted"
+    if ok and service == "iam" and name == "UpdateAccessKey":
+        s = text(req.get("status"))
+        status = {"active": "Active", "inactive": "Inactive"}.get((s or "").lower())
+    return (denied, minted, target, status)
+
 def main():
     lake, inputs = sys.argv[1], sys.argv[2:]
     want = collections.Counter()
+    want_facts = {}
     for root in inputs:
         for path in glob.glob(os.path.join(root, "**", "*"), recursive=True):
             name = os.path.basename(path)
@@ -38,6 +76,8 @@ def main():
             for e in events_in(path):
                 key = (e.get("userIdentity") or {}).get("accessKeyId") or None
                 want[key] += 1
+                if e.get("eventID"):
+                    want_facts[e["eventID"]] = facts(e)
     con = duckdb.connect()
     files = os.path.join(lake, "events", "*", "*.parquet")
     got = collections.Counter(dict(con.sql(
@@ -51,6 +91,13 @@ def main():
         f"SELECT DISTINCT decode(value) FROM parquet_kv_metadata('{files}') "
         "WHERE decode(key) = 'keytrail.schema_version'"
     ).fetchall()
+    got_facts = {
+        r[0]: tuple(r[1:])
+        for r in con.sql(
+            f"SELECT eventid, denied, mintedkeyid, targetkeyid, keystatus "
+            f"FROM read_parquet('{files}', hive_partitioning=true) WHERE eventid IS NOT NULL"
+        ).fetchall()
+    }
     total = sum(got.values())
     print(f"events {total}")
     ok = True
@@ -64,6 +111,16 @@ def main():
     if bad_days:
         ok = False
         print(f"{bad_days} events in the wrong date partition")
+    wrong = [(i, want_facts[i], got_facts.get(i)) for i in sorted(want_facts)
+             if got_facts.get(i) != want_facts[i]]
+    if wrong:
+        ok = False
+        for w in wrong[:10]:
+            print(f"facts of {w[0]}: raw {w[1]}, lake {w[2]}")
+    else:
+        n = {k: sum(1 for f in want_facts.values() if f[j]) for j, k in enumerate(("denied", "minted", "target", "status"))}
+        print(f"facts agree: {len(want_facts)} events, {n['denied']} denied, {n['minted']} minted, "
+              f"{n['target']} with a target key, {n['status']} with a key status")
     if versions != [("2",)]:
         ok = False
         print(f"schema versions stamped: {versions}")

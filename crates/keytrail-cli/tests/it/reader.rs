@@ -1,5 +1,6 @@
 //! The lake read back by an independent reader: DuckDB (installed by `.ci/run` from PyPI)
-//! counts events per key in the Parquet files and in the raw JSON, and the counts must agree.
+//! counts events per key in the Parquet files and in the raw JSON, and the counts must agree;
+//! the fact columns must equal the facts the reader derives from the raw JSON itself.
 
 use std::process::Command;
 
@@ -30,4 +31,11 @@ fn duckdb_reads_the_lake_and_agrees_with_the_input() {
     );
     assert!(text.contains("events 413"), "{text}");
     assert!(text.contains("keys 43 agree"), "{text}");
+    // The fact columns agree with the same facts derived from the raw JSON in Python.
+    assert!(
+        text.contains(
+            "facts agree: 413 events, 51 denied, 16 minted, 2 with a target key, 2 with a key status"
+        ),
+        "{text}"
+    );
 }
