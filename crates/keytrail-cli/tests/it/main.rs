@@ -1,6 +1,7 @@
 //! keytrail's integration tests: the real binary against real directories. One test binary;
 //! helpers in `util`, one module per area.
 
+mod consistency;
 mod corrupt;
 mod crash;
 mod custody;
