@@ -342,14 +342,7 @@ impl PartWriter {
             rows,
             index,
         } = self;
-        let buf = writer
-            .into_inner()
-            .map_err(|e| LakeError::parquet(&path, e))?;
-        let file = buf
-            .into_inner()
-            .map_err(|e| LakeError::io(&path, e.into_error()))?;
-        file.sync_all().at(&path)?;
-        let bytes = file.metadata().at(&path)?.len();
+        let bytes = close_durable(writer, &path)?;
         let (entries, stats) = match index {
             Some(ix) => ix.finish(),
             None => (Vec::new(), None),
@@ -416,6 +409,15 @@ fn write_chunks(
             .write(&chunk)
             .map_err(|e| LakeError::parquet(path, e))?;
     }
+    let bytes = close_durable(writer, path)?;
+    Ok(Written { rows, bytes })
+}
+
+/// Write a Parquet writer's footer, sync the file to disk, and return its size.
+pub(crate) fn close_durable(
+    writer: ArrowWriter<BufWriter<File>>,
+    path: &Path,
+) -> Result<u64, LakeError> {
     let buf = writer
         .into_inner()
         .map_err(|e| LakeError::parquet(path, e))?;
@@ -423,8 +425,7 @@ fn write_chunks(
         .into_inner()
         .map_err(|e| LakeError::io(path, e.into_error()))?;
     file.sync_all().at(path)?;
-    let bytes = file.metadata().at(path)?.len();
-    Ok(Written { rows, bytes })
+    Ok(file.metadata().at(path)?.len())
 }
 
 /// Read a whole Parquet file of the lake.

@@ -240,23 +240,19 @@ pub fn write_index(
             KeyValue::new("keytrail.run_id".to_owned(), run_id.to_owned()),
         ]))
         .build();
-    let mut writer =
-        ArrowWriter::try_new(std::io::BufWriter::new(file), index_schema(), Some(props))
-            .map_err(|e| LakeError::parquet(path, e))?;
+    let mut writer = ArrowWriter::try_new(
+        std::io::BufWriter::with_capacity(1 << 20, file),
+        index_schema(),
+        Some(props),
+    )
+    .map_err(|e| LakeError::parquet(path, e))?;
     for chunk in entries.chunks(INDEX_ROW_GROUP_ROWS) {
         let batch = entries_batch(chunk).map_err(|e| LakeError::arrow(path, e))?;
         writer
             .write(&batch)
             .map_err(|e| LakeError::parquet(path, e))?;
     }
-    let buf = writer
-        .into_inner()
-        .map_err(|e| LakeError::parquet(path, e))?;
-    let file = buf
-        .into_inner()
-        .map_err(|e| LakeError::io(path, e.into_error()))?;
-    file.sync_all().at(path)?;
-    let bytes = file.metadata().at(path)?.len();
+    let bytes = crate::files::close_durable(writer, path)?;
     Ok(crate::files::Written {
         rows: entries.len() as u64,
         bytes,
