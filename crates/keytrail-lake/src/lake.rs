@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, LakeError};
 use crate::files::{PartWriter, TARGET_FILE_BYTES, WRITER, footer};
-use crate::index::{INDEX_DIR, INDEX_TABLE, IndexEntry, write_index};
+use crate::index::{INDEX_DIR, INDEX_TABLE, IndexEntry, IndexSink};
 use crate::key_daily::KeyDaily;
 use crate::manifest::{
     COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic,
@@ -411,6 +411,7 @@ impl Lake {
         let lock_path = staging.join(".lock");
         let run_lock = File::create(&lock_path).at(&lock_path)?;
         run_lock.lock().at(&lock_path)?;
+        let index = IndexSink::new(staging.join(".index-spill"));
         Ok(Transaction {
             lake: self.clone(),
             run_id,
@@ -421,7 +422,7 @@ impl Lake {
             next_file: AtomicU32::new(0),
             open: Mutex::new(HashMap::new()),
             files: Mutex::new(Vec::new()),
-            index: Mutex::new(Vec::new()),
+            index: Mutex::new(index),
             key_daily: Mutex::new(KeyDaily::default()),
             key_daily_mode,
             replaces: Mutex::new(Vec::new()),
@@ -535,7 +536,7 @@ pub struct Transaction {
     open: Mutex<HashMap<(Table, i32), OpenSlot>>,
     /// Files finished so far, and the key index entries of the `events` ones.
     files: Mutex<Vec<FileRecord>>,
-    index: Mutex<Vec<IndexEntry>>,
+    index: Mutex<IndexSink>,
     key_daily: Mutex<KeyDaily>,
     key_daily_mode: KeyDailyMode,
     /// Published files this run supersedes (rewrites only).
@@ -666,16 +667,22 @@ impl Transaction {
 
     /// Index entries of files this rewrite leaves as they are, and those files: the commit's
     /// key index then covers the whole lake, and every older index file can be replaced.
-    pub fn carry_index(&self, entries: Vec<IndexEntry>, covers: Vec<String>) {
-        locked(&self.index).extend(entries);
+    pub fn carry_index(
+        &self,
+        index_files: &[PathBuf],
+        keep: impl Fn(&IndexEntry) -> bool,
+        covers: Vec<String>,
+    ) -> Result<(), LakeError> {
+        locked(&self.index).extend_from_files(index_files, keep)?;
         locked(&self.carried_covers).extend(covers);
+        Ok(())
     }
 
     fn close(&self, w: PartWriter) -> Result<(), LakeError> {
         let (record, entries) = w.finish()?;
         locked(&self.files).push(record);
         if !entries.is_empty() {
-            locked(&self.index).extend(entries);
+            locked(&self.index).extend(entries)?;
         }
         Ok(())
     }
@@ -745,7 +752,10 @@ impl Transaction {
             files.push(merged.write_day(day, &self.staging, &self.run_id)?);
         }
         // The key index of the run's `events` files.
-        let entries = std::mem::take(&mut *locked(&self.index));
+        let index = std::mem::replace(
+            &mut *locked(&self.index),
+            IndexSink::new(self.staging.join(".index-spill")),
+        );
         let mut covers: Vec<String> = files
             .iter()
             .filter(|f| f.table == Table::Events.name())
@@ -755,7 +765,7 @@ impl Transaction {
         covers.sort();
         if !covers.is_empty() {
             let rel = format!("{INDEX_DIR}/{}.parquet", self.run_id);
-            let written = write_index(&rel_to_path(&self.staging, &rel), &self.run_id, entries)?;
+            let written = index.finish(&rel_to_path(&self.staging, &rel), &self.run_id)?;
             files.push(FileRecord {
                 table: INDEX_TABLE.to_owned(),
                 path: rel,
