@@ -17,6 +17,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use sonic_rs::{JsonType, JsonValueTrait, LazyValue};
 
 use crate::error::ObjectError;
+use crate::split::{Item, Splitter, Step};
 
 /// How an object's bytes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +176,7 @@ fn trim_start(buf: &[u8]) -> &[u8] {
     &buf[start..]
 }
 
-fn short(e: sonic_rs::Error) -> String {
+pub(crate) fn short(e: sonic_rs::Error) -> String {
     // sonic-rs quotes the text around the error; keep the first line.
     e.to_string()
         .lines()
@@ -184,63 +185,86 @@ fn short(e: sonic_rs::Error) -> String {
         .to_owned()
 }
 
-/// Read an object's text into decoded records, in one validating pass.
+/// Read an object's text into decoded records. The splitter ([`crate::split`]) cuts it into
+/// records without recursion, refusing those that nest too deeply or are too large to hold;
+/// each record is then parsed and decoded on its own, in one validating pass.
 pub fn split(buf: &[u8], max_event_bytes: usize) -> Result<Split<'_>, ObjectError> {
-    let body = trim_start(buf);
     let seed = EventSeed {
-        scrub: is_suspicious(body),
+        scrub: is_suspicious(buf),
         max_bytes: max_event_bytes,
     };
     let mut out = Split::default();
-    match body.first() {
-        None => return Err(ObjectError::NotJson("no content".into())),
-        Some(b'[') => {
-            out.shape = Some(Shape::Array);
-            let mut de = sonic_rs::Deserializer::from_slice(body);
-            let found = RecordsSeed {
-                out: &mut out,
-                seed,
-            }
-            .deserialize(&mut de)
-            .and_then(|r| de.end().map(|()| r))
-            .map_err(|e| ObjectError::NotJson(short(e)))?;
-            if let Err(found) = found {
-                return Err(ObjectError::NotJson(format!(
-                    "a JSON array was expected, found {found}"
-                )));
-            }
-        }
-        Some(b'{') => {
-            let first_line = memchr::memchr(b'\n', body).map_or(body, |n| &body[..n]);
-            let more =
-                first_line.len() < body.len() && !trim_start(&body[first_line.len()..]).is_empty();
-            if more && document(first_line, seed, &mut out).is_ok() {
-                out.shape = Some(Shape::JsonLines);
-                for line in body[first_line.len()..].split(|b| *b == b'\n') {
-                    let line = trim_start(line);
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let mark = out.mark();
-                    if let Err(e) = document(line, seed, &mut out) {
-                        out.rollback(mark);
-                        out.push(Err(EventError::Json(e.to_string())));
-                    }
+    let mut splitter = Splitter::new(usize::MAX);
+    let mut doc_shape = None;
+    loop {
+        match splitter.next(buf, 0, true)? {
+            Step::Item(item) => {
+                if let Some(shape) = add_item(item, seed, &mut out)? {
+                    doc_shape = Some(shape);
                 }
-            } else {
-                out = Split::default();
-                out.shape = Some(document(body, seed, &mut out)?);
             }
-        }
-        Some(_) => {
-            let msg = match sonic_rs::from_slice::<IgnoredAny>(body) {
-                Ok(_) => "not a JSON object or array".to_owned(),
-                Err(e) => short(e),
-            };
-            return Err(ObjectError::NotJson(msg));
+            Step::End => break,
+            Step::More => {
+                return Err(ObjectError::NotJson(
+                    "internal: the splitter asked for more of a whole object".into(),
+                ));
+            }
         }
     }
+    out.shape = splitter.shape().or(doc_shape);
     Ok(out)
+}
+
+/// Decode one item the splitter cut out into `out`. A document's shape is returned.
+pub(crate) fn add_item<'a>(
+    item: Item<'a>,
+    seed: EventSeed,
+    out: &mut Split<'a>,
+) -> Result<Option<Shape>, ObjectError> {
+    match item {
+        Item::Record(text) => out.push(decode_record(text, seed)),
+        Item::Lookup(text) => lookup_element(text, out),
+        Item::Document(doc) => return document(doc, seed, out).map(Some),
+        Item::Line(line) => {
+            let mark = out.mark();
+            if let Err(e) = document(line, seed, out) {
+                out.rollback(mark);
+                out.push(Err(EventError::Json(e.to_string())));
+            }
+        }
+        Item::Refused(e) => out.push(Err(e)),
+    }
+    Ok(None)
+}
+
+/// Decode one record from its text (an element the splitter cut out); invalid JSON is this
+/// record's problem only.
+fn decode_record(text: &[u8], seed: EventSeed) -> Result<Event<'_>, EventError> {
+    let mut de = sonic_rs::Deserializer::from_slice(text);
+    match seed.deserialize(&mut de).and_then(|r| de.end().map(|()| r)) {
+        Ok(r) => r,
+        Err(e) => Err(EventError::Json(short(e))),
+    }
+}
+
+/// One element of lookup-events' `Events`: the event is the JSON text of its
+/// `CloudTrailEvent`, decoded later.
+fn lookup_element<'a>(text: &'a [u8], out: &mut Split<'a>) {
+    let v = match sonic_rs::from_slice::<LazyValue<'_>>(text) {
+        Ok(v) => v,
+        Err(e) => return out.push(Err(EventError::Json(short(e)))),
+    };
+    match v
+        .get("CloudTrailEvent")
+        .and_then(|s| s.as_str().map(str::to_owned))
+    {
+        Some(text) => out.push_text(text),
+        None => out.push(Err(EventError::WrongType {
+            field: "Events[].CloudTrailEvent",
+            found: "missing or not a string",
+            expected: "the event's JSON text",
+        })),
+    }
 }
 
 /// Read one JSON document (an object) and add its records.

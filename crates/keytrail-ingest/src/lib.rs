@@ -12,6 +12,7 @@ pub mod process;
 pub mod s3;
 pub mod s3lake;
 pub mod source;
+pub mod split;
 pub mod summary;
 mod writer;
 

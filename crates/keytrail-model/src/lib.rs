@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod event;
 pub mod filter;
+pub mod jsonscan;
 pub mod key;
 pub mod redact;
 pub mod schema;

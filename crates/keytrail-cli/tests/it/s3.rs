@@ -430,7 +430,7 @@ fn shards_split_a_bucket_between_concurrent_workers_exactly_once() {
 
 /// The binary end to end: credentials from the environment, `--endpoint-url`, a local path
 /// and an S3 prefix in one run, and no request to instance metadata.
-fn cli(server: &S3Server, metadata: &std::net::TcpListener) -> std::process::Command {
+pub(crate) fn cli(server: &S3Server, metadata: &std::net::TcpListener) -> std::process::Command {
     let mut c = keytrail();
     c.env("AWS_ACCESS_KEY_ID", crate::s3server::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", crate::s3server::SECRET_KEY)
