@@ -4,6 +4,7 @@
 mod corrupt;
 mod crash;
 mod detect;
+mod faults;
 mod hostile;
 mod ingest;
 mod investigate;
