@@ -155,8 +155,7 @@ impl ValueScan {
             i += 1;
         }
         loop {
-            let k = memchr2(b'"', b'\\', buf.get(i..).unwrap_or_default())?;
-            i += k;
+            i = quote_or_backslash(buf, i)?;
             if buf[i] == b'"' {
                 self.in_string = false;
                 return Some(i + 1);
@@ -172,60 +171,106 @@ impl ValueScan {
 
     fn container(&mut self, buf: &[u8], mut i: usize) -> Scanned {
         let n = buf.len();
-        loop {
-            if self.in_string {
-                match self.string(buf, i) {
-                    Some(end) => i = end,
-                    None => return Scanned::More,
-                }
-            }
-            // Outside strings: few bytes between two strings, as a rule.
-            loop {
-                let Some(&b) = buf.get(i) else {
-                    return Scanned::More;
-                };
-                i += 1;
-                match b {
-                    b'"' => {
-                        self.in_string = true;
-                        break;
-                    }
-                    b'{' | b'[' => {
-                        if self.depth < 128 {
-                            let bit = 1u128 << self.depth;
-                            if b == b'{' {
-                                self.stack |= bit;
-                            } else {
-                                self.stack &= !bit;
-                            }
-                        }
-                        self.depth += 1;
-                        self.max_depth = self.max_depth.max(self.depth);
-                    }
-                    b'}' | b']' => {
-                        if self.depth == 0 {
-                            return Scanned::Mismatch(i - 1);
-                        }
-                        self.depth -= 1;
-                        if self.depth < 128 {
-                            let object = self.stack & (1u128 << self.depth) != 0;
-                            if object != (b == b'}') {
-                                return Scanned::Mismatch(i - 1);
-                            }
-                        }
-                        if self.depth == 0 {
-                            return Scanned::End(i);
-                        }
-                    }
-                    b'\n' => self.newline = true,
-                    _ => {}
-                }
-                if i >= n {
-                    return Scanned::More;
-                }
+        if self.in_string {
+            match self.string(buf, i) {
+                Some(end) => i = end,
+                None => return Scanned::More,
             }
         }
+        // The hot loop keeps its state in locals and writes it back when it stops.
+        let (mut depth, mut max_depth, mut stack, mut newline) =
+            (self.depth, self.max_depth, self.stack, self.newline);
+        let result = loop {
+            let Some(&b) = buf.get(i) else {
+                break Scanned::More;
+            };
+            i += 1;
+            match b {
+                b'"' => loop {
+                    // Inside a string: to its closing quote, escapes skipped.
+                    match quote_or_backslash(buf, i) {
+                        Some(k) if buf[k] == b'"' => {
+                            i = k + 1;
+                            break;
+                        }
+                        Some(k) if k + 1 < n => i = k + 2,
+                        Some(_) => {
+                            self.in_string = true;
+                            self.escaped = true;
+                            i = n;
+                            break;
+                        }
+                        None => {
+                            self.in_string = true;
+                            i = n;
+                            break;
+                        }
+                    }
+                },
+                b'{' | b'[' => {
+                    if depth < 128 {
+                        let bit = 1u128 << depth;
+                        if b == b'{' {
+                            stack |= bit;
+                        } else {
+                            stack &= !bit;
+                        }
+                    }
+                    depth += 1;
+                    max_depth = max_depth.max(depth);
+                }
+                b'}' | b']' => {
+                    if depth == 0 {
+                        break Scanned::Mismatch(i - 1);
+                    }
+                    depth -= 1;
+                    if depth < 128 && (stack & (1u128 << depth) != 0) != (b == b'}') {
+                        break Scanned::Mismatch(i - 1);
+                    }
+                    if depth == 0 {
+                        break Scanned::End(i);
+                    }
+                }
+                b'\n' => newline = true,
+                _ => {}
+            }
+            if self.in_string {
+                break Scanned::More;
+            }
+        };
+        (self.depth, self.max_depth, self.stack, self.newline) = (depth, max_depth, stack, newline);
+        result
     }
+}
+
+/// The offset of the first `"` or `\\` at or after `i`. Most JSON strings are short: eight
+/// bytes are looked at a time (SWAR), and a string longer than 64 bytes is left to `memchr`'s
+/// vector search.
+#[inline]
+fn quote_or_backslash(buf: &[u8], mut i: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // High bit set in each byte of `w` equal to `b` (exact for the lowest one).
+    let eq = |w: u64, b: u8| {
+        let x = w ^ (LO * u64::from(b));
+        x.wrapping_sub(LO) & !x & HI
+    };
+    let start = i;
+    while let Some(chunk) = buf.get(i..i + 8) {
+        let w = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
+        let m = eq(w, b'"') | eq(w, b'\\');
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+        if i - start >= 64 {
+            return memchr2(b'"', b'\\', buf.get(i..)?).map(|k| i + k);
+        }
+    }
+    buf.get(i..)?
+        .iter()
+        .position(|b| matches!(b, b'"' | b'\\'))
+        .map(|k| i + k)
 }
 
 /// Whether `text` nests objects and arrays deeper than `limit` anywhere (strings understood;
