@@ -39,7 +39,7 @@ fn duckdb_reads_the_lake_and_agrees_with_the_input() {
         ),
         "{text}"
     );
-    assert!(text.contains("key_daily KD_ROWS rows agree"), "{text}");
+    assert!(text.contains("key_daily 42 rows agree"), "{text}");
 }
 
 /// The gzipped, delivery-shaped sample (digest and Insights files among its objects).
