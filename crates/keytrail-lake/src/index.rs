@@ -766,7 +766,10 @@ mod tests {
         let mut want = entries.clone();
         want.sort();
         // Written in sorted order, row for row the same as the index written from memory.
-        assert_eq!(read_all(std::slice::from_ref(&merged)).expect("merged"), want);
+        assert_eq!(
+            read_all(std::slice::from_ref(&merged)).expect("merged"),
+            want
+        );
         assert_eq!(read_all(&[plain]).expect("plain"), want);
         // Carried from a file through a sink with a filter: only the kept entries.
         let mut carried = IndexSink::with_limit(dir.path().join("spill2"), 10);
