@@ -3,7 +3,7 @@
 #
 #   1. raw logs: `keytrail investigate KEY DIR` beside `keytrail ingest DIR` (same files);
 #   2. a lake:   `keytrail investigate KEY --lake LAKE` beside DuckDB running the same queries
-#                on the same Parquet files (benches/scripts/duckdb_investigate.py).
+#                on the same Parquet files (benches/scripts/duckdb_query.py investigate).
 #
 #   bash benches/investigate.sh DIR LAKE KEY      # DIR from `keytrail-bench gen`, LAKE ingested
 #
@@ -29,7 +29,7 @@ for i in $(seq "$RUNS"); do
   echo "investigate $KEY --lake $LAKE (run $i)"
   timed "$BIN" investigate "$KEY" --lake "$LAKE" --threads 2 --format json -o "$work/lake-$i.json"
   echo "duckdb, same queries (run $i)"
-  python3 benches/scripts/duckdb_investigate.py "$LAKE" "$KEY" --threads 2
+  timed python3 benches/scripts/duckdb_query.py "$LAKE" 2 investigate "$KEY" "$work/duck-$i.json"
 done
 python3 - "$work/lake-1.json" "$work/raw-1.json" <<'PY'
 import json, sys

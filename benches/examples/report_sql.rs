@@ -40,13 +40,9 @@ fn main() {
         let start = Instant::now();
         let rows = block_on(threads, async {
             let session = LakeSession::open(&lake, &opts).await?;
-            // As `report::run` does: the union of key_daily and events differs in metadata only.
-            session
-                .context()
-                .sql("SET datafusion.execution.skip_physical_aggregate_schema_check = true")
-                .await?
-                .collect()
-                .await?;
+            keytrail_report::prepare(&session)
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
             let df = session.context().sql(&statement).await?;
             let batches = df.collect().await?;
             Ok::<_, EngineError>(batches.iter().map(|b| b.num_rows()).sum::<usize>())

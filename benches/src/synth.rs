@@ -841,23 +841,7 @@ pub fn generate(out: &Path, o: &GenOptions) -> anyhow::Result<Generated> {
             let t = start + Duration::seconds(rng.random_range(0..300));
             records.push(event(&mut rng, &world, t, account, region));
         }
-        let doc = serde_json::to_vec(&json!({"Records": records}))?;
-        let dir: PathBuf = out.join(format!(
-            "AWSLogs/{account:012}/CloudTrail/{region}/{}",
-            start.format("%Y/%m/%d")
-        ));
-        fs::create_dir_all(&dir)?;
-        let name = format!(
-            "{account:012}_CloudTrail_{region}_{}_{}.json.gz",
-            start.format("%Y%m%dT%H%MZ"),
-            &data_encoding::BASE32_NOPAD.encode(&rng.random::<[u8; 10]>())[..16]
-        );
-        let gz = gzip(&doc)?;
-        fs::write(dir.join(name), &gz)?;
-        g.files += 1;
-        g.events += n;
-        g.json_bytes += doc.len() as u64;
-        g.gz_bytes += gz.len() as u64;
+        write_delivery_file(out, account, region, start, records, &mut rng, &mut g)?;
         if left == 0 {
             break;
         }
@@ -1041,7 +1025,27 @@ fn write_block(
     else {
         return Ok(());
     };
-    let start = first.with_timezone(&Utc);
+    write_delivery_file(
+        out,
+        account,
+        region,
+        first.with_timezone(&Utc),
+        records,
+        rng,
+        g,
+    )
+}
+
+/// One delivery file (`{"Records": [...]}`, gzipped) in the S3 layout, named for `start`.
+fn write_delivery_file(
+    out: &Path,
+    account: u64,
+    region: &str,
+    start: DateTime<Utc>,
+    records: Vec<Value>,
+    rng: &mut StdRng,
+    g: &mut Generated,
+) -> anyhow::Result<()> {
     let n = records.len() as u64;
     let doc = serde_json::to_vec(&json!({"Records": records}))?;
     let dir: PathBuf = out.join(format!(

@@ -468,6 +468,14 @@ pub fn yaml_of(text: &str) -> Result<Yaml, String> {
             "nested {depth} levels deep (at most {MAX_YAML_DEPTH})"
         ));
     }
+    // The YAML parser's time grows with the square of how deeply `[` and `{` nest, and a
+    // flow collection may span lines (which the depth check reads one at a time): a rule
+    // needs a few dozen, refuse thousands before parsing.
+    if text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > MAX_FLOW_BRACKETS {
+        return Err(format!(
+            "more than {MAX_FLOW_BRACKETS} `[` and `{{`: refused before parsing"
+        ));
+    }
     let mut docs = Vec::new();
     for d in serde_yaml_ng::Deserializer::from_str(text) {
         let v = <Yaml as serde::Deserialize>::deserialize(d).map_err(|e| e.to_string())?;
@@ -522,6 +530,9 @@ struct RawTests {
     negative: Vec<Yaml>,
 }
 
+/// The most `[` and `{` a rule file may hold (issue 13).
+const MAX_FLOW_BRACKETS: usize = 4096;
+
 impl Rule {
     /// Parse one rule file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Rule, DetectError> {
@@ -534,6 +545,7 @@ impl Rule {
             if reason.starts_with("several YAML documents")
                 || reason.starts_with("nested ")
                 || reason.starts_with("larger than")
+                || reason.starts_with("more than ")
             {
                 DetectError::Unsupported {
                     origin: origin.to_owned(),
@@ -1038,5 +1050,20 @@ tests:
         .expect_err("broken rule");
         assert!(matches!(&e, DetectError::Rule { .. }), "{e}");
         assert!(e.to_string().contains("match"), "{e}");
+    }
+
+    #[test]
+    fn flow_collections_spanning_lines_are_refused_before_parsing() {
+        // One `[` a line: the depth check reads lines one at a time; the count catches it.
+        let text = format!(
+            "title: x\nlogsource: {{product: aws, service: cloudtrail}}\ndetection:\n  s:\n    eventName: {}x{}\n  condition: s\n",
+            "[\n".repeat(5000),
+            "]".repeat(5000)
+        );
+        let e = Rule::parse(&text, "flow.yml").expect_err("refused");
+        assert!(
+            matches!(&e, DetectError::Unsupported { construct, .. } if construct.contains("refused before parsing")),
+            "{e}"
+        );
     }
 }

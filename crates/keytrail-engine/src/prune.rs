@@ -86,6 +86,12 @@ impl ScanFilter {
     }
 }
 
+/// Whether `e` is a key condition the key index answers exactly: a key column equal to a
+/// literal or in a list of literals, or an `OR` of such.
+pub fn is_key_filter(e: &Expr) -> bool {
+    keys_of(e).is_some()
+}
+
 /// Read the filters of a scan (each a conjunct, or conjunctions of them).
 pub fn analyze(filters: &[Expr]) -> ScanFilter {
     let mut out = ScanFilter::default();

@@ -32,13 +32,23 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use keytrail_lake::{DataFile, Relation, Snapshot};
 use keytrail_model::Table;
-use keytrail_model::schema::col;
+use keytrail_model::schema::{UTC, col};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::prune::{ScanFilter, analyze};
 
-/// A file a scan reads, and the row ranges `(first, count)` it reads of it (all when `None`).
-pub type PlannedFile = (DataFile, Option<Vec<(u64, u64)>>);
+/// The rows of a file a scan reads, from the key index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rows {
+    /// Row ranges `(first, count)`, sorted by first row (they may overlap).
+    pub ranges: Vec<(u64, u64)>,
+    /// The time range of those rows.
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+/// A file a scan reads, and the rows it reads of it (all when `None`).
+pub type PlannedFile = (DataFile, Option<Rows>);
 
 /// One table of a lake snapshot.
 pub struct LakeTable {
@@ -108,7 +118,7 @@ impl LakeTable {
             });
         }
         let indexed = self.table == Table::Events;
-        let mut ranges: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut ranges: BTreeMap<&str, Rows> = BTreeMap::new();
         if indexed && files.iter().any(|f| f.indexed) {
             let mut entries = Vec::new();
             for (set, relation) in [(&keys.held, Relation::Held), (&keys.named, Relation::Named)] {
@@ -124,10 +134,14 @@ impl LakeTable {
             }
             for e in &entries {
                 if filter.time.overlaps(e.min_time, e.max_time) {
-                    ranges
-                        .entry(e.file.as_str())
-                        .or_default()
-                        .push((e.first_row, e.rows));
+                    let r = ranges.entry(e.file.as_str()).or_insert(Rows {
+                        ranges: Vec::new(),
+                        min_time: e.min_time,
+                        max_time: e.max_time,
+                    });
+                    r.ranges.push((e.first_row, e.rows));
+                    r.min_time = r.min_time.min(e.min_time);
+                    r.max_time = r.max_time.max(e.max_time);
                 }
             }
             let mut out = Vec::new();
@@ -135,7 +149,7 @@ impl LakeTable {
                 if !f.indexed {
                     out.push((f.clone(), None));
                 } else if let Some(r) = ranges.get_mut(f.record.path.as_str()) {
-                    r.sort_unstable();
+                    r.ranges.sort_unstable();
                     out.push((f.clone(), Some(std::mem::take(r))));
                 }
             }
@@ -167,10 +181,11 @@ fn selection(ranges: &[(u64, u64)], total: u64) -> RowSelection {
     RowSelection::from(out)
 }
 
-fn selected_rows(ranges: &Option<Vec<(u64, u64)>>, total: u64) -> u64 {
-    match ranges {
-        None => total,
-        Some(r) => r.iter().map(|(_, n)| n).sum::<u64>().min(total),
+impl LakeTable {
+    /// Whether every `events` file is covered by the key index, so a scan can return exactly
+    /// the rows of the keys asked for.
+    fn fully_indexed(&self) -> bool {
+        self.table == Table::Events && self.snapshot.table_files(Table::Events).all(|f| f.indexed)
     }
 }
 
@@ -184,11 +199,30 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
+    /// Every filter is applied by DataFusion to the rows read (`Inexact`), except one: when the
+    /// filters hold a single key condition (`accesskeyid`, `targetkeyid` or `mintedkeyid` equal
+    /// to or in a list of keys, or an `OR` of those) and every file is indexed, the scan reads
+    /// exactly the rows the index lists for those keys, so that condition is `Exact` — and a
+    /// count or time range of a key's events comes from the index without reading a page.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        let keyed: Vec<bool> = filters
+            .iter()
+            .map(|f| crate::prune::is_key_filter(f))
+            .collect();
+        let exact = self.fully_indexed() && keyed.iter().filter(|k| **k).count() == 1;
+        Ok(keyed
+            .into_iter()
+            .map(|k| {
+                if k && exact {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     fn statistics(&self) -> Option<Statistics> {
@@ -232,18 +266,27 @@ impl TableProvider for LakeTable {
         let groups_n = state.config().target_partitions().max(1).min(chosen.len());
         let mut weighted: Vec<(u64, PartitionedFile)> = Vec::with_capacity(chosen.len());
         let mut total_rows = 0u64;
-        for (f, ranges) in &chosen {
+        let mut times: Option<(i64, i64)> = None;
+        for (f, rows) in &chosen {
             let path = self.snapshot.path(&f.record.path);
             let location = object_store::path::Path::from_absolute_path(&path)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let rows = selected_rows(ranges, f.record.rows);
-            total_rows += rows;
             let mut pf = PartitionedFile::new(location.to_string(), f.record.bytes)
                 .with_partition_values(vec![ScalarValue::Date32(Some(f.day))]);
-            if let Some(r) = ranges {
-                pf = pf.with_extension(ParquetRowSelection::new(selection(r, f.record.rows)));
-            }
-            weighted.push((rows, pf));
+            let n = match rows {
+                Some(r) => {
+                    let sel = selection(&r.ranges, f.record.rows);
+                    let n = sel.row_count() as u64;
+                    pf = pf.with_extension(ParquetRowSelection::new(sel));
+                    times = Some(times.map_or((r.min_time, r.max_time), |(lo, hi)| {
+                        (lo.min(r.min_time), hi.max(r.max_time))
+                    }));
+                    n
+                }
+                None => f.record.rows,
+            };
+            total_rows += n;
+            weighted.push((n, pf));
         }
         weighted.sort_by_key(|w| std::cmp::Reverse(w.0));
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); groups_n];
@@ -259,13 +302,29 @@ impl TableProvider for LakeTable {
             .map(|g| FileGroup::new(g.1))
             .collect();
 
+        // Exact when nothing but the scan's own selection narrows what it returns: no filter,
+        // or only the one key condition the index applies exactly.
         let mut stats = Statistics::new_unknown(&self.schema);
         let selected = chosen.iter().any(|(_, r)| r.is_some());
-        stats.num_rows = if filters.is_empty() && !selected {
-            Precision::Exact(total_rows as usize)
+        let all_selected = chosen.iter().all(|(_, r)| r.is_some());
+        let only_keys = filters.len() == 1
+            && crate::prune::is_key_filter(&filters[0])
+            && self.fully_indexed()
+            && all_selected;
+        if (filters.is_empty() && !selected) || only_keys {
+            stats.num_rows = Precision::Exact(total_rows as usize);
+            if let (true, Some((lo, hi))) = (only_keys, times)
+                && let Ok(i) = self.schema.index_of(col::EVENTTIME)
+            {
+                let ts = |v| ScalarValue::TimestampMillisecond(Some(v), Some(UTC.into()));
+                let c = &mut stats.column_statistics[i];
+                c.min_value = Precision::Exact(ts(lo));
+                c.max_value = Precision::Exact(ts(hi));
+                c.null_count = Precision::Exact(0);
+            }
         } else {
-            Precision::Inexact(total_rows as usize)
-        };
+            stats.num_rows = Precision::Inexact(total_rows as usize);
+        }
         let options = state.table_options().parquet.clone();
         let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
             .with_table_partition_cols(vec![date_field()])
@@ -303,6 +362,6 @@ mod tests {
                 RowSelector::skip(2),
             ]
         );
-        assert_eq!(selected_rows(&Some(vec![(0, 3), (5, 2)]), 10), 5);
+        assert_eq!(selection(&[(0, 3), (2, 2), (5, 2)], 10).row_count(), 6);
     }
 }

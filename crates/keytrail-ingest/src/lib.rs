@@ -14,6 +14,7 @@ pub mod s3;
 pub mod s3lake;
 pub mod shard;
 pub mod source;
+pub mod split;
 pub mod summary;
 mod writer;
 

@@ -178,6 +178,8 @@ pub struct Investigation {
     pub activity: Activity,
     /// How many rows the timeline has.
     pub timeline_rows: u64,
+    /// How many of the timeline's source objects a valid digest chain covered.
+    pub custody: keytrail_custody::SourceCoverage,
     /// Plain statements a responder must read (credentials used after deactivation, limits).
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -435,6 +437,7 @@ struct CallRow {
     requestparameters: Option<String>,
     mintedkeyid: Option<String>,
     mintedprincipal: Option<String>,
+    sourceobject: Option<String>,
 }
 
 #[derive(Default)]
@@ -575,11 +578,18 @@ pub async fn investigate(
             col(c::REQUESTPARAMETERS),
             col(c::MINTEDKEYID),
             col(c::MINTEDPRINCIPAL),
+            col(c::SOURCEOBJECT),
         ])?;
+    let mut sources: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         for r in from_batch::<CallRow>(&batch?)? {
             rows += 1;
+            if let Some(o) = &r.sourceobject
+                && !sources.contains(o)
+            {
+                sources.insert(o.clone());
+            }
             let Some(key) = r.accesskeyid.as_deref().filter(|k| all.contains(*k)) else {
                 continue; // names a chain key; made by someone else
             };
@@ -693,6 +703,29 @@ pub async fn investigate(
         }
     }
 
+    // Chain of custody: how many of the timeline's source objects a valid digest chain covered
+    // (what `keytrail ingest --verify-logs` recorded in the manifest).
+    let manifest = session.lake().manifest()?;
+    let records = manifest
+        .commits()
+        .iter()
+        .flat_map(|c| c.objects.iter())
+        .map(|o| (o.source.as_str(), o.custody.as_deref()));
+    let custody = keytrail_custody::source_coverage(sources.iter().map(String::as_str), records);
+    if custody.sources > 0 {
+        notes.push(format!(
+            "Chain of custody: {custody}{}.",
+            if custody
+                .by_status
+                .contains_key(keytrail_custody::coverage::NOT_CHECKED)
+            {
+                "; the objects not checked were ingested without --verify-logs (docs/custody.md)"
+            } else {
+                ""
+            }
+        ));
+    }
+
     let activity = Activity {
         first_seen: first.map(format_millis),
         last_seen: last.map(format_millis),
@@ -714,6 +747,7 @@ pub async fn investigate(
         blast_radius: blast.finish(),
         activity,
         timeline_rows: rows,
+        custody,
         notes,
         since: opts.since,
         until: opts.until,

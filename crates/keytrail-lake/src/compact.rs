@@ -31,7 +31,7 @@ use keytrail_model::schema::{col, timestamp_type};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::error::{IoContext, LakeError};
-use crate::index::{INDEX_TABLE, read_all};
+use crate::index::INDEX_TABLE;
 use crate::lake::{KeyDailyMode, Lake, rel_to_path};
 
 /// Rows in flight across all runs of one merge (each run's batch is a share of it).
@@ -270,14 +270,16 @@ pub fn compact(root: &Path) -> Result<CompactReport, LakeError> {
         .map(|f| f.record.path.clone())
         .collect();
     let kept: HashSet<&str> = kept_events.iter().map(String::as_str).collect();
-    let mut carried = read_all(&snap.index_files)?;
-    carried.retain(|e| kept.contains(e.file.as_str()));
     let covered: Vec<String> = snap
         .table_files(Table::Events)
         .filter(|f| f.indexed && kept.contains(f.record.path.as_str()))
         .map(|f| f.record.path.clone())
         .collect();
-    txn.carry_index(carried, covered);
+    txn.carry_index(
+        &snap.index_files,
+        |e| kept.contains(e.file.as_str()),
+        covered,
+    )?;
     for f in lake.manifest()?.live_files() {
         if f.table == INDEX_TABLE {
             txn.replace(&f.path);

@@ -21,9 +21,11 @@
 //! (`FileRecord::stats`), which prunes by time without opening anything. `docs/schema.md` says
 //! the same for other tools.
 
-use std::collections::HashSet;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::fs::File;
-use std::path::Path;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
@@ -35,7 +37,7 @@ use arrow::error::ArrowError;
 use keytrail_model::schema::{META_WRITER, UTC, col, timestamp_type};
 use keytrail_model::{Millis, time::day_of};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -224,43 +226,240 @@ pub fn write_index(
     mut entries: Vec<IndexEntry>,
 ) -> Result<crate::files::Written, LakeError> {
     entries.sort_unstable();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).at(dir)?;
-    }
-    let file = File::create(path).at(path)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(INDEX_ROW_GROUP_ROWS))
-        .set_column_bloom_filter_enabled(ColumnPath::from("accesskeyid"), true)
-        .set_column_bloom_filter_fpp(ColumnPath::from("accesskeyid"), 0.01)
-        .set_key_value_metadata(Some(vec![
-            KeyValue::new(META_INDEX_VERSION.to_owned(), INDEX_VERSION.to_string()),
-            KeyValue::new(META_WRITER.to_owned(), WRITER.to_owned()),
-            KeyValue::new("keytrail.run_id".to_owned(), run_id.to_owned()),
-        ]))
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(std::io::BufWriter::new(file), index_schema(), Some(props))
-            .map_err(|e| LakeError::parquet(path, e))?;
-    for chunk in entries.chunks(INDEX_ROW_GROUP_ROWS) {
-        let batch = entries_batch(chunk).map_err(|e| LakeError::arrow(path, e))?;
-        writer
-            .write(&batch)
-            .map_err(|e| LakeError::parquet(path, e))?;
-    }
-    let buf = writer
-        .into_inner()
+    let mut w = IndexWriter::create(path, run_id)?;
+    w.write(&entries)?;
+    w.close()
+}
+
+/// Writes sorted entries as an index file, one row group per `INDEX_ROW_GROUP_ROWS`.
+struct IndexWriter {
+    path: PathBuf,
+    writer: ArrowWriter<BufWriter<File>>,
+    pending: Vec<IndexEntry>,
+    rows: u64,
+}
+
+impl IndexWriter {
+    fn create(path: &Path, run_id: &str) -> Result<IndexWriter, LakeError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        let file = File::create(path).at(path)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(INDEX_ROW_GROUP_ROWS))
+            .set_column_bloom_filter_enabled(ColumnPath::from("accesskeyid"), true)
+            .set_column_bloom_filter_fpp(ColumnPath::from("accesskeyid"), 0.01)
+            .set_key_value_metadata(Some(vec![
+                KeyValue::new(META_INDEX_VERSION.to_owned(), INDEX_VERSION.to_string()),
+                KeyValue::new(META_WRITER.to_owned(), WRITER.to_owned()),
+                KeyValue::new("keytrail.run_id".to_owned(), run_id.to_owned()),
+            ]))
+            .build();
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            index_schema(),
+            Some(props),
+        )
         .map_err(|e| LakeError::parquet(path, e))?;
-    let file = buf
-        .into_inner()
-        .map_err(|e| LakeError::io(path, e.into_error()))?;
-    file.sync_all().at(path)?;
-    let bytes = file.metadata().at(path)?.len();
-    Ok(crate::files::Written {
-        rows: entries.len() as u64,
-        bytes,
-    })
+        Ok(IndexWriter {
+            path: path.to_owned(),
+            writer,
+            pending: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Add entries, in order after every entry written before.
+    fn write(&mut self, entries: &[IndexEntry]) -> Result<(), LakeError> {
+        for chunk in entries.chunks(INDEX_ROW_GROUP_ROWS) {
+            self.write_batch(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, entry: IndexEntry) -> Result<(), LakeError> {
+        self.pending.push(entry);
+        if self.pending.len() == INDEX_ROW_GROUP_ROWS {
+            let chunk = std::mem::take(&mut self.pending);
+            self.write_batch(&chunk)?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self, chunk: &[IndexEntry]) -> Result<(), LakeError> {
+        let batch = entries_batch(chunk).map_err(|e| LakeError::arrow(&self.path, e))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| LakeError::parquet(&self.path, e))?;
+        self.rows += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn close(mut self) -> Result<crate::files::Written, LakeError> {
+        let rest = std::mem::take(&mut self.pending);
+        self.write_batch(&rest)?;
+        let bytes = crate::files::close_durable(self.writer, &self.path)?;
+        Ok(crate::files::Written {
+            rows: self.rows,
+            bytes,
+        })
+    }
+}
+
+/// Entries held in memory before they are sorted and spilled to a run file (about 50 MiB).
+const SPILL_ENTRIES: usize = 256 * 1024;
+/// Entries read at a time from each run file while merging.
+const MERGE_BATCH: usize = 4096;
+
+/// Collects a run's index entries in bounded memory: past `SPILL_ENTRIES` they are sorted and
+/// spilled to a run file in the run's staging folder, and `finish` merges the runs into one
+/// index file, so an ingest of any size holds at most one spill's entries and one batch per
+/// run file.
+#[derive(Debug)]
+pub(crate) struct IndexSink {
+    dir: PathBuf,
+    buf: Vec<IndexEntry>,
+    runs: Vec<PathBuf>,
+    limit: usize,
+}
+
+impl IndexSink {
+    /// A sink spilling to `dir` (removed with the staging folder it is in).
+    pub(crate) fn new(dir: PathBuf) -> IndexSink {
+        IndexSink::with_limit(dir, SPILL_ENTRIES)
+    }
+
+    pub(crate) fn with_limit(dir: PathBuf, limit: usize) -> IndexSink {
+        IndexSink {
+            dir,
+            buf: Vec::new(),
+            runs: Vec::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    pub(crate) fn extend(
+        &mut self,
+        entries: impl IntoIterator<Item = IndexEntry>,
+    ) -> Result<(), LakeError> {
+        for e in entries {
+            self.buf.push(e);
+            if self.buf.len() >= self.limit {
+                self.spill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Add the entries of the index files at `paths` for which `keep` holds, read a batch at
+    /// a time.
+    pub(crate) fn extend_from_files(
+        &mut self,
+        paths: &[PathBuf],
+        keep: impl Fn(&IndexEntry) -> bool,
+    ) -> Result<(), LakeError> {
+        for path in paths {
+            for batch in batches(path, MERGE_BATCH)? {
+                let batch = batch?;
+                let mut entries = Vec::with_capacity(batch.num_rows());
+                read_entries_where(&batch, |_, _| true, &mut entries)
+                    .map_err(|e| LakeError::arrow(path, e))?;
+                self.extend(entries.into_iter().filter(|e| keep(e)))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<(), LakeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = self
+            .dir
+            .join(format!("index-spill-{}.parquet", self.runs.len()));
+        let mut entries = std::mem::take(&mut self.buf);
+        entries.sort_unstable();
+        let mut w = IndexWriter::create(&path, "spill")?;
+        w.write(&entries)?;
+        w.close()?;
+        self.runs.push(path);
+        Ok(())
+    }
+
+    /// Write every entry, sorted, as the index file at `path`; the run files are removed.
+    pub(crate) fn finish(
+        mut self,
+        path: &Path,
+        run_id: &str,
+    ) -> Result<crate::files::Written, LakeError> {
+        if self.runs.is_empty() {
+            return write_index(path, run_id, std::mem::take(&mut self.buf));
+        }
+        self.spill()?;
+        let mut cursors = Vec::with_capacity(self.runs.len());
+        let mut heap = BinaryHeap::new();
+        for (i, run) in self.runs.iter().enumerate() {
+            let mut c = RunCursor {
+                path: run.clone(),
+                batches: batches(run, MERGE_BATCH)?,
+                pending: VecDeque::new(),
+            };
+            if let Some(e) = c.next()? {
+                heap.push(Reverse((e, i)));
+            }
+            cursors.push(c);
+        }
+        let mut w = IndexWriter::create(path, run_id)?;
+        while let Some(Reverse((e, i))) = heap.pop() {
+            w.push(e)?;
+            if let Some(next) = cursors[i].next()? {
+                heap.push(Reverse((next, i)));
+            }
+        }
+        let written = w.close()?;
+        for run in &self.runs {
+            std::fs::remove_file(run).at(run)?;
+        }
+        Ok(written)
+    }
+}
+
+fn batches(
+    path: &Path,
+    size: usize,
+) -> Result<impl Iterator<Item = Result<RecordBatch, LakeError>>, LakeError> {
+    let file = File::open(path).at(path)?;
+    let reader: ParquetRecordBatchReader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| LakeError::parquet(path, e))?
+        .with_batch_size(size)
+        .build()
+        .map_err(|e| LakeError::parquet(path, e))?;
+    let path = path.to_owned();
+    Ok(reader.map(move |b| b.map_err(|e| LakeError::arrow(&path, e))))
+}
+
+struct RunCursor<I> {
+    path: PathBuf,
+    batches: I,
+    pending: VecDeque<IndexEntry>,
+}
+
+impl<I: Iterator<Item = Result<RecordBatch, LakeError>>> RunCursor<I> {
+    fn next(&mut self) -> Result<Option<IndexEntry>, LakeError> {
+        while self.pending.is_empty() {
+            let Some(batch) = self.batches.next() else {
+                return Ok(None);
+            };
+            let batch = batch?;
+            let mut entries = Vec::with_capacity(batch.num_rows());
+            read_entries_where(&batch, |_, _| true, &mut entries)
+                .map_err(|e| LakeError::arrow(&self.path, e))?;
+            self.pending.extend(entries);
+        }
+        Ok(self.pending.pop_front())
+    }
 }
 
 fn entries_batch(entries: &[IndexEntry]) -> Result<RecordBatch, ArrowError> {
@@ -534,5 +733,57 @@ mod tests {
         let mut want = entries;
         want.sort();
         assert_eq!(all, want);
+    }
+
+    #[test]
+    fn a_spilling_sink_writes_the_index_an_unspilled_one_does() {
+        // 1,000 entries in a scrambled order, 7 at a time in memory: 143 run files merged.
+        let entries: Vec<IndexEntry> = (0..1000u64)
+            .map(|i| {
+                let j = (i * 389) % 1000;
+                IndexEntry {
+                    key: format!("AKIA{:04}", j % 97),
+                    named: j % 3 == 0,
+                    file: format!("events/date=2024-01-01/part-{}.parquet", j % 5),
+                    first_row: j,
+                    rows: 1 + j % 4,
+                    min_time: j as i64,
+                    max_time: j as i64 + 10,
+                }
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tmp");
+        let spill = dir.path().join("spill");
+        let mut sink = IndexSink::with_limit(spill.clone(), 7);
+        sink.extend(entries.iter().cloned()).expect("extend");
+        assert_eq!(std::fs::read_dir(&spill).expect("runs").count(), 142);
+        let merged = dir.path().join("merged.parquet");
+        let w = sink.finish(&merged, "run").expect("finish");
+        assert_eq!(w.rows, 1000);
+        assert_eq!(std::fs::read_dir(&spill).expect("runs").count(), 0);
+        let plain = dir.path().join("plain.parquet");
+        write_index(&plain, "run", entries.clone()).expect("write");
+        let mut want = entries.clone();
+        want.sort();
+        // Written in sorted order, row for row the same as the index written from memory.
+        assert_eq!(
+            read_all(std::slice::from_ref(&merged)).expect("merged"),
+            want
+        );
+        assert_eq!(read_all(&[plain]).expect("plain"), want);
+        // Carried from a file through a sink with a filter: only the kept entries.
+        let mut carried = IndexSink::with_limit(dir.path().join("spill2"), 10);
+        carried
+            .extend_from_files(&[merged], |e| e.file.ends_with("part-3.parquet"))
+            .expect("carry");
+        let out = dir.path().join("carried.parquet");
+        assert_eq!(carried.finish(&out, "run").expect("finish").rows, 200);
+        let got = read_all(&[out]).expect("carried");
+        assert_eq!(
+            got,
+            want.into_iter()
+                .filter(|e| e.file.ends_with("part-3.parquet"))
+                .collect::<Vec<_>>()
+        );
     }
 }

@@ -133,8 +133,8 @@ impl KeyDaily {
         let ip = strings(batch, &["sourceipaddress"])?;
         let agent = strings(batch, &["useragent"])?;
         let error = strings(batch, &["errorcode"])?;
-        let recipient = strings(batch, &["recipientaccountid"])?;
-        let account = strings(batch, &["useridentity", "accountid"])?;
+        // The caller's account, as the `calleraccountid` fact decides it.
+        let account = strings(batch, &["calleraccountid"])?;
         let ptype = strings(batch, &["useridentity", "type"])?;
         let arn = strings(batch, &["useridentity", "arn"])?;
         let pid = strings(batch, &["useridentity", "principalid"])?;
@@ -148,7 +148,7 @@ impl KeyDaily {
             let latest = Latest {
                 time: t,
                 event_id: opt(event_id, i),
-                account_id: opt(account, i).or_else(|| opt(recipient, i)),
+                account_id: opt(account, i),
                 principal_type: opt(ptype, i),
                 principal_arn: opt(arn, i),
                 principal_id: opt(pid, i),

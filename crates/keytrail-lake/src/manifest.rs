@@ -216,17 +216,11 @@ impl Manifest {
         self.commits.iter().find(|c| c.run_id == run_id)
     }
 
-    /// The files of `table` the lake holds now (added and not replaced since), relative paths.
+    /// The files the lake holds now (added and not replaced since), relative paths.
     pub fn live_files(&self) -> Vec<&FileRecord> {
-        let replaced: std::collections::HashSet<&str> = self
-            .commits
-            .iter()
-            .flat_map(|c| c.replaced.iter().map(String::as_str))
-            .collect();
-        self.commits
-            .iter()
-            .flat_map(|c| c.files.iter())
-            .filter(|f| !replaced.contains(f.path.as_str()))
+        self.live_files_versioned()
+            .into_iter()
+            .map(|(f, _)| f)
             .collect()
     }
 

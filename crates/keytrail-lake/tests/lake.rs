@@ -1,6 +1,6 @@
 //! Transactions against a real directory: commit, merge, abort, recovery, conflicts.
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use keytrail_lake::files::read_file;
 use keytrail_lake::{Lake, LakeError, ObjectRecord};
@@ -219,4 +219,325 @@ fn opening_a_directory_that_is_not_a_lake_says_so() {
     let dir = tempfile::tempdir().expect("tmp");
     let err = Lake::open(dir.path()).expect_err("not a lake").to_string();
     assert!(err.contains("not a keytrail lake"), "{err}");
+}
+
+/// Rows of every live file of `table`, as `(key, event id)`, sorted.
+fn rows_of(lake: &Lake, table: Table) -> Vec<(Option<String>, Option<String>)> {
+    let snap = lake.snapshot().expect("snapshot");
+    let mut out = Vec::new();
+    for f in snap.table_files(table) {
+        for b in read_file(&snap.path(&f.record.path)).expect("read") {
+            let k = b
+                .column_by_name("accesskeyid")
+                .expect("k")
+                .as_string::<i32>();
+            let id = b.column_by_name("eventid").expect("id").as_string::<i32>();
+            for i in 0..b.num_rows() {
+                out.push((
+                    k.is_valid(i).then(|| k.value(i).to_owned()),
+                    id.is_valid(i).then(|| id.value(i).to_owned()),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Three runs writing the same day: one file per run (its pieces as row groups), each indexed.
+fn three_runs(lake: &Lake) {
+    for run in 0..3 {
+        let t = lake.begin(FilterSpec::all()).expect("begin");
+        for piece in 0..2 {
+            let lines: Vec<String> = (0..5)
+                .map(|i| {
+                    event(
+                        &format!("AKIA{}", (b'A' + i as u8) as char),
+                        &format!("2024-01-01T{:02}:{piece}{run}:00Z", 10 + i),
+                        &format!("r{run}p{piece}e{i}"),
+                    )
+                })
+                .collect();
+            t.write(Table::Events, DAY, &[batch(&lines)])
+                .expect("write");
+        }
+        t.commit(vec![object(&format!("o{run}"), &format!("h{run}"))])
+            .expect("commit");
+    }
+}
+
+#[test]
+fn a_runs_day_is_one_file_and_the_key_index_finds_each_keys_rows() {
+    use keytrail_lake::Relation;
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    three_runs(&lake);
+    let snap = lake.snapshot().expect("snapshot");
+    let files: Vec<_> = snap.table_files(Table::Events).collect();
+    assert_eq!(files.len(), 3, "one file per run and day");
+    assert!(files.iter().all(|f| f.indexed && f.record.rows == 10));
+    let stats = files[0].record.stats.as_ref().expect("stats");
+    assert_eq!(
+        (stats.min_key.as_deref(), stats.max_key.as_deref()),
+        (Some("AKIAA"), Some("AKIAE"))
+    );
+    assert_eq!(snap.index_files.len(), 3);
+    // AKIAC: one run of rows per row group (two pieces) per file.
+    let found = snap.lookup(&["AKIAC"], Relation::Held).expect("lookup");
+    assert_eq!(found.len(), 6);
+    assert!(found.iter().all(|e| e.rows == 1));
+    assert!(
+        snap.lookup(&["AKIAZ"], Relation::Any)
+            .expect("lookup")
+            .is_empty()
+    );
+    // The entries point at the rows that hold the key.
+    for e in &found {
+        let b = &read_file(&snap.path(&e.file)).expect("read")[0];
+        let k = b
+            .column_by_name("accesskeyid")
+            .expect("k")
+            .as_string::<i32>();
+        assert_eq!(k.value(e.first_row as usize), "AKIAC");
+    }
+    assert!(lake.verify().expect("verify").problems.is_empty());
+}
+
+#[test]
+fn compaction_merges_each_day_keeps_every_row_and_one_index() {
+    use keytrail_lake::Relation;
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    three_runs(&lake);
+    let before = rows_of(&lake, Table::Events);
+    let kd_before = key_daily_events(&lake);
+    // A reader that planned with the old files still reads them after the compaction.
+    let old = lake.snapshot().expect("snapshot");
+    let r = keytrail_lake::compact::compact(dir.path()).expect("compact");
+    assert_eq!(
+        (r.partitions, r.files_in, r.files_out, r.rows, r.index_files),
+        (1, 3, 1, 30, 3)
+    );
+    assert_eq!(rows_of(&lake, Table::Events), before);
+    assert_eq!(key_daily_events(&lake), kd_before, "key_daily untouched");
+    let snap = lake.snapshot().expect("snapshot");
+    assert_eq!(snap.table_files(Table::Events).count(), 1);
+    assert_eq!(snap.index_files.len(), 1);
+    let f = snap.table_files(Table::Events).next().expect("file");
+    // Fully sorted now: AKIAC's six rows are one run.
+    let found = snap.lookup(&["AKIAC"], Relation::Held).expect("lookup");
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].file.as_str(), found[0].rows),
+        (f.record.path.as_str(), 6)
+    );
+    assert!(lake.verify().expect("verify").problems.is_empty());
+    for f in old.table_files(Table::Events) {
+        assert!(!old.path(&f.record.path).exists(), "gone from the table");
+        let retired = dir
+            .path()
+            .join("_keytrail/retired")
+            .read_dir()
+            .expect("retired")
+            .map(|e| e.expect("e").path().join(&f.record.path))
+            .any(|p| p.exists());
+        assert!(retired, "kept for readers: {}", f.record.path);
+    }
+    // Nothing left to do.
+    let again = keytrail_lake::compact::compact(dir.path()).expect("compact");
+    assert_eq!((again.partitions, again.files_in), (0, 0));
+}
+
+#[test]
+fn two_rewrites_of_the_same_files_cannot_both_commit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    three_runs(&lake);
+    let snap = lake.snapshot().expect("snapshot");
+    let first = snap
+        .table_files(Table::Events)
+        .next()
+        .expect("file")
+        .record
+        .path
+        .clone();
+    let a = lake
+        .begin_rewrite(keytrail_lake::KeyDailyMode::Keep)
+        .expect("a");
+    let b = lake
+        .begin_rewrite(keytrail_lake::KeyDailyMode::Keep)
+        .expect("b");
+    for t in [&a, &b] {
+        let rows = read_file(&snap.path(&first)).expect("read");
+        t.write(Table::Events, DAY, &rows).expect("write");
+        t.replace(&first);
+    }
+    a.commit(Vec::new()).expect("a commits");
+    let err = b.commit(Vec::new()).expect_err("b is refused");
+    assert!(
+        matches!(err, LakeError::Superseded { count: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(rows_of(&lake, Table::Events).len(), 30, "no row twice");
+}
+
+/// A lake as schema version 1 wrote it: the fact columns absent from every events file, no
+/// key index, commit records and `lake.json` of version 1. Three days of events.
+fn v1_lake(root: &std::path::Path) -> Vec<(Option<String>, Option<String>)> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    let lake = Lake::create(root).expect("lake");
+    for day in 0..3 {
+        let t = lake.begin(FilterSpec::all()).expect("begin");
+        let lines: Vec<String> = (0..4)
+            .map(|i| {
+                event(
+                    &format!("AKIA{i}"),
+                    &format!("2024-01-0{}T0{i}:00:00Z", day + 1),
+                    &format!("d{day}e{i}"),
+                )
+            })
+            .collect();
+        t.write(Table::Events, DAY + day, &[batch(&lines)])
+            .expect("write");
+        t.commit(vec![object(&format!("v1-{day}"), &format!("v1h{day}"))])
+            .expect("commit");
+    }
+    let rows = rows_of(&lake, Table::Events);
+    let facts: Vec<String> = keytrail_model::schema::fact_fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let snap = lake.snapshot().expect("snapshot");
+    for f in snap.table_files(Table::Events) {
+        let path = snap.path(&f.record.path);
+        let batches = read_file(&path).expect("read");
+        let keep: Vec<usize> = (0..batches[0].num_columns())
+            .filter(|i| !facts.contains(batches[0].schema().field(*i).name()))
+            .collect();
+        let props = WriterProperties::builder()
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                "keytrail.schema_version".to_owned(),
+                "1".to_owned(),
+            )]))
+            .build();
+        let schema = std::sync::Arc::new(batches[0].schema().project(&keep).expect("project"));
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(&path).expect("create"),
+            std::sync::Arc::new(arrow::datatypes::Schema::new(schema.fields().clone())),
+            Some(props),
+        )
+        .expect("writer");
+        for b in &batches {
+            let b = b.project(&keep).expect("project");
+            let b = RecordBatch::try_new(
+                std::sync::Arc::new(arrow::datatypes::Schema::new(schema.fields().clone())),
+                b.columns().to_vec(),
+            )
+            .expect("batch");
+            w.write(&b).expect("write");
+        }
+        w.close().expect("close");
+    }
+    let manifest = root.join("_keytrail/manifest");
+    for e in std::fs::read_dir(&manifest).expect("manifest") {
+        let p = e.expect("e").path();
+        let mut c: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        c["schema_version"] = serde_json::json!(1);
+        let files: Vec<serde_json::Value> = c["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter(|f| f["table"] != "key_index")
+            .map(|f| {
+                let mut f = f.clone();
+                if let Some(o) = f.as_object_mut() {
+                    o.remove("stats");
+                }
+                let size = std::fs::metadata(root.join(f["path"].as_str().expect("path")))
+                    .expect("file")
+                    .len();
+                f["bytes"] = serde_json::json!(size);
+                f
+            })
+            .collect();
+        c["files"] = serde_json::json!(files);
+        std::fs::write(&p, serde_json::to_vec_pretty(&c).expect("json")).expect("write");
+    }
+    let _ = std::fs::remove_dir_all(root.join("_keytrail/index"));
+    let info = root.join("_keytrail/lake.json");
+    let mut i: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&info).expect("read")).expect("json");
+    i["schema_version"] = serde_json::json!(1);
+    std::fs::write(&info, serde_json::to_vec(&i).expect("json")).expect("write");
+    rows
+}
+
+fn check_upgraded(root: &std::path::Path, want: &[(Option<String>, Option<String>)]) {
+    let lake = Lake::open(root).expect("version 2 now");
+    assert_eq!(rows_of(&lake, Table::Events), want);
+    let snap = lake.snapshot().expect("snapshot");
+    assert_eq!(snap.table_files(Table::Events).count(), 3);
+    assert!(snap.table_files(Table::Events).all(|f| f.indexed));
+    for f in snap.table_files(Table::Events) {
+        let b = &read_file(&snap.path(&f.record.path)).expect("read")[0];
+        let denied = b
+            .column_by_name("denied")
+            .expect("the denied fact")
+            .as_boolean();
+        assert_eq!(denied.true_count(), 0);
+    }
+    let v = lake.verify().expect("verify");
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+    assert_eq!(v.rows.get("events"), Some(&12));
+    assert_eq!(v.rows.get("key_daily"), Some(&12));
+}
+
+#[test]
+fn an_old_lake_is_refused_until_upgraded_exactly_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let want = v1_lake(dir.path());
+    let err = Lake::open(dir.path()).expect_err("version 1").to_string();
+    assert!(
+        err.contains("schema version 1") && err.contains("keytrail lake upgrade"),
+        "{err}"
+    );
+    let r = keytrail_lake::upgrade::upgrade(dir.path(), |_| {}).expect("upgrade");
+    assert_eq!(
+        (r.from_version, r.to_version, r.days, r.files, r.rows),
+        (1, 2, 3, 3, 12)
+    );
+    check_upgraded(dir.path(), &want);
+    let again = keytrail_lake::upgrade::upgrade(dir.path(), |_| {}).expect("again");
+    assert_eq!((again.from_version, again.days), (2, 0));
+}
+
+/// Run by [`an_upgrade_killed_at_any_point_finishes_on_the_next_run`] in a child process,
+/// which `KEYTRAIL_CRASH_AT` aborts.
+#[test]
+fn upgrade_child() {
+    if let Ok(root) = std::env::var("KEYTRAIL_TEST_UPGRADE_CHILD") {
+        let _ = keytrail_lake::upgrade::upgrade(std::path::Path::new(&root), |_| {});
+    }
+}
+
+#[test]
+fn an_upgrade_killed_at_any_point_finishes_on_the_next_run() {
+    for point in ["before-commit", "after-commit", "mid-publish"] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let want = v1_lake(dir.path());
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--exact", "upgrade_child", "--nocapture"])
+            .env("KEYTRAIL_TEST_UPGRADE_CHILD", dir.path())
+            .env("KEYTRAIL_CRASH_AT", point)
+            .output()
+            .expect("child");
+        assert!(!out.status.success(), "{point}: the child was killed");
+        assert!(Lake::open(dir.path()).is_err(), "{point}: still version 1");
+        let r = keytrail_lake::upgrade::upgrade(dir.path(), |_| {}).expect("upgrade");
+        assert_eq!(r.from_version, 1, "{point}");
+        check_upgraded(dir.path(), &want);
+    }
 }

@@ -32,6 +32,20 @@ use keytrail_engine::{EngineError, LakeSession, SessionOptions, block_on};
 
 pub use inventory::Inventory;
 
+/// Set a session up for the reports' statements. They union `key_daily` with days
+/// re-aggregated from `events`; the two tables' schema metadata differ (`keytrail.table`),
+/// which DataFusion's physical planner takes for a schema mismatch under an aggregate. The
+/// columns and types are the same.
+pub async fn prepare(session: &LakeSession) -> Result<(), ReportError> {
+    session
+        .context()
+        .sql("SET datafusion.execution.skip_physical_aggregate_schema_check = true")
+        .await?
+        .collect()
+        .await?;
+    Ok(())
+}
+
 /// What can go wrong making a report.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -189,15 +203,7 @@ pub async fn run(
         _ => {}
     }
     register_inventory(session, inventory)?;
-    // The reports union `key_daily` with days re-aggregated from `events`; the two tables'
-    // schema metadata differ (`keytrail.table`), which DataFusion's physical planner takes for
-    // a schema mismatch under an aggregate. The columns and types are the same.
-    session
-        .context()
-        .sql("SET datafusion.execution.skip_physical_aggregate_schema_check = true")
-        .await?
-        .collect()
-        .await?;
+    prepare(session).await?;
     let has_inventory = !inventory.is_empty();
     let window = req.kind.window(as_of);
     let statement = match req.kind {

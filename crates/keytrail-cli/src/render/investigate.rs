@@ -274,6 +274,7 @@ pub async fn render(
                 "derived",
                 "blast_radius",
                 "activity",
+                "custody",
                 "timeline_rows",
             ] {
                 writeln!(out, "{},", member(name, &v[name])?)?;

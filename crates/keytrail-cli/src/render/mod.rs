@@ -12,9 +12,8 @@ use std::io::Write;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use keytrail_engine::arrow::array::{Array, RecordBatch};
+use keytrail_engine::arrow::array::RecordBatch;
 use keytrail_engine::arrow::datatypes::SchemaRef;
-use keytrail_engine::arrow::util::display::{ArrayFormatter, FormatOptions};
 use keytrail_engine::datafusion::execution::SendableRecordBatchStream;
 
 /// An output format.
@@ -50,37 +49,13 @@ impl Format {
     }
 }
 
-fn options() -> FormatOptions<'static> {
-    FormatOptions::default()
-        .with_null("")
-        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%SZ"))
-}
-
-/// Every cell of a batch as text, row by row.
+/// Every cell of a batch as text, row by row (nulls empty, timestamps RFC 3339).
 pub fn batch_cells(b: &RecordBatch) -> anyhow::Result<Vec<Vec<String>>> {
-    let opts = options();
-    let fmts = b
-        .columns()
-        .iter()
-        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-        .collect::<Result<Vec<_>, _>>()
-        .context("formatting results")?;
-    let mut rows = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        rows.push(
-            fmts.iter()
-                .zip(b.columns())
-                .map(|(f, c)| {
-                    if c.is_null(i) {
-                        String::new()
-                    } else {
-                        f.value(i).to_string()
-                    }
-                })
-                .collect(),
-        );
-    }
-    Ok(rows)
+    Ok(
+        keytrail_engine::rows::cells(&b.schema(), std::slice::from_ref(b))
+            .context("formatting results")?
+            .1,
+    )
 }
 
 fn header(schema: &SchemaRef) -> Vec<String> {

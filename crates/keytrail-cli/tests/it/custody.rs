@@ -536,6 +536,30 @@ fn ingest_records_which_objects_a_valid_chain_covers() {
         "3 of 4 source objects were covered by a valid digest chain (1 modified)"
     );
 
+    // And `investigate` says it of its timeline's sources: every log of the trail holds the
+    // one key's calls.
+    let out = run_code(
+        keytrail()
+            .args([
+                "investigate",
+                "AKIAIOSFODNN7EXAMPLE",
+                "--format",
+                "json",
+                "--lake",
+            ])
+            .arg(&lake),
+        0,
+    );
+    let inv: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(inv["custody"]["sources"], 18);
+    assert_eq!(inv["custody"]["covered"], 14);
+    assert!(
+        inv["notes"].as_array().expect("notes").iter().any(|n| n.as_str()
+            == Some("Chain of custody: 14 of 18 source objects were covered by a valid digest chain (1 modified, 3 unverified).")),
+        "{}",
+        inv["notes"]
+    );
+
     // The human summary says it.
     let lake2 = tmp.path().join("lake2");
     let out = run_code(

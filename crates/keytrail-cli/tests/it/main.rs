@@ -1,11 +1,14 @@
 //! keytrail's integration tests: the real binary against real directories. One test binary;
 //! helpers in `util`, one module per area.
 
+mod consistency;
 mod corrupt;
 mod crash;
 mod custody;
 mod ddl;
 mod detect;
+mod faults;
+mod hostile;
 mod ingest;
 mod investigate;
 mod key_info;

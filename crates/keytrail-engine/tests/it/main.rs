@@ -1,3 +1,4 @@
 //! keytrail-engine's integration tests, in one binary.
 
+mod prune;
 mod session;

@@ -579,3 +579,182 @@ fn real_captures_a_federation_token_used_next_and_a_key_made_for_another_user() 
         attach.resource
     );
 }
+
+/// `n` characters of a base32 key body from a number (fixture key IDs).
+fn key_body(prefix: &str, n: usize) -> String {
+    format!("{prefix}QXCHAIN{n:013}")
+}
+
+/// Every minting call the chain follows, shaped as CloudTrail writes them: AssumeRoot (root
+/// credentials for a member account), GetSessionToken, GetFederationToken, CreateAccessKey,
+/// and AssumeRole chained past the depth limit; a DeleteAccessKey deactivates the created key.
+#[test]
+fn every_minting_call_and_the_depth_limit() {
+    const ROOTKEY: &str = "ASIAQXASSUMEROOTKEY1";
+    const SESSIONK: &str = "ASIAQXSESSIONTOKEN01";
+    const FEDK: &str = "ASIAQXFEDERATIONKEY1";
+    const NEWKEY: &str = "AKIAQXCREATEDKEY0001";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let logs = tmp.path().join("logs");
+    let mut events = vec![
+        event(
+            LEAKED,
+            USER,
+            "2024-12-02T00:00:00Z",
+            "sts.amazonaws.com",
+            "AssumeRoot",
+            json!({"targetPrincipal": "210987654321", "taskPolicyArn": {"arn": "arn:aws:iam::aws:policy/root-task/IAMDeleteRootUserCredentials"}}),
+            json!({"credentials": {"accessKeyId": ROOTKEY, "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLETOKEN", "expiration": "Dec 2, 2024, 12:15:00 AM"}, "sourceIdentity": "deploy"}),
+            None,
+        ),
+        event(
+            ROOTKEY,
+            "arn:aws:iam::210987654321:root",
+            "2024-12-02T00:01:00Z",
+            "iam.amazonaws.com",
+            "DeleteLoginProfile",
+            json!({}),
+            Value::Null,
+            None,
+        ),
+        event(
+            LEAKED,
+            USER,
+            "2024-12-02T00:02:00Z",
+            "sts.amazonaws.com",
+            "GetSessionToken",
+            json!({"durationSeconds": 3600}),
+            json!({"credentials": {"accessKeyId": SESSIONK, "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLETOKEN", "expiration": "2024-12-02T01:02:00Z"}}),
+            None,
+        ),
+        event(
+            LEAKED,
+            USER,
+            "2024-12-02T00:03:00Z",
+            "sts.amazonaws.com",
+            "GetFederationToken",
+            json!({"name": "svc"}),
+            creds(
+                FEDK,
+                (
+                    "federatedUser",
+                    "arn:aws:sts::123456789012:federated-user/svc",
+                ),
+            ),
+            None,
+        ),
+        event(
+            LEAKED,
+            USER,
+            "2024-12-02T00:04:00Z",
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            json!({"userName": "svc-backup"}),
+            json!({"accessKey": {"accessKeyId": NEWKEY, "status": "Active", "userName": "svc-backup", "createDate": "Dec 2, 2024, 12:04:00 AM"}}),
+            None,
+        ),
+        event(
+            RESPONDER,
+            "arn:aws:sts::123456789012:assumed-role/SecOps/me",
+            "2024-12-02T00:30:00Z",
+            "iam.amazonaws.com",
+            "DeleteAccessKey",
+            json!({"accessKeyId": NEWKEY, "userName": "svc-backup"}),
+            Value::Null,
+            None,
+        ),
+        event(
+            NEWKEY,
+            "arn:aws:iam::123456789012:user/svc-backup",
+            "2024-12-02T00:10:00Z",
+            "s3.amazonaws.com",
+            "ListBuckets",
+            json!({}),
+            Value::Null,
+            None,
+        ),
+    ];
+    // Role chaining 40 links deep from the session key: only MAX_DEPTH links are followed.
+    let mut parent = SESSIONK.to_owned();
+    for i in 0..40 {
+        let child = key_body("ASIA", i);
+        let t = format!("2024-12-02T01:{:02}:{:02}Z", i / 30, (i % 30) * 2);
+        events.push(event(
+            &parent,
+            "arn:aws:sts::123456789012:assumed-role/Hop/x",
+            &t,
+            "sts.amazonaws.com",
+            "AssumeRole",
+            json!({"roleArn": "arn:aws:iam::123456789012:role/Hop", "roleSessionName": "x"}),
+            creds(
+                &child,
+                (
+                    "assumedRoleUser",
+                    "arn:aws:sts::123456789012:assumed-role/Hop/x",
+                ),
+            ),
+            None,
+        ));
+        parent = child;
+    }
+    let p = logs.join(format!(
+        "AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2024/12/02/{ACCOUNT}_CloudTrail_us-east-1_20241202T0000Z_MINTINGCALLS0001.json.gz"
+    ));
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&serde_json::to_vec(&json!({"Records": events})).expect("json"))
+        .expect("gz");
+    std::fs::write(p, gz.finish().expect("gz")).expect("write");
+    let lake = lake_of(&logs, tmp.path());
+
+    let (inv, timeline) = run(&lake, &opts(&[LEAKED]));
+    let first: Vec<(&str, &str)> = inv
+        .derived
+        .iter()
+        .take(4)
+        .map(|e| (e.event_name.as_str(), e.child.as_str()))
+        .collect();
+    assert_eq!(
+        first,
+        vec![
+            ("AssumeRoot", ROOTKEY),
+            ("GetSessionToken", SESSIONK),
+            ("GetFederationToken", FEDK),
+            ("CreateAccessKey", NEWKEY),
+        ]
+    );
+    let root = &inv.derived[0];
+    assert_eq!(root.expiration.as_deref(), Some("2024-12-02T00:15:00Z"));
+    let deepest = inv.keys.iter().map(|k| k.depth).max();
+    assert_eq!(deepest, Some(keytrail_investigate::MAX_DEPTH));
+    // LEAKED (0), its four children (1), then the hops: SESSIONK's first hop at depth 2 …
+    // down to depth MAX_DEPTH, so MAX_DEPTH - 1 hop keys; the note names the last of them,
+    // whose own minting calls were not followed.
+    assert_eq!(
+        inv.keys.len(),
+        1 + 4 + (keytrail_investigate::MAX_DEPTH - 1)
+    );
+    assert!(
+        inv.notes
+            .iter()
+            .any(|n| n.contains("deeper than 32 links") && n.contains(&key_body("ASIA", 30))),
+        "{:?}",
+        inv.notes
+    );
+    // DeleteAccessKey is a deactivation; the created key used before it raises no note.
+    let created = inv.keys.iter().find(|k| k.key == NEWKEY).expect("created");
+    let d = created.deactivated.as_ref().expect("deleted");
+    assert_eq!(
+        (d.action.as_str(), d.time.as_str()),
+        ("DeleteAccessKey", "2024-12-02T00:30:00Z")
+    );
+    assert_eq!(
+        d.by.as_deref(),
+        Some("arn:aws:sts::123456789012:assumed-role/SecOps/me")
+    );
+    let deletion = timeline
+        .iter()
+        .find(|t| t.event_name.as_deref() == Some("DeleteAccessKey"))
+        .expect("the deletion is in the timeline");
+    assert_eq!(deletion.relation, "names-chain-key");
+}
