@@ -144,6 +144,32 @@ fn a_sigma_rule_finds_its_events_in_a_lake_with_its_tags() {
         .collect();
     assert_eq!(keys, vec!["AKIAFBJ48BV9CGRBRKGM", "AKIAGGWFBBHBE7D3M9WI"]);
     for f in &lines {
+        // The stable field names of a finding line (docs/rules.md "Findings as JSON lines").
+        let names: Vec<&str> = f
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut want = vec![
+            "rule",
+            "title",
+            "severity",
+            "category",
+            "source",
+            "time",
+            "last",
+            "key",
+            "principal",
+            "account",
+            "source_ip",
+            "reason",
+            "events",
+            "details",
+            "tags",
+        ];
+        want.sort_unstable();
+        let mut got = names.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
         assert_eq!(f["rule"], "5d0e2b0a-1c1e-4a51-9b57-0b7f3f4c7a01");
         assert_eq!(f["severity"], "high");
         assert_eq!(
