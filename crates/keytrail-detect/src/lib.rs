@@ -392,7 +392,33 @@ pub async fn detect_in(
     let rules: Vec<&Rule> = opts.rules.rules.iter().collect();
     let hits = scan::scan(ctx, &rules, "events", &window).await?;
     let mut all = group_hits(&rules, hits);
-    routine_rules(&mut all, opts.config.routine_days);
+    // Whether a rule finding is routine depends on the days before `--since` too: the rules
+    // that found something that could be routine are run again over the history before it.
+    let past = match opts.since {
+        Some(since) => {
+            let maybe: Vec<&Rule> = rules
+                .iter()
+                .filter(|r| {
+                    r.severity > Severity::Info
+                        && r.severity <= Severity::Medium
+                        && all.iter().any(|f| f.rule == r.id)
+                })
+                .copied()
+                .collect();
+            if maybe.is_empty() {
+                Vec::new()
+            } else {
+                let before = scan::window_sql(None, Some(since), partitioned);
+                group_hits(&maybe, scan::scan(ctx, &maybe, "events", &before).await?)
+            }
+        }
+        None => Vec::new(),
+    };
+    let n_past = past.len();
+    let mut with_past = past;
+    with_past.append(&mut all);
+    routine_rules(&mut with_past, opts.config.routine_days);
+    let mut all = with_past.split_off(n_past);
     if opts.detectors {
         let reported: std::collections::HashSet<String> = all
             .iter()
@@ -609,8 +635,8 @@ fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
 }
 
 /// A rule finding of medium or lower severity whose rule matched the same principal (the
-/// role, for role sessions) on `routine_days` or more earlier days of the scanned window is
-/// routine for it (a daily admin task): it is kept, at info, and says so. High and critical
+/// role, for role sessions) on `routine_days` or more earlier days (`findings` holds the
+/// history: `detect_in` adds the matches before `--since`) is routine for it (a daily admin task): it is kept, at info, and says so. High and critical
 /// rules are never routine.
 pub fn routine_rules(findings: &mut [Finding], routine_days: usize) {
     let who = |f: &Finding| {

@@ -810,3 +810,63 @@ fn abused_calls_after_refusals_are_medium_unless_routine_or_only_throttled() {
         ]
     );
 }
+
+#[test]
+fn a_rule_matching_daily_before_since_is_routine_after_it() {
+    const DAY: i64 = 24 * HOUR;
+    let key = "AKIASSMSSMSSMSSMSSM1";
+    let records: Vec<(String, Value)> = ["s-0", "s-1", "s-2", "s-3"]
+        .iter()
+        .enumerate()
+        .map(|(d, id)| {
+            let x = E {
+                src: "ssm.amazonaws.com",
+                ..e(
+                    id,
+                    d as i64 * DAY + 10 * HOUR,
+                    key,
+                    "SendCommand",
+                    "198.51.100.7",
+                )
+            };
+            let v = record(
+                &x,
+                user(key),
+                json!({"documentName": "AWS-RunShellScript"}),
+                Value::Null,
+            );
+            ((*id).to_owned(), v)
+        })
+        .collect();
+    let batch = batch_of(&records).expect("records decode");
+    let found = |since: Option<i64>| -> Vec<(String, Severity)> {
+        let mut ctx = session_with(batch.clone(), 2).expect("session");
+        let opts = DetectOptions {
+            since,
+            min_severity: Severity::Info,
+            detectors: false,
+            rules: keytrail_detect::RuleSet::bundled().expect("bundled rules"),
+            ..DetectOptions::default()
+        };
+        block_on(2, async move { detect_in(&mut ctx, true, &opts).await })
+            .expect("detect")
+            .findings
+            .into_iter()
+            .filter(|f| f.rule == "ssm-command-or-session")
+            .map(|f| (f.events.join(" "), f.severity))
+            .collect()
+    };
+    let m = |id: &str, s: Severity| (id.to_owned(), s);
+    // The fourth day's command is routine: three earlier days.
+    assert_eq!(
+        found(None),
+        vec![
+            m("s-0", Severity::Medium),
+            m("s-1", Severity::Medium),
+            m("s-2", Severity::Medium),
+            m("s-3", Severity::Info),
+        ]
+    );
+    // The same when only the fourth day is reported: the days before `--since` count.
+    assert_eq!(found(Some(T0 + 3 * DAY)), vec![m("s-3", Severity::Info)]);
+}
