@@ -311,6 +311,10 @@ pub struct DetectOptions {
     pub detectors: bool,
     pub config: detectors::Config,
     pub threads: usize,
+    /// IDs of events that rules run elsewhere already reported at low or above (`keytrail
+    /// follow` runs the rules over the new events in a pass of their own): like the events
+    /// this run's rules report, `kt-abused-call` does not report them again below medium.
+    pub reported: std::collections::HashSet<String>,
 }
 
 impl Default for DetectOptions {
@@ -323,6 +327,7 @@ impl Default for DetectOptions {
             detectors: true,
             config: detectors::Config::default(),
             threads: SessionOptions::default().threads,
+            reported: std::collections::HashSet::new(),
         }
     }
 }
@@ -420,11 +425,12 @@ pub async fn detect_in(
     routine_rules(&mut with_past, opts.config.routine_days);
     let mut all = with_past.split_off(n_past);
     if opts.detectors {
-        let reported: std::collections::HashSet<String> = all
+        let mut reported: std::collections::HashSet<String> = all
             .iter()
             .filter(|f| f.severity >= Severity::Low)
             .flat_map(|f| f.events.iter().cloned())
             .collect();
+        reported.extend(opts.reported.iter().cloned());
         let mut found = detectors::run(ctx, &opts.config).await?;
         found.extend(catalog::run(ctx, &opts.config, &reported).await?);
         all.extend(found.into_iter().filter(|f| {

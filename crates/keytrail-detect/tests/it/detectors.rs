@@ -870,3 +870,34 @@ fn a_rule_matching_daily_before_since_is_routine_after_it() {
     // The same when only the fourth day is reported: the days before `--since` count.
     assert_eq!(found(Some(T0 + 3 * DAY)), vec![m("s-3", Severity::Info)]);
 }
+
+#[test]
+fn events_reported_by_rules_elsewhere_are_not_reported_again_by_the_catalog() {
+    let key = "AKIASTOPSTOPSTOPSTOP";
+    let x = E {
+        src: "cloudtrail.amazonaws.com",
+        ..e("stop-1", 10 * HOUR, key, "StopLogging", "198.51.100.7")
+    };
+    let v = record(&x, user(key), json!({"name": "main"}), Value::Null);
+    let batch = batch_of(&[("stop-1".to_owned(), v)]).expect("records decode");
+    let found = |reported: &[&str]| -> Vec<(String, Severity)> {
+        let mut ctx = session_with(batch.clone(), 2).expect("session");
+        // Detectors only, as `keytrail follow` runs them beside its own rules pass.
+        let opts = DetectOptions {
+            min_severity: Severity::Info,
+            reported: reported.iter().map(|s| (*s).to_owned()).collect(),
+            ..DetectOptions::default()
+        };
+        block_on(2, async move { detect_in(&mut ctx, true, &opts).await })
+            .expect("detect")
+            .findings
+            .into_iter()
+            .map(|f| (f.rule, f.severity))
+            .collect()
+    };
+    assert_eq!(
+        found(&[]),
+        vec![("kt-abused-call".to_owned(), Severity::Low)]
+    );
+    assert_eq!(found(&["stop-1"]), vec![]);
+}
