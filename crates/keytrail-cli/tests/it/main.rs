@@ -6,6 +6,7 @@ mod crash;
 mod custody;
 mod ddl;
 mod detect;
+mod follow;
 mod ingest;
 mod investigate;
 mod key_info;
