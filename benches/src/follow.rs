@@ -67,9 +67,10 @@ impl Follower {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) if v.get("status").is_some() => {
-                        s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v)
-                    }
+                    Ok(v) if v.get("status").is_some() => s
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(v),
                     _ => println!("  follow: {line}"),
                 }
             }
@@ -148,9 +149,15 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
     });
     let logs: Vec<&String> = keys
         .iter()
-        .filter(|k| keytrail_ingest::source::classify_name(k) != keytrail_ingest::source::NameKind::Digest)
+        .filter(|k| {
+            keytrail_ingest::source::classify_name(k) != keytrail_ingest::source::NameKind::Digest
+        })
         .collect();
-    let bytes: u64 = paths.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    let bytes: u64 = paths
+        .iter()
+        .filter_map(|p| p.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     println!(
         "moto {} (not AWS) on 127.0.0.1: {} objects, {:.1} MB uploaded in {:.1}s",
         moto.endpoint(),
@@ -163,7 +170,14 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
     let oneshot = work.join("oneshot");
     let t = Instant::now();
     let out = Command::new(&bin)
-        .args(["ingest", "s3://trail", "--json", "--threads", "2", "--endpoint-url"])
+        .args([
+            "ingest",
+            "s3://trail",
+            "--json",
+            "--threads",
+            "2",
+            "--endpoint-url",
+        ])
         .arg(moto.endpoint())
         .arg("--lake")
         .arg(&oneshot)
@@ -229,7 +243,8 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
         let f = Follower::start(&bin, &moto, &a)?;
         let status = loop {
             if let Some(s) = f.last() {
-                let read = s["totals"]["objects_read"].as_u64() == Some(summary["objects"]["read"].as_u64().unwrap_or(0));
+                let read = s["totals"]["objects_read"].as_u64()
+                    == Some(summary["objects"]["read"].as_u64().unwrap_or(0));
                 let caught_up = !findings || s["findings_commit"].as_u64() == Some(lake_seq(&lake));
                 if read && caught_up && rt.block_on(testkit::counts(&sqs, &url)) == (0, 0) {
                     break s;
@@ -272,7 +287,11 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
         .map(|(k, n)| (k.to_owned(), n.to_owned()))
         .context("the busiest key")?;
     for window in ["0s", "1s"] {
-        let url = rt.block_on(testkit::create_queue(&sqs, &format!("latency-{window}"), None));
+        let url = rt.block_on(testkit::create_queue(
+            &sqs,
+            &format!("latency-{window}"),
+            None,
+        ));
         let findings = work.join(format!("latency-{window}.jsonl"));
         let a: Vec<String> = vec![
             "--queue-url".into(),
@@ -292,14 +311,27 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
         for i in 0..samples {
             let now = keytrail_model::time::now_millis();
             let id = format!("latency-{window}-{i}");
-            let mut r = testkit::record(&id, &busiest, now - 30_000, "cloudtrail.amazonaws.com", "StopLogging");
+            let mut r = testkit::record(
+                &id,
+                &busiest,
+                now - 30_000,
+                "cloudtrail.amazonaws.com",
+                "StopLogging",
+            );
             r["requestParameters"] = json!({"name": "main"});
             let key = testkit::log_key("111122223333", "us-east-1", now, &format!("LAT{i}"));
             rt.block_on(testkit::put(&s3, bucket, &key, testkit::log_object(&[r])));
             let t = Instant::now();
-            rt.block_on(testkit::send(&sqs, &url, &testkit::cloudtrail_notice(bucket, &[&key])));
+            rt.block_on(testkit::send(
+                &sqs,
+                &url,
+                &testkit::cloudtrail_notice(bucket, &[&key]),
+            ));
             loop {
-                if std::fs::read_to_string(&findings).unwrap_or_default().contains(&id) {
+                if std::fs::read_to_string(&findings)
+                    .unwrap_or_default()
+                    .contains(&id)
+                {
                     break;
                 }
                 if t.elapsed() > Duration::from_secs(120) {

@@ -811,10 +811,21 @@ impl Follower<'_> {
                 messages = back.len(),
                 "messages left for a retry: an object they name could not be read"
             );
-            self.rt.block_on(q.set_visibility(&back))?;
+            if let Err(e) = self.rt.block_on(q.set_visibility(&back)) {
+                // They return after their visibility timeout instead.
+                tracing::warn!("{e}");
+                self.totals.errors += 1;
+            }
         }
-        let refused = self.rt.block_on(q.delete(&done))?;
-        self.totals.deleted += (done.len() - refused) as u64;
+        // The batch is committed: should a delete fail, the messages return and their objects
+        // are found in the manifest.
+        match self.rt.block_on(q.delete(&done)) {
+            Ok(refused) => self.totals.deleted += (done.len() - refused) as u64,
+            Err(e) => {
+                tracing::warn!("{e}; the messages return and are deleted then");
+                self.totals.errors += 1;
+            }
+        }
         report.findings = match self.findings() {
             Ok(n) => n,
             Err(e) => {

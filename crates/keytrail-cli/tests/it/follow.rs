@@ -425,6 +425,38 @@ fn kill_9_mid_batch_then_restart() {
 }
 
 #[test]
+fn sigterm_mid_backlog_exits_0_then_restart() {
+    let t = trail(40);
+    let url = t.queue();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, findings) = (tmp.path().join("lake"), tmp.path().join("f.jsonl"));
+    let args = follow_args(&url, &lake, &findings, &["--max-batch", "5"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut f = Follower::start(t.moto, &args, None);
+    f.wait("a first batch", 60, |s| s["status"] == "batch");
+    let (code, _, stderr) = f.terminate();
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM in the middle of a backlog exits 0:\n{stderr}"
+    );
+    let last: Value = stderr
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .expect("a status");
+    assert_eq!(last["status"], "stopped");
+    let read = event_ids(&lake).len();
+    assert!(read < t.events.len(), "stopped before the end: {read}");
+    // What was committed is whole: the manifest and the files agree, and a restart ends with
+    // each event once.
+    let out = run_code(keytrail().args(["lake", "verify", "--lake"]).arg(&lake), 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: every file matches the manifest"));
+    follow_to_the_end(&t, &url, &lake, &findings);
+    check(&t, &url, &lake, &findings, "SIGTERM");
+}
+
+#[test]
 fn findings_to_stdout_and_sigterm_while_waiting() {
     let t = trail(12);
     let url = t.queue();

@@ -150,9 +150,10 @@ fn a_poison_message_is_not_received_in_a_loop() {
     f.wait("received", 30, |s| s.totals.not_understood >= 1);
     std::thread::sleep(std::time::Duration::from_millis(4500));
     let totals = f.stop();
-    // Hidden 1 s, then 2 s, then 4 s: received at 0, ~1 and ~3 s.
+    // Hidden 1 s, then 2 s, then 4 s: received at 0, ~1 and ~3 s (fewer on a slow machine;
+    // never more).
     assert!(
-        (2..=3).contains(&totals.not_understood),
+        (1..=3).contains(&totals.not_understood),
         "received {} times in 4.5 s",
         totals.not_understood
     );
