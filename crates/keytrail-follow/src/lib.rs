@@ -544,18 +544,18 @@ impl Follower<'_> {
                         self.totals.not_understood += 1;
                         let hide = queue::backoff(self.opts.visibility, msg.receives);
                         tracing::warn!(
-                            message = %msg.id, receives = msg.receives,
+                            sqs_message = %msg.id, receives = msg.receives,
                             "message not understood, left for the queue's redrive policy (hidden for {} s): {e}",
                             hide.as_secs()
                         );
                         later.push((msg.receipt, hide));
                     }
                     Ok(Notice::Test) => {
-                        tracing::info!(message = %msg.id, "S3 test event");
+                        tracing::info!(sqs_message = %msg.id, "S3 test event");
                         done_now.push(msg.receipt);
                     }
                     Ok(Notice::Ignored(why)) => {
-                        tracing::info!(message = %msg.id, "nothing to read: {why}");
+                        tracing::info!(sqs_message = %msg.id, "nothing to read: {why}");
                         done_now.push(msg.receipt);
                     }
                     Ok(Notice::Objects(named)) => {
@@ -611,12 +611,22 @@ impl Follower<'_> {
                     }
                 }
             }
+            // Should SQS refuse these, the messages return after their visibility timeout and
+            // are handled again: nothing is lost.
             if !done_now.is_empty() {
-                let refused = self.rt.block_on(q.delete(&done_now))?;
-                self.totals.deleted += (done_now.len() - refused) as u64;
+                match self.rt.block_on(q.delete(&done_now)) {
+                    Ok(refused) => self.totals.deleted += (done_now.len() - refused) as u64,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        self.totals.errors += 1;
+                    }
+                }
             }
-            if !later.is_empty() {
-                self.rt.block_on(q.set_visibility(&later))?;
+            if !later.is_empty()
+                && let Err(e) = self.rt.block_on(q.set_visibility(&later))
+            {
+                tracing::warn!("{e}");
+                self.totals.errors += 1;
             }
             if batch.started.is_none() {
                 // Only messages with nothing to read: no batch yet.

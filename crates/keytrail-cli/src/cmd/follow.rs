@@ -205,6 +205,11 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `1 finding`, `2 findings`.
+fn n(count: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(count), if count == 1 { one } else { many })
+}
+
 fn secs(s: f64) -> String {
     if s < 10.0 {
         format!("{s:.1} s")
@@ -233,24 +238,24 @@ pub fn render(s: &Status) -> String {
         StatusKind::Batch => {
             if let Some(b) = &s.batch {
                 if b.messages > 0 {
-                    let _ = write!(out, "{} messages, ", thousands(b.messages));
+                    let _ = write!(out, "{}, ", n(b.messages, "message", "messages"));
                 }
                 let _ = write!(
                     out,
-                    "{} objects ({} read, {} skipped, {} failed), {} events",
-                    thousands(b.objects),
+                    "{} ({} read, {} skipped, {} failed), {}",
+                    n(b.objects, "object", "objects"),
                     thousands(b.read),
                     thousands(b.skipped),
                     thousands(b.failed),
-                    thousands(b.events),
+                    n(b.events, "event", "events"),
                 );
                 if let Some(c) = b.commit {
                     let _ = write!(out, ", commit {c}");
                 }
                 let _ = write!(
                     out,
-                    ", {} findings in {}",
-                    thousands(b.findings),
+                    ", {} in {}",
+                    n(b.findings, "finding", "findings"),
                     secs(b.seconds)
                 );
             }
@@ -264,18 +269,18 @@ pub fn render(s: &Status) -> String {
     }
     let _ = write!(
         out,
-        "; total {} objects, {} events, {} findings",
-        thousands(t.objects_read),
-        thousands(t.events),
-        thousands(t.findings)
+        "; total {}, {}, {}",
+        n(t.objects_read, "object", "objects"),
+        n(t.events, "event", "events"),
+        n(t.findings, "finding", "findings")
     );
     if t.not_understood > 0 || t.retried > 0 || t.errors > 0 {
         let _ = write!(
             out,
-            " ({} messages not understood, {} held back, {} failed batches)",
-            thousands(t.not_understood),
+            " ({} not understood, {} held back, {})",
+            n(t.not_understood, "message", "messages"),
             thousands(t.retried),
-            thousands(t.errors)
+            n(t.errors, "error", "errors")
         );
     }
     out
