@@ -100,6 +100,8 @@ pub enum Command {
     Man,
     /// Check CloudTrail log-file integrity offline: digest chain, hashes, signatures (exit 1 when anything is modified, missing, broken or uncovered)
     VerifyLogs(crate::cmd::verify_logs::VerifyLogsArgs),
+    /// Keep the lake current as CloudTrail delivers (SQS notifications, or polling) and append new findings as they arrive; stops on SIGTERM/SIGINT
+    Follow(crate::cmd::follow::FollowArgs),
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ mod ddl;
 mod detect;
 mod faults;
 mod hostile;
+mod follow;
 mod ingest;
 mod investigate;
 mod key_info;
