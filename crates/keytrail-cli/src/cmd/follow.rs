@@ -207,7 +207,11 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 
 /// `1 finding`, `2 findings`.
 fn n(count: u64, one: &str, many: &str) -> String {
-    format!("{} {}", thousands(count), if count == 1 { one } else { many })
+    format!(
+        "{} {}",
+        thousands(count),
+        if count == 1 { one } else { many }
+    )
 }
 
 fn secs(s: f64) -> String {
