@@ -54,8 +54,8 @@ pub struct QueryArgs {
     /// Query threads [default: all cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
-    /// Memory for sorts, aggregations and joins before they spill to disk, e.g. 256M, 2G
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    /// Memory for sorts, aggregations and joins before they spill to disk, e.g. 512M, 2G
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
     pub memory_limit: String,
 }
 
