@@ -15,7 +15,6 @@
 //! evidence it rests on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -279,15 +278,15 @@ fn classify(key: String, a: Acc) -> KeyAdvice {
     }
 }
 
-/// Classify the long-term keys of the lake at `root`.
+/// Classify the long-term keys of the lake at `lake` (a directory, or a lake in S3).
 pub fn advise(
-    root: &Path,
+    lake: impl Into<keytrail_engine::LakeLocation>,
     since: Option<i64>,
     threads: usize,
 ) -> Result<Vec<KeyAdvice>, DetectError> {
     block_on(threads, async {
         let session = LakeSession::open(
-            root,
+            lake,
             &SessionOptions {
                 threads,
                 ..SessionOptions::default()

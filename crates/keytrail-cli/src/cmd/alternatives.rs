@@ -25,7 +25,8 @@ pub fn run(args: AlternativesArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("--since")?;
     let threads = session_options(&args.query)?.threads;
-    let rows = alternatives::advise(&args.lake.lake, since, threads)?;
+    let lake = crate::cmd::location::lake_location(&args.lake)?;
+    let rows = alternatives::advise(lake, since, threads)?;
     let text = if format == Format::Json {
         let mut s = serde_json::to_string_pretty(&rows)?;
         s.push('\n');
