@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Reads a keytrail lake with DuckDB, independently of keytrail, and checks it against the raw
 CloudTrail JSON it came from: the same number of events per access key, Hive partitions that
-match each event's UTC day, the schema version stamped in every file, and the key facts
-(denied, the minted key, the key acted on and its new status) derived here from the raw JSON
-the way docs/schema.md defines them.
+match each event's UTC day, the schema version stamped in every file, the key facts (denied,
+the minted key, the key acted on and its new status) derived here from the raw JSON the way
+docs/schema.md defines them, every `key_daily` row (events, errors, first and last time, the
+distinct addresses, regions, services and actions of each key on each day) recomputed from the
+raw events, and the Insights events (by ID). Digest files are passed over; Insights files and
+events go to the insights table.
 
 usage: independent_reader.py LAKE INPUT_DIR...
 Exit status 0 when everything agrees; prints what differs otherwise."""
-import collections, glob, gzip, json, os, sys
+import collections, datetime, glob, gzip, json, os, sys
 
 import duckdb
 
@@ -64,20 +67,46 @@ def facts(e):
         status = {"active": "Active", "inactive": "Inactive"}.get((s or "").lower())
     return (denied, minted, target, status)
 
+def millis(text):
+    t = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return int(t.timestamp() * 1000)
+
 def main():
     lake, inputs = sys.argv[1], sys.argv[2:]
     want = collections.Counter()
     want_facts = {}
+    want_insights = set()
+    # (key, day) -> [events, errors, first, last, ips, regions, sources, names]
+    daily = {}
     for root in inputs:
         for path in glob.glob(os.path.join(root, "**", "*"), recursive=True):
             name = os.path.basename(path)
             if not (name.endswith(".json") or name.endswith(".json.gz") or name.endswith(".jsonl")):
                 continue
+            if "CloudTrail-Digest" in path:
+                continue
             for e in events_in(path):
+                if "CloudTrail-Insight" in path or e.get("eventType") == "AwsCloudTrailInsight" \
+                        or "insightDetails" in e:
+                    want_insights.add(e.get("eventID"))
+                    continue
                 key = (e.get("userIdentity") or {}).get("accessKeyId") or None
                 want[key] += 1
                 if e.get("eventID"):
                     want_facts[e["eventID"]] = facts(e)
+                if key is None:
+                    continue
+                t = millis(e.get("eventTime") or e["@timestamp"])
+                day = datetime.datetime.fromtimestamp(t / 1000, datetime.timezone.utc).date().isoformat()
+                d = daily.setdefault((key, day), [0, 0, t, t, set(), set(), set(), set()])
+                d[0] += 1
+                d[1] += 1 if e.get("errorCode") else 0
+                d[2], d[3] = min(d[2], t), max(d[3], t)
+                for i, field in ((4, "sourceIPAddress"), (5, "awsRegion"), (6, "eventSource"), (7, "eventName")):
+                    if e.get(field) is not None:
+                        d[i].add(str(e[field]))
     con = duckdb.connect()
     files = os.path.join(lake, "events", "*", "*.parquet")
     got = collections.Counter(dict(con.sql(
@@ -124,6 +153,31 @@ def main():
     if versions != [("2",)]:
         ok = False
         print(f"schema versions stamped: {versions}")
+    kd_files = os.path.join(lake, "key_daily", "*", "*.parquet")
+    got_daily = {}
+    if glob.glob(kd_files):
+        for row in con.sql(
+            f"SELECT accesskeyid, CAST(date AS VARCHAR), events, errors, epoch_ms(firsteventtime), "
+            f"epoch_ms(lasteventtime), sourceipaddresses, awsregions, eventsources, eventnames "
+            f"FROM read_parquet('{kd_files}', hive_partitioning=true)"
+        ).fetchall():
+            got_daily[(row[0], row[1])] = [row[2], row[3], row[4], row[5]] + [set(x or []) for x in row[6:]]
+    if got_daily != daily:
+        ok = False
+        for k in sorted(set(got_daily) | set(daily)):
+            if got_daily.get(k) != daily.get(k):
+                print(f"key_daily {k}: lake {got_daily.get(k)}, input {daily.get(k)}")
+    else:
+        print(f"key_daily {len(daily)} rows agree")
+    in_files = os.path.join(lake, "insights", "*", "*.parquet")
+    got_insights = set()
+    if glob.glob(in_files):
+        got_insights = {r[0] for r in con.sql(f"SELECT eventid FROM read_parquet('{in_files}')").fetchall()}
+    if got_insights != want_insights:
+        ok = False
+        print(f"insights: lake {sorted(got_insights)}, input {sorted(want_insights)}")
+    else:
+        print(f"insights {len(want_insights)} agree")
     sys.exit(0 if ok else 1)
 
 main()

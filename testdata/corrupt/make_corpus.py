@@ -70,3 +70,21 @@ leak = dict(event(600), eventName="GetSessionToken", eventSource="sts.amazonaws.
                                               "expiration": "Nov 30, 2024, 10:00:00 PM"}},
             userAgent="curl/8 X-Amz-Security-Token=" + token)
 write("secrets.json", json.dumps({"Records": [leak]}).encode())   # read: 1 written, secrets redacted
+# Deep nesting (issue 13): parsers that recurse once per level overflowed the stack and aborted
+# the whole process. Each too-deep record is refused alone; a document that is itself too deep
+# (not inside any array of records) fails its object. Gzipped: deep nesting compresses well.
+deep_arrays = b"[" * 200_000 + b"]" * 200_000
+write("deep-records.json.gz", gz(b'{"Records": [' + json.dumps(event(700)).encode() + b", " + deep_arrays
+                                 + b", " + json.dumps(event(701)).encode() + b"]}"))  # read: 2 written, 1 too deep
+deep_objects = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000
+nested = json.dumps(dict(event(711), requestParameters="DEEP")).encode().replace(b'"DEEP"', deep_objects)
+write("deep-field.json.gz", gz(b'{"Records": [' + json.dumps(event(710)).encode() + b", " + nested
+                               + b", " + json.dumps(event(712)).encode() + b"]}"))  # read: 2 written, 1 too deep
+single = json.dumps(dict(event(720), requestParameters="DEEP")).encode().replace(b'"DEEP"', deep_arrays)
+write("deep-document.json.gz", gz(single))                       # fails: the document itself too deep
+lines = [json.dumps(event(730)).encode(), nested.replace(b"corpus-0711", b"corpus-0731"), json.dumps(event(732)).encode()]
+write("deep-lines.jsonl.gz", gz(b"\n".join(lines) + b"\n"))      # read: 2 written, 1 too deep
+inner = json.dumps(dict(event(741), requestParameters="DEEP")).replace('"DEEP"', "[" * 5000 + "]" * 5000)
+lookup = {"Events": [{"EventId": "a", "CloudTrailEvent": json.dumps(event(740))},
+                     {"EventId": "b", "CloudTrailEvent": inner}]}
+write("deep-lookup.json.gz", gz(json.dumps(lookup).encode()))    # read: 1 written, 1 too deep

@@ -430,6 +430,9 @@ struct RawTests {
     negative: Vec<Yaml>,
 }
 
+/// The most `[` and `{` a rule file may hold (issue 13).
+const MAX_FLOW_BRACKETS: usize = 4096;
+
 impl Rule {
     /// Parse one rule file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Rule, DetectError> {
@@ -437,6 +440,13 @@ impl Rule {
             origin: origin.to_owned(),
             reason,
         };
+        // The YAML parser's time grows with the square of how deeply `[` and `{` nest, and
+        // nothing else bounds that nesting: a rule needs a few dozen, refuse thousands.
+        if text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() > MAX_FLOW_BRACKETS {
+            return Err(err(format!(
+                "more than {MAX_FLOW_BRACKETS} `[` and `{{`: refused before parsing"
+            )));
+        }
         let raw: RawRule = serde_yaml_ng::from_str(text).map_err(|e| err(e.to_string()))?;
         let id_ok = !raw.id.is_empty()
             && raw

@@ -17,6 +17,7 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use sonic_rs::{JsonType, JsonValueTrait, LazyValue};
 
 use crate::error::ObjectError;
+use crate::split::{Item, Splitter, Step};
 
 /// How an object's bytes are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +176,7 @@ fn trim_start(buf: &[u8]) -> &[u8] {
     &buf[start..]
 }
 
-fn short(e: sonic_rs::Error) -> String {
+pub(crate) fn short(e: sonic_rs::Error) -> String {
     // sonic-rs quotes the text around the error; keep the first line.
     e.to_string()
         .lines()
@@ -184,71 +185,139 @@ fn short(e: sonic_rs::Error) -> String {
         .to_owned()
 }
 
-/// Read an object's text into decoded records, in one validating pass.
+/// Read an object's text into decoded records. The splitter ([`crate::split`]) cuts it into
+/// records without recursion, refusing those that nest too deeply or are too large to hold;
+/// each record is then parsed and decoded on its own, in one validating pass.
 pub fn split(buf: &[u8], max_event_bytes: usize) -> Result<Split<'_>, ObjectError> {
-    let body = trim_start(buf);
     let seed = EventSeed {
-        scrub: is_suspicious(body),
+        scrub: is_suspicious(buf),
         max_bytes: max_event_bytes,
     };
     let mut out = Split::default();
-    match body.first() {
-        None => return Err(ObjectError::NotJson("no content".into())),
-        Some(b'[') => {
-            out.shape = Some(Shape::Array);
-            let mut de = sonic_rs::Deserializer::from_slice(body);
-            let found = RecordsSeed {
-                out: &mut out,
-                seed,
-            }
-            .deserialize(&mut de)
-            .and_then(|r| de.end().map(|()| r))
-            .map_err(|e| ObjectError::NotJson(short(e)))?;
-            if let Err(found) = found {
-                return Err(ObjectError::NotJson(format!(
-                    "a JSON array was expected, found {found}"
-                )));
-            }
-        }
-        Some(b'{') => {
-            let first_line = memchr::memchr(b'\n', body).map_or(body, |n| &body[..n]);
-            let more =
-                first_line.len() < body.len() && !trim_start(&body[first_line.len()..]).is_empty();
-            if more && document(first_line, seed, &mut out).is_ok() {
-                out.shape = Some(Shape::JsonLines);
-                for line in body[first_line.len()..].split(|b| *b == b'\n') {
-                    let line = trim_start(line);
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let mark = out.mark();
-                    if let Err(e) = document(line, seed, &mut out) {
-                        out.rollback(mark);
-                        out.push(Err(EventError::Json(e.to_string())));
-                    }
+    let mut splitter = Splitter::new(usize::MAX);
+    let mut doc_shape = None;
+    let text = Text::new(buf);
+    loop {
+        match splitter.next(buf, 0, true)? {
+            Step::Item(item) => {
+                if let Some(shape) = add_item(item, &text, seed, &mut out)? {
+                    doc_shape = Some(shape);
                 }
-            } else {
-                out = Split::default();
-                out.shape = Some(document(body, seed, &mut out)?);
             }
-        }
-        Some(_) => {
-            let msg = match sonic_rs::from_slice::<IgnoredAny>(body) {
-                Ok(_) => "not a JSON object or array".to_owned(),
-                Err(e) => short(e),
-            };
-            return Err(ObjectError::NotJson(msg));
+            Step::End => break,
+            Step::More => {
+                return Err(ObjectError::NotJson(
+                    "internal: the splitter asked for more of a whole object".into(),
+                ));
+            }
         }
     }
+    out.shape = splitter.shape().or(doc_shape);
     Ok(out)
 }
 
+/// An object's text, checked for UTF-8 once. sonic-rs must only ever be given valid UTF-8:
+/// a value it captures or skips whole (`requestParameters`, unknown members) is not checked by
+/// it, and becomes a `&str` holding invalid UTF-8 (found by the `decode` fuzz target, as a
+/// failed debug assertion inside sonic-rs). Valid text (the rule) costs one SIMD pass; in
+/// text that is not, each record is checked on its own and refused alone.
+pub(crate) struct Text<'a> {
+    buf: &'a [u8],
+    whole: Option<&'a str>,
+}
+
+impl<'a> Text<'a> {
+    pub(crate) fn new(buf: &'a [u8]) -> Text<'a> {
+        Text {
+            buf,
+            whole: simdutf8::basic::from_utf8(buf).ok(),
+        }
+    }
+
+    /// `part` (a slice of this text) as a string, or why not.
+    fn str_of(&self, part: &'a [u8]) -> Result<&'a str, EventError> {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.buf.as_ptr() as usize);
+        if let Some(s) = self
+            .whole
+            .and_then(|w| w.get(start..start.saturating_add(part.len())))
+        {
+            return Ok(s);
+        }
+        std::str::from_utf8(part)
+            .map_err(|e| EventError::Json(format!("invalid UTF-8 at byte {}", e.valid_up_to())))
+    }
+}
+
+/// Decode one item the splitter cut out into `out`. A document's shape is returned.
+pub(crate) fn add_item<'a>(
+    item: Item<'a>,
+    text: &Text<'a>,
+    seed: EventSeed,
+    out: &mut Split<'a>,
+) -> Result<Option<Shape>, ObjectError> {
+    match item {
+        Item::Record(t) => out.push(text.str_of(t).and_then(|t| decode_record(t, seed))),
+        Item::Lookup(t) => match text.str_of(t) {
+            Ok(t) => lookup_element(t, out),
+            Err(e) => out.push(Err(e)),
+        },
+        Item::Document(doc) => {
+            let doc = text
+                .str_of(doc)
+                .map_err(|e| ObjectError::NotJson(e.to_string()))?;
+            return document(doc, seed, out).map(Some);
+        }
+        Item::Line(line) => match text.str_of(line) {
+            Ok(line) => {
+                let mark = out.mark();
+                if let Err(e) = document(line, seed, out) {
+                    out.rollback(mark);
+                    out.push(Err(EventError::Json(e.to_string())));
+                }
+            }
+            Err(e) => out.push(Err(e)),
+        },
+        Item::Refused(e) => out.push(Err(e)),
+    }
+    Ok(None)
+}
+
+/// Decode one record from its text (an element the splitter cut out); invalid JSON is this
+/// record's problem only.
+fn decode_record(text: &str, seed: EventSeed) -> Result<Event<'_>, EventError> {
+    let mut de = sonic_rs::Deserializer::from_str(text);
+    match seed.deserialize(&mut de).and_then(|r| de.end().map(|()| r)) {
+        Ok(r) => r,
+        Err(e) => Err(EventError::Json(short(e))),
+    }
+}
+
+/// One element of lookup-events' `Events`: the event is the JSON text of its
+/// `CloudTrailEvent`, decoded later.
+fn lookup_element<'a>(text: &'a str, out: &mut Split<'a>) {
+    let v = match sonic_rs::from_str::<LazyValue<'_>>(text) {
+        Ok(v) => v,
+        Err(e) => return out.push(Err(EventError::Json(short(e)))),
+    };
+    match v
+        .get("CloudTrailEvent")
+        .and_then(|s| s.as_str().map(str::to_owned))
+    {
+        Some(text) => out.push_text(text),
+        None => out.push(Err(EventError::WrongType {
+            field: "Events[].CloudTrailEvent",
+            found: "missing or not a string",
+            expected: "the event's JSON text",
+        })),
+    }
+}
+
 /// Read one JSON document (an object) and add its records.
-fn document<'a>(doc: &'a [u8], seed: EventSeed, out: &mut Split<'a>) -> Result<Shape, ObjectError> {
-    if trim_start(doc).first() != Some(&b'{') {
+fn document<'a>(doc: &'a str, seed: EventSeed, out: &mut Split<'a>) -> Result<Shape, ObjectError> {
+    if trim_start(doc.as_bytes()).first() != Some(&b'{') {
         return Err(ObjectError::NotJson("not a JSON object".into()));
     }
-    let mut de = sonic_rs::Deserializer::from_slice(doc);
+    let mut de = sonic_rs::Deserializer::from_str(doc);
     DocSeed { out, seed }
         .deserialize(&mut de)
         .and_then(|r| de.end().map(|()| r))
@@ -521,6 +590,28 @@ mod tests {
         let s = split(text.as_bytes()).expect("records");
         assert_eq!(names(&s), ["A", "D"]);
         assert_eq!(bad(&s), [1, 2]);
+    }
+
+    #[test]
+    fn invalid_utf8_inside_a_value_kept_as_json_is_that_records_problem() {
+        // Found by the `decode` fuzz target: a member name that is not UTF-8 inside
+        // `requestParameters` reached sonic-rs's capture of the value unchecked.
+        let mut text = format!(r#"[{{"eventName":"A",{T}}},{{{T},"requestParameters":{{"\x84ryRun":false}}}},{{"eventName":"C",{T}}}]"#)
+            .into_bytes();
+        let at = text.windows(2).position(|w| w == b"\\x").expect("marker");
+        text.splice(at..at + 4, [0x84]);
+        let s = split(&text).expect("array");
+        assert_eq!(names(&s), ["A", "C"]);
+        assert_eq!(bad(&s), [1]);
+        let e = s.records[1].1.as_ref().expect_err("refused");
+        assert!(e.to_string().contains("invalid UTF-8"), "{e}");
+        // The same in JSON lines and in a document read whole.
+        let mut lines = b"{\"eventName\":\"A\",".to_vec();
+        lines.extend_from_slice(T.as_bytes());
+        lines.extend_from_slice(b"}\n{\"x\":\"\xff\"}\n");
+        let s = split(&lines).expect("lines");
+        assert_eq!(bad(&s), [1]);
+        assert!(split(b"{\"x\":\"\xff\"}").is_err());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum ObjectError {
     EventsNotArray { found: &'static str },
     #[error("the object changed while it was read")]
     Changed,
+    #[error("objects and arrays nested more than {limit} levels deep outside any record")]
+    TooDeep { limit: u32 },
+    #[error("internal error while reading it (a bug in keytrail; please report it): {0}")]
+    Panic(String),
 }
 
 impl ObjectError {
@@ -36,6 +40,8 @@ impl ObjectError {
             ObjectError::RecordsNotArray { .. } => "records-not-array",
             ObjectError::EventsNotArray { .. } => "events-not-array",
             ObjectError::Changed => "changed-while-read",
+            ObjectError::TooDeep { .. } => "too-deep",
+            ObjectError::Panic(_) => "internal-error",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod s3access;
 pub mod s3lake;
 pub mod shard;
 pub mod source;
+pub mod split;
 pub mod summary;
 mod writer;
 

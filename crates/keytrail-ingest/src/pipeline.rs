@@ -164,6 +164,7 @@ pub fn handle_bytes(
             };
         }
     };
+    panic_point("decode", &object);
     match decode_object(&object, &bytes, &rule, limits, scratch) {
         Ok(decoded) if decoded.shape == crate::decode::Shape::Digest => Done::Skipped {
             object,
@@ -176,6 +177,48 @@ pub fn handle_bytes(
             decoded,
         },
         Err(error) => Done::Failed { object, error },
+    }
+}
+
+/// A panic while one object is read or decoded (a bug in keytrail or a library it uses) fails
+/// that object, with the panic's message as its reason, instead of the whole run: the decode
+/// workers and the S3 fetch tasks run every object's work through this. It does not protect
+/// the collector, the Parquet writers or the commit: a panic there still stops the run, with
+/// nothing of it committed.
+pub fn guarded(object: &ObjectRef, work: impl FnOnce() -> Done) -> Done {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(done) => done,
+        Err(payload) => Done::Failed {
+            object: object.clone(),
+            error: ObjectError::Panic(panic_message(payload.as_ref())),
+        },
+    }
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
+/// Fault injection for tests: `KEYTRAIL_PANIC_AT=<stage>:<file name>` panics in that stage
+/// (`fetch` or `decode`) of the object of that name, as a bug would.
+#[doc(hidden)]
+pub fn panic_point(stage: &str, object: &ObjectRef) {
+    static AT: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| std::env::var("KEYTRAIL_PANIC_AT").ok());
+    if let Some(at) = AT.as_deref()
+        && at.split_once(':') == Some((stage, object.file_name()))
+    {
+        panic!(
+            "KEYTRAIL_PANIC_AT: a panic in {stage} of {}",
+            object.display()
+        );
     }
 }
 
@@ -228,7 +271,16 @@ pub fn run_s3(
                                 let (source, places, fetched_tx) =
                                     (source.clone(), Arc::clone(&places), fetched_tx.clone());
                                 tokio::spawn(async move {
-                                    let bytes = fetch(&source, &object, limits).await;
+                                    use futures::FutureExt;
+                                    let bytes = std::panic::AssertUnwindSafe(async {
+                                        panic_point("fetch", &object);
+                                        fetch(&source, &object, limits).await
+                                    })
+                                    .catch_unwind()
+                                    .await
+                                    .unwrap_or_else(|payload| {
+                                        Err(ObjectError::Panic(panic_message(payload.as_ref())))
+                                    });
                                     let Ok(place) = places.acquire_owned().await else {
                                         return;
                                     };
@@ -254,8 +306,9 @@ pub fn run_s3(
                             });
                             let done = SCRATCH.with(|s| {
                                 let mut scratch = s.borrow_mut();
-                                let done =
-                                    handle_bytes(object, bytes, decider, limits, &mut scratch);
+                                let done = guarded(&object.clone(), || {
+                                    handle_bytes(object, bytes, decider, limits, &mut scratch)
+                                });
                                 if scratch.capacity() > 64 << 20 {
                                     *scratch = Vec::new();
                                 }
@@ -360,8 +413,10 @@ pub fn run_local(
                         if cancelled.load(Ordering::Relaxed) {
                             return;
                         }
-                        let bytes = read_local(&object);
-                        let done = handle_bytes(object, bytes, decider, limits, scratch);
+                        let done = guarded(&object.clone(), || {
+                            let bytes = read_local(&object);
+                            handle_bytes(object, bytes, decider, limits, scratch)
+                        });
                         // The collector hung up only when it stopped on an error.
                         let _ = tx.send(done);
                         // Do not keep a huge buffer alive for the rest of the run.

@@ -603,7 +603,8 @@ impl S3Lake {
                 reason: e.to_string(),
             })?;
             crash_point("s3-before-commit");
-            if self.put_new(&self.commit_key(commit.seq), text).await? {
+            let key = self.commit_key(commit.seq);
+            if self.put_new(&key, text).await? || self.is_own_record(&key, &commit).await? {
                 crash_point("s3-after-commit");
                 // Committed: a failure from here on leaves work that the next run finishes.
                 self.publish(&commit).await.map_err(|e| IngestError::Object {
@@ -630,6 +631,18 @@ impl S3Lake {
                 self.opts.commit_attempts
             ),
         })
+    }
+
+    /// Whether the commit record at `key` is `commit` itself: a PUT that S3 carried out but
+    /// answered with an error (a 5xx, a connection lost on the way back) is retried by the
+    /// SDK, and the retry's `If-None-Match: *` then fails against the run's own record. Taking
+    /// that for another writer's commit would commit the run twice.
+    async fn is_own_record(&self, key: &str, commit: &Commit) -> Result<bool, IngestError> {
+        let Some(bytes) = self.get(key).await? else {
+            return Ok(false);
+        };
+        Ok(serde_json::from_slice::<Commit>(&bytes)
+            .is_ok_and(|c| c.run_id == commit.run_id && c.seq == commit.seq))
     }
 
     /// Add the commit records published after `manifest`'s last one; whether there were any.

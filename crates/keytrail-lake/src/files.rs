@@ -443,13 +443,40 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
 
 /// The row count and schema version a file's footer declares.
 pub fn footer(path: &Path) -> Result<(u64, Option<u32>), LakeError> {
+    footer_and_times(path, &[]).map(|(rows, version, _)| (rows, version))
+}
+
+/// A file's rows, schema version, and the range of one of its time columns.
+pub type FooterTimes = (u64, Option<u32>, Option<(i64, i64)>);
+
+/// [`footer`], and the smallest and largest value the statistics record for the first of
+/// `time_columns` (timestamps, UTC ms) that the file has, when they record one.
+pub fn footer_and_times(path: &Path, time_columns: &[&str]) -> Result<FooterTimes, LakeError> {
+    use parquet::file::statistics::Statistics;
     let file = File::open(path).at(path)?;
     let reader = SerializedFileReader::new(file).map_err(|e| LakeError::parquet(path, e))?;
+    let mut range: Option<(i64, i64)> = None;
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let column = time_columns.iter().find_map(|name| {
+        (0..schema.num_columns()).find(|i| schema.column(*i).path().string() == *name)
+    });
+    if let Some(c) = column {
+        for rg in reader.metadata().row_groups() {
+            if let Some(Statistics::Int64(s)) = rg.column(c).statistics()
+                && let (Some(lo), Some(hi)) = (s.min_opt(), s.max_opt())
+            {
+                range = Some(match range {
+                    Some((a, b)) => (a.min(*lo), b.max(*hi)),
+                    None => (*lo, *hi),
+                });
+            }
+        }
+    }
     let meta = reader.metadata().file_metadata();
     let version = meta
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == META_SCHEMA_VERSION))
         .and_then(|k| k.value.as_deref())
         .and_then(|v| v.parse().ok());
-    Ok((u64::try_from(meta.num_rows()).unwrap_or(0), version))
+    Ok((u64::try_from(meta.num_rows()).unwrap_or(0), version, range))
 }

@@ -24,12 +24,12 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use arrow::array::RecordBatch;
 use keytrail_model::schema::SCHEMA_VERSION;
-use keytrail_model::time::{day_string, parse_day};
+use keytrail_model::time::{day_of, day_string, parse_day};
 use keytrail_model::{FilterSpec, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, LakeError};
-use crate::files::{PartWriter, TARGET_FILE_BYTES, WRITER, footer};
+use crate::files::{PartWriter, TARGET_FILE_BYTES, WRITER, footer_and_times};
 use crate::index::{INDEX_DIR, INDEX_TABLE, IndexEntry, IndexSink};
 use crate::key_daily::KeyDaily;
 use crate::manifest::{
@@ -455,8 +455,10 @@ impl Lake {
         Ok(out)
     }
 
-    /// Check the lake against its manifest: every live file present with the rows its commit
-    /// recorded, and no data file the manifest does not know.
+    /// Check the lake against its manifest: every live file present and readable, with the
+    /// rows its commit recorded, in the partition of the days its rows hold; and nothing in
+    /// the tables' directories the manifest does not know (other Parquet files, foreign files,
+    /// folders that are not date partitions).
     pub fn verify(&self) -> Result<Verification, LakeError> {
         let _lock = self.lock()?;
         let manifest = self.manifest()?;
@@ -467,13 +469,31 @@ impl Lake {
         };
         let live = manifest.live_files();
         let known: BTreeSet<&str> = live.iter().map(|f| f.path.as_str()).collect();
+        // Where the manifest puts each file name, to say when one was moved.
+        let by_name: std::collections::BTreeMap<&str, &str> = live
+            .iter()
+            .filter_map(|f| f.path.rsplit('/').next().map(|n| (n, f.path.as_str())))
+            .collect();
         for f in &live {
             let path = rel_to_path(&self.root, &f.path);
             if !path.exists() {
                 v.problems.push(format!("{}: missing", f.path));
                 continue;
             }
-            let (rows, version) = footer(&path)?;
+            let times: &[&str] = match f.table.as_str() {
+                "key_daily" => &["firsteventtime", "lasteventtime"],
+                _ => &["eventtime"],
+            };
+            let (rows, version, range) = match footer_and_times(&path, times) {
+                Ok(x) => x,
+                Err(e) => {
+                    v.problems.push(format!(
+                        "{}: not a readable Parquet file (truncated or overwritten?): {e}",
+                        f.path
+                    ));
+                    continue;
+                }
+            };
             if rows != f.rows {
                 v.problems.push(format!(
                     "{}: {rows} rows, the manifest recorded {}",
@@ -485,6 +505,22 @@ impl Lake {
                     "{}: schema version {version:?}, expected {SCHEMA_VERSION}",
                     f.path
                 ));
+            }
+            let day = f
+                .path
+                .split('/')
+                .find_map(|p| p.strip_prefix("date="))
+                .and_then(parse_day);
+            if let (Some(day), Some((lo, hi))) = (day, range) {
+                let (first, last) = (day_of(lo), day_of(hi));
+                if first != day || last != day {
+                    v.problems.push(format!(
+                        "{}: holds rows of {} to {}, not of its partition's day",
+                        f.path,
+                        day_string(first),
+                        day_string(last)
+                    ));
+                }
             }
             *v.rows.entry(f.table.clone()).or_default() += rows;
             v.files += 1;
@@ -507,14 +543,34 @@ impl Lake {
             for part in parts {
                 let part = part.at(&dir)?;
                 let pname = part.file_name().to_string_lossy().into_owned();
-                let Some(day) = pname.strip_prefix("date=").and_then(parse_day) else {
+                let is_day = pname.strip_prefix("date=").and_then(parse_day).is_some();
+                if !is_day || !part.path().is_dir() {
                     v.problems
                         .push(format!("{}/{pname}: not a date partition", table.name()));
                     continue;
-                };
-                for rel in self.partition_files(table, day)? {
-                    if !known.contains(rel.as_str()) {
-                        v.problems.push(format!("{rel}: not in the manifest"));
+                }
+                let pdir = part.path();
+                let mut entries: Vec<String> = fs::read_dir(&pdir)
+                    .at(&pdir)?
+                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<Result<_, _>>()
+                    .at(&pdir)?;
+                entries.sort();
+                for name in entries {
+                    let rel = format!("{}/{pname}/{name}", table.name());
+                    if known.contains(rel.as_str()) {
+                        continue;
+                    }
+                    match by_name.get(name.as_str()) {
+                        Some(at) => v.problems.push(format!(
+                            "{rel}: not in the manifest, which has this file at {at} (moved to the wrong partition?)"
+                        )),
+                        None if name.ends_with(".parquet") => {
+                            v.problems.push(format!("{rel}: not in the manifest"));
+                        }
+                        None => v.problems.push(format!(
+                            "{rel}: a foreign file, not in the manifest"
+                        )),
                     }
                 }
             }

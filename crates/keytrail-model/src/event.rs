@@ -36,6 +36,8 @@ pub enum EventError {
     BadTime(String),
     #[error("record holds {size} bytes of values, more than the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error("objects and arrays nested more than {limit} levels deep")]
+    TooDeep { limit: u32 },
 }
 
 impl EventError {
@@ -48,6 +50,7 @@ impl EventError {
             EventError::MissingTime => "missing-time",
             EventError::BadTime(_) => "bad-time",
             EventError::TooLarge { .. } => "too-large",
+            EventError::TooDeep { .. } => "too-deep",
         }
     }
 }
@@ -820,8 +823,13 @@ fn json_err(e: sonic_rs::Error) -> EventError {
     )
 }
 
-/// Decode one record from its JSON text.
+/// Decode one record from its JSON text. Text nesting deeper than
+/// [`crate::jsonscan::MAX_DEPTH`] is refused before it is parsed.
 pub fn decode_event(raw: &str) -> Result<Event<'_>, EventError> {
+    use crate::jsonscan::{MAX_DEPTH, too_deep};
+    if too_deep(raw.as_bytes(), MAX_DEPTH).is_some() {
+        return Err(EventError::TooDeep { limit: MAX_DEPTH });
+    }
     let seed = EventSeed {
         scrub: crate::redact::is_suspicious(raw),
         max_bytes: usize::MAX,

@@ -331,12 +331,31 @@ pub fn decode_account(id: &str) -> AccountDecode {
         z = (z << 8) | u64::from(*b);
     }
     let account = (z & 0x7FFF_FFFF_FF80) >> 7;
+    // 40 bits hold up to 1,099,511,627,775; an account ID has twelve digits. (Found by the
+    // `key` fuzz target: such an ID decoded to a 13-digit "account".)
+    if account >= 1_000_000_000_000 {
+        return AccountDecode::Malformed;
+    }
     AccountDecode::Account(format!("{account:012}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_that_decodes_past_twelve_digits_is_malformed() {
+        // The fuzz finding (its first character was not even a prefix letter), and a valid
+        // prefix with the same body.
+        assert_eq!(
+            decode_account("\u{1e}AB7777777777K7ABCEF"),
+            AccountDecode::Malformed
+        );
+        assert_eq!(
+            decode_account("AKIA7777777777K7ABCE"),
+            AccountDecode::Malformed
+        );
+    }
 
     #[test]
     fn decodes_the_documented_account() {

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod event;
 pub mod facts;
 pub mod filter;
+pub mod jsonscan;
 pub mod key;
 pub mod redact;
 pub mod schema;

@@ -13,9 +13,9 @@ fn hostile_objects_fail_alone_and_everything_is_accounted_for() {
     let s = ingest_json(&[&corpus], &lake, &[], 1);
     assert_balanced(&s);
     assert_eq!(s["partial"], true);
-    assert_eq!(s["objects"]["seen"], 17);
-    assert_eq!(s["objects"]["read"], 7);
-    assert_eq!(s["objects"]["failed"], 6);
+    assert_eq!(s["objects"]["seen"], 22);
+    assert_eq!(s["objects"]["read"], 11);
+    assert_eq!(s["objects"]["failed"], 7);
     assert_eq!(
         s["objects"]["skipped"]["digest"], 2,
         "one by name, one by content"
@@ -42,6 +42,7 @@ fn hostile_objects_fail_alone_and_everything_is_accounted_for() {
     let want: BTreeMap<String, String> = [
         ("binary.json", "not-json"),
         ("cut-mid-array.json", "not-json"),
+        ("deep-document.json.gz", "too-deep"),
         ("empty.json.gz", "empty"),
         ("not-json.json", "not-json"),
         ("records-not-array.json", "records-not-array"),
@@ -52,12 +53,13 @@ fn hostile_objects_fail_alone_and_everything_is_accounted_for() {
     .collect();
     assert_eq!(failures, want);
 
-    assert_eq!(s["events"]["read"], 15);
-    assert_eq!(s["events"]["written"], 12);
-    assert_eq!(s["events"]["skipped"], 3);
+    assert_eq!(s["events"]["read"], 26);
+    assert_eq!(s["events"]["written"], 19);
+    assert_eq!(s["events"]["skipped"], 7);
     assert_eq!(s["skipped_records_by_reason"]["wrong-type"], 2);
     assert_eq!(s["skipped_records_by_reason"]["invalid-json"], 1);
-    let samples: Vec<(String, u64)> = s["skipped_record_samples"]
+    assert_eq!(s["skipped_records_by_reason"]["too-deep"], 4);
+    let mut samples: Vec<(String, u64)> = s["skipped_record_samples"]
         .as_array()
         .expect("samples")
         .iter()
@@ -69,9 +71,14 @@ fn hostile_objects_fail_alone_and_everything_is_accounted_for() {
             )
         })
         .collect();
+    samples.sort();
     assert_eq!(
         samples,
         [
+            ("deep-field.json.gz".to_owned(), 1),
+            ("deep-lines.jsonl.gz".to_owned(), 1),
+            ("deep-lookup.json.gz".to_owned(), 1),
+            ("deep-records.json.gz".to_owned(), 1),
             ("lines.jsonl".to_owned(), 1),
             ("wrong-types.json".to_owned(), 1),
             ("wrong-types.json".to_owned(), 2)
@@ -99,7 +106,14 @@ fn hostile_objects_fail_alone_and_everything_is_accounted_for() {
             "corpus-0301",
             "corpus-0400",
             "corpus-0500",
-            "corpus-0600"
+            "corpus-0600",
+            "corpus-0700",
+            "corpus-0701",
+            "corpus-0710",
+            "corpus-0712",
+            "corpus-0730",
+            "corpus-0732",
+            "corpus-0740"
         ]
     );
 
@@ -107,9 +121,9 @@ fn hostile_objects_fail_alone_and_everything_is_accounted_for() {
     // while the objects that were read are not read twice.
     let again = ingest_json(&[&corpus], &lake, &[], 1);
     assert_balanced(&again);
-    assert_eq!(again["objects"]["failed"], 6);
+    assert_eq!(again["objects"]["failed"], 7);
     assert_eq!(again["objects"]["read"], 0);
-    assert_eq!(rows(&lake, "events").len(), 12);
+    assert_eq!(rows(&lake, "events").len(), 19);
 }
 
 #[test]

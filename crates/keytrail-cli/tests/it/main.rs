@@ -7,6 +7,8 @@ mod crash;
 mod custody;
 mod ddl;
 mod detect;
+mod faults;
+mod hostile;
 mod ingest;
 mod investigate;
 mod key_info;

@@ -1,6 +1,7 @@
 //! The lake read back by an independent reader: DuckDB (installed by `.ci/run` from PyPI)
-//! counts events per key in the Parquet files and in the raw JSON, and the counts must agree;
-//! the fact columns must equal the facts the reader derives from the raw JSON itself.
+//! counts events per key in the Parquet files and in the raw JSON, recomputes every `key_daily`
+//! row and the Insights events from the raw JSON, and derives the fact columns from the raw JSON
+//! itself; they must agree.
 
 use std::process::Command;
 
@@ -38,4 +39,29 @@ fn duckdb_reads_the_lake_and_agrees_with_the_input() {
         ),
         "{text}"
     );
+    assert!(text.contains("key_daily 42 rows agree"), "{text}");
+}
+
+/// The gzipped, delivery-shaped sample (digest and Insights files among its objects).
+#[test]
+fn duckdb_agrees_on_the_delivery_shaped_sample_key_daily_and_insights_included() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let sample = testdata().join("sample");
+    ingest_json(&[&sample], &lake, &[], 0);
+    let out = Command::new("python3")
+        .arg(testdata().join("../scripts/independent_reader.py"))
+        .arg(&lake)
+        .arg(&sample)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "independent reader failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("events 1279"), "{text}");
+    assert!(text.contains("insights 1 agree"), "{text}");
+    assert!(text.contains(" rows agree"), "{text}");
 }

@@ -6,6 +6,12 @@
 //! - around the service: a body cut off half-way (the connection closes before the promised
 //!   `Content-Length`), or a connection dropped without any answer.
 //!
+//! And per request, on any operation (a method and a part of `path?query` to match, see
+//! [`S3Server::fault_requests`]): an S3 error answer instead of doing the request
+//! ([`ReqFault::Status`]: 500, 503, 403 AccessDenied, 404 NoSuchKey), an error answer after
+//! doing it ([`ReqFault::After`]: the object was written, the client is told it was not), or
+//! no answer for longer than the client waits ([`ReqFault::Hang`]).
+//!
 //! Every request is logged (operation, path, query) so tests can assert what was asked.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +39,37 @@ pub enum Fault {
     Truncate,
     /// Close the connection without an answer.
     Drop,
+}
+
+/// What to do to the next request that matches (any operation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReqFault {
+    /// Answer with this HTTP status and its S3 error, without doing the request.
+    Status(u16),
+    /// Do the request, then answer with this status and its S3 error.
+    After(u16),
+    /// Wait this long before doing the request (the client gives up first).
+    Hang(Duration),
+}
+
+fn s3_error_response(status: u16) -> http::Response<s3s::Body> {
+    let code = match status {
+        403 => "AccessDenied",
+        404 => "NoSuchKey",
+        503 => "SlowDown",
+        _ => "InternalError",
+    };
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test server</Message></Error>"
+    );
+    let mut resp = http::Response::new(s3s::Body::from(body));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/xml"),
+    );
+    resp
 }
 
 /// One request as the server saw it.
@@ -75,9 +112,13 @@ impl Logged {
     }
 }
 
+/// Request faults planned: (method, text the `path?query` contains, faults in order).
+type RequestFaults = Vec<(String, String, VecDeque<ReqFault>)>;
+
 #[derive(Default)]
 struct Shared {
     faults: Mutex<HashMap<String, VecDeque<Fault>>>,
+    request_faults: Mutex<RequestFaults>,
     log: Mutex<Vec<Logged>>,
     /// s3s-fs checks `If-None-Match` and then writes; S3 does both at once. Conditional PUTs
     /// are served one at a time so the test server is as atomic as S3.
@@ -247,9 +288,31 @@ impl S3Server {
             .extend(faults.iter().copied());
     }
 
+    /// Plan faults for the next requests of `method` whose `path?query` contains `part`
+    /// (`/bucket/key`, `list-type=2`, `partNumber=`, ...), in order.
+    pub fn fault_requests(&self, method: &str, part: &str, faults: &[ReqFault]) {
+        self.shared.request_faults.lock().expect("faults").push((
+            method.to_owned(),
+            part.to_owned(),
+            faults.iter().copied().collect(),
+        ));
+    }
+
+    /// Request faults planned but not used.
+    pub fn unused_request_faults(&self) -> usize {
+        self.shared
+            .request_faults
+            .lock()
+            .expect("faults")
+            .iter()
+            .map(|(_, _, q)| q.len())
+            .sum()
+    }
+
     /// Forget every planned fault (the server recovers).
     pub fn clear_faults(&self) {
         self.shared.faults.lock().expect("faults").clear();
+        self.shared.request_faults.lock().expect("faults").clear();
     }
 
     /// Faults planned but not used.
@@ -316,6 +379,17 @@ async fn handle(
         query: req.uri().query().unwrap_or("").to_owned(),
     };
     let key = logged.get_key().map(str::to_owned);
+    let request_fault = {
+        // A bucket's path may end in `/` (`/bucket/?list-type=2`): match without it.
+        let target = format!("{}?{}", logged.path.trim_end_matches('/'), logged.query);
+        let mut planned = s.request_faults.lock().expect("faults");
+        planned
+            .iter_mut()
+            .find(|(m, part, q)| {
+                *m == logged.method && target.contains(part.as_str()) && !q.is_empty()
+            })
+            .and_then(|(_, _, q)| q.pop_front())
+    };
     let conditional_put = logged.method == "PUT" && req.headers().contains_key("if-none-match");
     let commit_record = conditional_put && logged.path.contains("_keytrail/manifest/");
     s.log.lock().expect("log").push(logged);
@@ -333,6 +407,20 @@ async fn handle(
     } else {
         None
     };
+    match request_fault {
+        Some(ReqFault::Status(code)) => return Ok(s3_error_response(code)),
+        Some(ReqFault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(ReqFault::After(code)) => {
+            let done = service
+                .call(req.map(s3s::Body::from))
+                .await
+                .map_err(|e| Broken(format!("{e:?}")))?;
+            // Read the answer through (the work is done), then say it failed.
+            let _ = http_body_util::BodyExt::collect(done.into_body()).await;
+            return Ok(s3_error_response(code));
+        }
+        None => {}
+    }
     let fault = key
         .as_deref()
         .and_then(|k| s.take(k, |f| matches!(f, Fault::Truncate | Fault::Drop)));
