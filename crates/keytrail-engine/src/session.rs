@@ -249,6 +249,22 @@ impl LakeSession {
     }
 }
 
+/// What a session fetched from a lake in S3, logged at debug when it ends (every command, not
+/// only `sql --stats`).
+impl Drop for LakeSession {
+    fn drop(&mut self) {
+        if let Some(io) = self.io_stats() {
+            tracing::debug!(
+                lake = %self.location,
+                requests = io.requests,
+                bytes = io.bytes,
+                objects = io.objects.len(),
+                "fetched from the object store"
+            );
+        }
+    }
+}
+
 /// Run `f` to completion on a runtime of `threads` workers: the library's synchronous edge,
 /// so callers need not know DataFusion is async.
 pub fn block_on<T, E: From<EngineError>>(

@@ -18,9 +18,6 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         let session = LakeSession::open(lake, &opts).await?;
         let (schema, stream) = session.stream(&args.sql).await?;
         write_stream(out.writer(), format, schema, stream, 60).await?;
-        if let Some(io) = session.io_stats() {
-            tracing::debug!(requests = io.requests, bytes = io.bytes, "fetched from S3");
-        }
         Ok(args.stats.then(|| stats_text(&session)))
     })?;
     out.finish()?;
