@@ -387,3 +387,57 @@ fn a_prefix_without_a_lake_and_lake_commands_that_write_say_so() {
     assert!(err.contains("needs a lake directory"), "{err}");
     assert!(!Path::new("s3:").exists());
 }
+
+#[test]
+fn a_committed_run_still_publishing_is_read_from_its_staged_files() {
+    let f = Fixture::new();
+    // A second lake whose only run committed and was killed after copying one file into place.
+    let uri = "s3://lake/half";
+    let out = run(cli(&f.server, &f.metadata)
+        .args(["s3://trail/AWSLogs/", "--lake", uri, "--quiet"])
+        .env("KEYTRAIL_CRASH_AT", "s3-mid-publish"));
+    assert_eq!(out.status.code(), None, "killed");
+    let dir = f.server.bucket("lake").join("half");
+    let published = crate::s3::objects_under(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with("events/") && n.ends_with(".parquet"))
+        .count();
+    let all = f.events_files().len();
+    assert!(
+        published < all,
+        "{published} of {all} in place: still publishing"
+    );
+    f.server.take_log();
+
+    let q = "SELECT accesskeyid, count(*) AS n, min(eventtime) AS first FROM events GROUP BY 1 ORDER BY 1";
+    let want = f.local(&["sql", "--format", "csv", q]);
+    let mut c = s3_env(&f.metadata);
+    c.args(["sql", "--format", "csv", q, "--lake", uri])
+        .args(["--endpoint-url", &f.server.endpoint]);
+    let got = run_code(&mut c, 0);
+    assert_eq!(
+        got.stdout, want.stdout,
+        "the whole commit, read from staging"
+    );
+    // Staged copies were read, and nothing was published by a reader.
+    let log = f.server.take_log();
+    assert!(!fetched(&log, "half/_keytrail/staging/").is_empty());
+    assert!(
+        log.iter().all(|l| l.method == "GET" || l.method == "HEAD"),
+        "read only: {log:?}"
+    );
+
+    // lake verify names what is still staged.
+    let mut c = s3_env(&f.metadata);
+    c.args([
+        "lake",
+        "verify",
+        "--lake",
+        uri,
+        "--endpoint-url",
+        &f.server.endpoint,
+    ]);
+    let out = run_code(&mut c, 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("still staged"), "{text}");
+}
