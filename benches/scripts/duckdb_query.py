@@ -12,6 +12,7 @@ and `keystatus`, then writes the timeline (every column, in time order) as JSON 
 `keytrail investigate --format json` writes it. Prints rows and seconds on stdout; peak memory
 is measured around the process by the caller."""
 import os
+import glob
 import sys
 import time
 
@@ -24,6 +25,9 @@ def connect(lake, threads):
     con.execute("SET TimeZone = 'UTC'")
     for table in ("events", "insights", "key_daily"):
         files = os.path.join(lake, table, "*", "*.parquet")
+        if not glob.glob(files):
+            # A lake without Insights events has no insights files to read.
+            continue
         con.execute(
             f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{files}', hive_partitioning = true)"
         )
