@@ -259,7 +259,7 @@ pub struct S3ClientArgs {
     /// A named profile of ~/.aws/config and ~/.aws/credentials (as the AWS CLI's --profile)
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// The region of the S3 client (as the AWS CLI's --region; not a filter, see --trail-region)
+    /// The region of the S3 client (as the AWS CLI's --region; for ingest not a filter of the logs, see --trail-region)
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// An S3-compatible endpoint, e.g. http://127.0.0.1:9000 (path-style addressing)
