@@ -1,6 +1,7 @@
 //! keytrail's benchmark package: the synthetic CloudTrail generator and helpers shared by the
 //! bench binary (`keytrail-bench`).
 
+pub mod follow;
 pub mod s3serve;
 pub mod synth;
 

@@ -10,6 +10,11 @@
 //!                                                     the same, through a local S3 endpoint
 //!                                                     serving DIR as a bucket, each request
 //!                                                     delayed by the latency
+//! keytrail-bench follow DIR [--keytrail BIN] [--samples N]
+//!                                                     `keytrail follow` against moto's S3 and
+//!                                                     SQS: a backlog of DIR's objects beside
+//!                                                     one-shot ingest, then the latency from
+//!                                                     notification to findings line
 //! keytrail-bench s3-serve DIR [--latency-ms 20]       only serve DIR as a bucket (until
 //!                                                     killed), so a client in another
 //!                                                     process can be timed on its own
@@ -190,6 +195,7 @@ fn main() -> anyhow::Result<()> {
                 let _ = std::fs::remove_dir_all(&lake);
             }
         }
+        "follow" => keytrail_benches::follow::run(&dir, &args)?,
         other => bail!("unknown command {other}"),
     }
     Ok(())

@@ -64,8 +64,8 @@ pub struct QueryArgs {
     /// Query threads [default: all cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
-    /// Memory for sorts, aggregations and joins before they spill to disk, e.g. 256M, 2G
-    #[arg(long, value_name = "SIZE", default_value = "256M")]
+    /// Memory for sorts, aggregations and joins before they spill to disk, e.g. 512M, 2G
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
     pub memory_limit: String,
 }
 
@@ -110,6 +110,8 @@ pub enum Command {
     Man,
     /// Check CloudTrail log-file integrity offline: digest chain, hashes, signatures (exit 1 when anything is modified, missing, broken or uncovered)
     VerifyLogs(crate::cmd::verify_logs::VerifyLogsArgs),
+    /// Keep the lake current as CloudTrail delivers (SQS notifications, or polling) and append new findings as they arrive; stops on SIGTERM/SIGINT
+    Follow(crate::cmd::follow::FollowArgs),
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyLogs(args) => cmd::verify_logs::run(args, cli.quiet),
+        Command::Follow(args) => cmd::follow::run(args, cli.quiet),
     }
 }
 

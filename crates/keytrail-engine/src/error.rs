@@ -7,7 +7,14 @@ pub enum EngineError {
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error("query failed: {0}")]
-    DataFusion(#[from] DataFusionError),
+    DataFusion(DataFusionError),
+    /// An operator that cannot spill to disk (an ordered aggregate, the build side of a join)
+    /// needed more than the memory limit left it.
+    #[error(
+        "query failed: it needed more memory than --memory-limit leaves operators that cannot \
+         spill to disk; raise --memory-limit ({0})"
+    )]
+    Memory(#[source] DataFusionError),
     #[error("reading query results as {type_name}: {source}")]
     Rows {
         type_name: &'static str,
@@ -25,6 +32,16 @@ pub enum EngineError {
         #[source]
         source: object_store::Error,
     },
+}
+
+impl From<DataFusionError> for EngineError {
+    fn from(e: DataFusionError) -> Self {
+        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            EngineError::Memory(e)
+        } else {
+            EngineError::DataFusion(e)
+        }
+    }
 }
 
 impl From<arrow::error::ArrowError> for EngineError {

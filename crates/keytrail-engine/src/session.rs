@@ -31,9 +31,11 @@ pub struct SessionOptions {
     pub memory_limit: usize,
 }
 
-/// Default memory for query operators: with Parquet reading and output, a query stays within
-/// 512 MiB.
-pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+/// Default memory for query operators. Sorts and hash aggregates spill to disk within it; the
+/// operators that cannot spill (ordered aggregates such as the report's last API call, a
+/// join's build side) share what the spilling ones leave: with 256 MiB, the last-used report
+/// as of mid-day over a 10M-event, 348-day lake failed (`docs/benchmarks.md`).
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
 impl Default for SessionOptions {
     fn default() -> Self {

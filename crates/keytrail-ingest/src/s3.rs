@@ -120,7 +120,7 @@ pub fn client_settings(opts: &S3Options) -> (TimeoutConfig, RetryConfig) {
 /// (environment, profile files, SSO, process, container and instance roles), `--profile`,
 /// `--region`, `--endpoint-url`.
 pub async fn connect(opts: &S3Options) -> Client {
-    let shared = load_config(opts).await;
+    let shared = sdk_config(opts).await;
     let mut b = aws_sdk_s3::config::Builder::from(&shared);
     if let Some(url) = &opts.endpoint_url {
         b = b.endpoint_url(url).force_path_style(true);
@@ -128,9 +128,9 @@ pub async fn connect(opts: &S3Options) -> Client {
     Client::from_conf(b.build())
 }
 
-/// The shared AWS settings [`connect`] builds its client from: region and credentials
-/// provider found as the AWS CLI finds them.
-pub async fn load_config(opts: &S3Options) -> aws_config::SdkConfig {
+/// The shared AWS settings every client keytrail builds starts from (S3 here; SQS in follow
+/// mode): credentials, region, timeouts and retries, found as [`connect`] says.
+pub async fn sdk_config(opts: &S3Options) -> aws_config::SdkConfig {
     let (timeouts, retries) = client_settings(opts);
     // The region never comes from instance metadata: that would make every run on a laptop
     // wait for a timeout. An explicit region, the environment, the profile, or us-east-1.

@@ -10,7 +10,7 @@ use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::error::DisplayErrorContext;
 
 use crate::error::IngestError;
-use crate::s3::{S3Options, load_config};
+use crate::s3::{S3Options, sdk_config};
 
 /// Credentials, region and endpoint, resolved once.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ impl fmt::Debug for S3Access {
 /// Resolve the credentials and region `opts` lead to, as [`crate::s3::connect`] does for its
 /// client.
 pub async fn resolve(opts: &S3Options) -> Result<S3Access, IngestError> {
-    let config = load_config(opts).await;
+    let config = sdk_config(opts).await;
     let region = config
         .region()
         .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);

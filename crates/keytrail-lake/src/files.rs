@@ -235,6 +235,11 @@ pub fn write_file(
 /// day's partition of a run is one file up to this size.
 pub const TARGET_FILE_BYTES: u64 = 512 << 20;
 
+/// The write buffer of a [`PartWriter`]. A run keeps one open per table and day it has seen
+/// until it ends (348 days: 348 writers), so this is paid per day of the input: 64 KiB, not
+/// the 1 MiB of a one-off file (the Parquet writer hands it whole pages, which pass through).
+const PART_WRITER_BUFFER: usize = 64 << 10;
+
 /// A data file of one table and day being written by a run: every call to
 /// [`PartWriter::append_sorted`] adds one sorted piece as one row group (or more, for a piece
 /// larger than [`ROW_GROUP_ROWS`]), so a day's rows of a run land in one file however many
@@ -263,7 +268,7 @@ impl PartWriter {
         }
         let file = File::create(&path).at(&path)?;
         let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
+            BufWriter::with_capacity(PART_WRITER_BUFFER, file),
             table.schema(),
             Some(writer_properties(table, run_id)),
         )

@@ -21,5 +21,7 @@ pub use key_daily::KeyDaily;
 pub use lake::{
     KeyDailyMode, Lake, Piece, Recovery, Transaction, Verification, crash_point, rel_to_path,
 };
-pub use manifest::{Commit, FileRecord, Manifest, ManifestIndex, ObjectRecord, SourceVersion};
+pub use manifest::{
+    Commit, FileRecord, Manifest, ManifestIndex, ObjectRecord, SourceVersion, write_atomic,
+};
 pub use snapshot::{DataFile, Snapshot};

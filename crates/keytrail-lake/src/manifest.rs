@@ -311,7 +311,7 @@ impl ManifestIndex {
 
 /// Write `bytes` to `path` so that it either appears whole or not at all: a temporary file in
 /// the same directory, synced, renamed, and the directory synced.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LakeError> {
     let dir = path
         .parent()
         .ok_or_else(|| LakeError::io(path, std::io::Error::other("no parent directory")))?;

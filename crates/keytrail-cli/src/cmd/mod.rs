@@ -3,6 +3,7 @@
 pub mod alternatives;
 pub mod ddl;
 pub mod detect;
+pub mod follow;
 pub mod ingest;
 pub mod investigate;
 pub mod key_info;

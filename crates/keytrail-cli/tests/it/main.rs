@@ -8,6 +8,7 @@ mod custody;
 mod ddl;
 mod detect;
 mod faults;
+mod follow;
 mod hostile;
 mod ingest;
 mod investigate;

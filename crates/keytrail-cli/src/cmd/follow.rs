@@ -1,0 +1,314 @@
+//! `keytrail follow`: keep a lake current from CloudTrail's delivery notifications (SQS) or by
+//! polling its bucket, and append each new finding once. Runs until SIGTERM or SIGINT, then
+//! exits 0 (a second signal exits at once).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use keytrail_detect::Severity;
+use keytrail_follow::{Detection, FollowOptions, Sink, Source, Status, StatusKind, follow};
+use keytrail_ingest::s3::S3Uri;
+
+use crate::flags::{RuleSourceArgs, S3Args};
+use crate::output::{parse_size, status, thousands};
+
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Without --queue-url: poll these buckets (s3://BUCKET[/PREFIX]): yesterday's and today's
+    /// day folders of each account and region, every --poll-interval
+    #[arg(value_name = "S3URI")]
+    pub buckets: Vec<String>,
+    /// An SQS queue that receives CloudTrail's SNS notifications or S3 event notifications
+    /// (raw or in an SNS envelope)
+    #[arg(long, value_name = "URL", conflicts_with = "buckets")]
+    pub queue_url: Option<String>,
+    /// The lake: a directory (created if it does not exist)
+    #[arg(long, value_name = "DIR")]
+    pub lake: String,
+    /// Append each new finding as one JSON line to FILE (`-`: stdout); without it, no
+    /// detection runs
+    #[arg(long, value_name = "FILE|-")]
+    pub findings: Option<String>,
+    /// Write findings at or above this severity: info, low, medium, high, critical
+    #[arg(long, value_name = "LEVEL", default_value = "low", value_parser = parse_severity)]
+    pub min_severity: Severity,
+    #[command(flatten)]
+    pub rules: RuleSourceArgs,
+    /// Rules only: leave out the stateful detectors
+    #[arg(long)]
+    pub no_detectors: bool,
+    /// Gather what arrives within this long of a batch's first message into one commit
+    /// (500ms, 10s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub batch_window: String,
+    /// Polling: the pause between rounds
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub poll_interval: String,
+    /// SQS: how long a received message stays hidden (extended while its batch is read; the
+    /// base of the backoff of messages left for a retry)
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub visibility_timeout: String,
+    /// SQS: the most messages in one batch
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub max_batch: usize,
+    /// SQS: an endpoint for an SQS-compatible service [default: --endpoint-url, else AWS's]
+    #[arg(long, value_name = "URL")]
+    pub sqs_endpoint_url: Option<String>,
+    /// Keep only events of this access key (made with it, or naming it); repeatable
+    #[arg(long = "key", value_name = "ID")]
+    pub keys: Vec<String>,
+    /// Keep only events of the keys listed in FILE (one per line, # comments)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Decoding and query threads [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Largest decompressed object to read, e.g. 512M, 2G
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub max_object_size: String,
+    /// Status lines on stderr as JSON objects
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    s.parse()
+}
+
+/// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .with_context(|| format!("`{text}` is not a duration (500ms, 10s, 2m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("`{text}`: the unit is ms, s, m or h"),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        bail!("`{text}` is not a duration");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    if S3Uri::parse(&args.lake).is_some() {
+        bail!(
+            "--lake {}: follow writes a local lake; a lake in S3 is not supported by follow yet",
+            args.lake
+        );
+    }
+    if args.s3.shard.is_some() || args.s3.shard_count.is_some() {
+        bail!("--shard: follow reads every object it is told of; run one follower per queue");
+    }
+    let source = match (&args.queue_url, args.buckets.is_empty()) {
+        (Some(url), _) => {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                bail!("--queue-url {url}: expected https://sqs.REGION.amazonaws.com/ACCOUNT/NAME");
+            }
+            Source::Queue(url.clone())
+        }
+        (None, true) => bail!("give --queue-url URL, or s3://BUCKET[/PREFIX] to poll"),
+        (None, false) => {
+            let mut uris = Vec::new();
+            for b in &args.buckets {
+                match S3Uri::parse(b) {
+                    Some(u) => uris.push(u?),
+                    None => bail!("{b}: follow polls s3://BUCKET[/PREFIX] only"),
+                }
+            }
+            Source::Poll(uris)
+        }
+    };
+    let mut opts = FollowOptions::new(source, PathBuf::from(&args.lake));
+    crate::cmd::ingest::s3_options(&args.s3, &mut opts.ingest)?;
+    opts.ingest.filter =
+        crate::cmd::ingest::filter(&args.keys, args.key_file.as_deref(), None, None)?;
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        opts.ingest.threads = t;
+        opts.detection.threads = t;
+    }
+    opts.ingest.limits.max_object_bytes =
+        parse_size(&args.max_object_size).context("--max-object-size")?;
+    opts.batch_window = parse_duration(&args.batch_window).context("--batch-window")?;
+    opts.poll_interval = parse_duration(&args.poll_interval).context("--poll-interval")?;
+    opts.visibility = parse_duration(&args.visibility_timeout).context("--visibility-timeout")?;
+    if opts.visibility < Duration::from_secs(1) || opts.visibility > Duration::from_secs(43_200) {
+        bail!("--visibility-timeout must be between 1s and 12h");
+    }
+    if args.max_batch == 0 {
+        bail!("--max-batch must be at least 1");
+    }
+    opts.max_batch = args.max_batch;
+    opts.sqs_endpoint = args
+        .sqs_endpoint_url
+        .clone()
+        .or_else(|| args.s3.client.endpoint_url.clone());
+    opts.findings = match args.findings.as_deref() {
+        None => None,
+        Some("-") => Some(Sink::Stdout),
+        Some(path) => Some(Sink::File(PathBuf::from(path))),
+    };
+    if opts.findings.is_some() {
+        opts.detection = Detection {
+            rules: crate::cmd::detect::rule_set(&args.rules)?,
+            detectors: !args.no_detectors,
+            min_severity: args.min_severity,
+            threads: opts.detection.threads,
+            ..Detection::default()
+        };
+    }
+
+    // SIGTERM and SIGINT ask the follower to stop after the batch at hand; a second one
+    // ends the process at once (nothing is lost: see docs/follow.md).
+    let stop = Arc::new(AtomicBool::new(false));
+    for (signal, code) in [
+        (signal_hook::consts::SIGTERM, 143),
+        (signal_hook::consts::SIGINT, 130),
+    ] {
+        signal_hook::flag::register_conditional_shutdown(signal, code, Arc::clone(&stop))
+            .context("cannot handle signals")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot handle signals")?;
+    }
+    let json = args.json;
+    let mut observer = |s: &Status| {
+        if quiet {
+            return;
+        }
+        if json {
+            if let Ok(text) = serde_json::to_string(s) {
+                status(&text);
+            }
+        } else {
+            status(&render(s));
+        }
+    };
+    follow(&opts, &stop, &mut observer)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `1 finding`, `2 findings`.
+fn n(count: u64, one: &str, many: &str) -> String {
+    format!(
+        "{} {}",
+        thousands(count),
+        if count == 1 { one } else { many }
+    )
+}
+
+fn secs(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+/// A status line.
+pub fn render(s: &Status) -> String {
+    let t = &s.totals;
+    let mut out = String::from("follow: ");
+    match s.status {
+        StatusKind::Started => {
+            let _ = write!(out, "started ({})", s.mode);
+        }
+        StatusKind::Stopped => out.push_str("stopped"),
+        StatusKind::Idle => out.push_str("idle"),
+        StatusKind::Error => {
+            let _ = write!(
+                out,
+                "batch failed, trying again: {}",
+                s.error.as_deref().unwrap_or("?")
+            );
+        }
+        StatusKind::Batch => {
+            if let Some(b) = &s.batch {
+                if b.messages > 0 {
+                    let _ = write!(out, "{}, ", n(b.messages, "message", "messages"));
+                }
+                let _ = write!(
+                    out,
+                    "{} ({} read, {} skipped, {} failed), {}",
+                    n(b.objects, "object", "objects"),
+                    thousands(b.read),
+                    thousands(b.skipped),
+                    thousands(b.failed),
+                    n(b.events, "event", "events"),
+                );
+                if let Some(c) = b.commit {
+                    let _ = write!(out, ", commit {c}");
+                }
+                let _ = write!(
+                    out,
+                    ", {} in {}",
+                    n(b.findings, "finding", "findings"),
+                    secs(b.seconds)
+                );
+            }
+        }
+    }
+    if let Some(l) = s.lag_seconds {
+        let _ = write!(out, "; lag {}", secs(l));
+    }
+    if let Some(w) = s.queue_waiting {
+        let _ = write!(out, "; {} waiting", thousands(w));
+    }
+    let _ = write!(
+        out,
+        "; total {}, {}, {}",
+        n(t.objects_read, "object", "objects"),
+        n(t.events, "event", "events"),
+        n(t.findings, "finding", "findings")
+    );
+    if t.not_understood > 0 || t.retried > 0 || t.errors > 0 {
+        let _ = write!(
+            out,
+            " ({} not understood, {} held back, {})",
+            n(t.not_understood, "message", "messages"),
+            thousands(t.retried),
+            n(t.errors, "error", "errors")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_duration("10s").ok(), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_duration("1.5").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in ["", "s", "10x", "-1s", "1d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

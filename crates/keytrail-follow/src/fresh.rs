@@ -1,0 +1,372 @@
+//! Findings on arrival: what the events of new commits raise.
+//!
+//! For the commits after the findings cursor (`seq > after`):
+//!
+//! - **Rules** run over the new events alone: the `events` files those commits added (or,
+//!   when a later rewrite replaced them, the rows whose `sourceobject` the commits read).
+//!   Every finding is new. A rule's matches group into one finding per key within an hour as
+//!   in `keytrail detect`, but only within one batch.
+//! - **Detectors** need a key's history. They run over the *touched* keys (keys that made a
+//!   new event or that a new event changed or minted, and the keys those keys minted) with
+//!   their whole history in the lake, plus the lake's key lifecycle and minting events, twice:
+//!   on the lake as it is and on the lake without the new commits' events. A finding is new
+//!   when its identity (detector, key, first event) is in the first run and not in the second:
+//!   findings that only grew with the new events (a burst that goes on) are not raised again,
+//!   and findings of old events are never raised for the first time here.
+//!
+//! The identity of a finding is its rule, its key (else its principal) and its first event:
+//! [`identity`].
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use keytrail_detect::{DetectOptions, Finding, RuleSet, Severity, detect_in, detectors};
+use keytrail_engine::datafusion::logical_expr::Expr;
+use keytrail_engine::datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use keytrail_engine::{LakeSession, LakeTable, SessionOptions};
+use keytrail_lake::{DataFile, Snapshot};
+use keytrail_model::Table;
+use keytrail_model::schema::col as c;
+
+use crate::error::FollowError;
+
+/// How to detect on arrival.
+#[derive(Clone, Debug)]
+pub struct Detection {
+    pub rules: RuleSet,
+    /// Run the stateful detectors too.
+    pub detectors: bool,
+    pub min_severity: Severity,
+    pub config: detectors::Config,
+    pub threads: usize,
+}
+
+impl Default for Detection {
+    fn default() -> Self {
+        Detection {
+            rules: RuleSet::default(),
+            detectors: true,
+            min_severity: Severity::Low,
+            config: detectors::Config::default(),
+            threads: SessionOptions::default().threads,
+        }
+    }
+}
+
+/// A finding raised on arrival.
+#[derive(Clone, Debug)]
+pub struct Raised {
+    /// [`identity`] of the finding.
+    pub id: String,
+    /// The last commit of the ones whose events raised it.
+    pub commit: u64,
+    pub finding: Finding,
+}
+
+/// What the new commits raised.
+#[derive(Clone, Debug, Default)]
+pub struct Fresh {
+    /// The last commit looked at.
+    pub upto: u64,
+    pub findings: Vec<Raised>,
+    /// Events of the new commits.
+    pub events: u64,
+    /// Keys whose history the detectors read.
+    pub touched: usize,
+}
+
+/// A finding's identity: xxh3-128 of its rule, its key (else its principal) and its first
+/// event ID, as 32 hex digits. The same finding found again has the same identity, even when
+/// later events added to its evidence.
+pub fn identity(f: &Finding) -> String {
+    let who = f.key.as_deref().or(f.principal.as_deref()).unwrap_or("");
+    let first = f.events.first().map_or("", String::as_str);
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(format!("{}\0{who}\0{first}", f.rule).as_bytes())
+    )
+}
+
+/// The value of `sourceobject` for an object the manifest records (`file://` paths are shown
+/// without the scheme).
+fn shown(source: &str) -> String {
+    source.strip_prefix("file://").unwrap_or(source).to_owned()
+}
+
+fn subset(snap: &Snapshot, keep: impl Fn(&DataFile) -> bool) -> Snapshot {
+    Snapshot {
+        root: snap.root.clone(),
+        seq: snap.seq,
+        files: snap
+            .files
+            .iter()
+            .filter(|f| f.table == Table::Events && keep(f))
+            .cloned()
+            .collect(),
+        index_files: snap.index_files.clone(),
+        index: snap.index.clone(),
+    }
+}
+
+/// Rows of `events` by the objects that were read: only these, or all but these.
+#[derive(Clone)]
+enum Objects {
+    Only(Vec<String>),
+    Except(Vec<String>),
+}
+
+/// Make `events` in `ctx` the rows of `snap` (restricted by `objects`), and, with `keys`, only
+/// the events of those keys plus the key lifecycle and minting events of other keys.
+async fn use_events(
+    ctx: &SessionContext,
+    snap: Snapshot,
+    objects: Option<&Objects>,
+    keys: Option<&BTreeSet<String>>,
+) -> Result<(), FollowError> {
+    const BASE: &str = "kt_follow_events";
+    for t in [Table::Events.name(), Table::KeyDaily.name(), BASE] {
+        ctx.deregister_table(t)
+            .map_err(keytrail_engine::EngineError::from)?;
+    }
+    ctx.register_table(
+        BASE,
+        Arc::new(LakeTable::new(Table::Events, Arc::new(snap))),
+    )
+    .map_err(keytrail_engine::EngineError::from)?;
+    let q = |e: keytrail_engine::datafusion::error::DataFusionError| {
+        FollowError::Engine(keytrail_engine::EngineError::from(e))
+    };
+    let mut base: DataFrame = ctx.table(BASE).await.map_err(q)?;
+    let lits = |v: &[String]| v.iter().map(|s| lit(s.clone())).collect::<Vec<Expr>>();
+    match objects {
+        Some(Objects::Only(v)) => {
+            base = base
+                .filter(col(c::SOURCEOBJECT).in_list(lits(v), false))
+                .map_err(q)?;
+        }
+        Some(Objects::Except(v)) => {
+            base = base
+                .filter(
+                    col(c::SOURCEOBJECT)
+                        .in_list(lits(v), true)
+                        .or(col(c::SOURCEOBJECT).is_null()),
+                )
+                .map_err(q)?;
+        }
+        None => {}
+    }
+    let df = match keys {
+        None => base,
+        Some(keys) => {
+            let list: Vec<Expr> = keys.iter().map(|k| lit(k.clone())).collect();
+            let held = base
+                .clone()
+                .filter(col(c::ACCESSKEYID).in_list(list.clone(), false))
+                .map_err(q)?;
+            let lifecycle = base
+                .filter(
+                    col(c::KEYSTATUS)
+                        .is_not_null()
+                        .or(col(c::MINTEDKEYID).is_not_null())
+                        .and(
+                            col(c::ACCESSKEYID)
+                                .is_null()
+                                .or(col(c::ACCESSKEYID).in_list(list, true)),
+                        ),
+                )
+                .map_err(q)?;
+            held.union(lifecycle).map_err(q)?
+        }
+    };
+    ctx.register_table(Table::Events.name(), df.into_view())
+        .map_err(keytrail_engine::EngineError::from)?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct KeyRow {
+    k: Option<String>,
+}
+
+async fn keys_of(ctx: &SessionContext, sql: &str) -> Result<BTreeSet<String>, FollowError> {
+    let batches = ctx
+        .sql(sql)
+        .await
+        .map_err(keytrail_engine::EngineError::from)?
+        .collect()
+        .await
+        .map_err(keytrail_engine::EngineError::from)?;
+    Ok(keytrail_engine::rows::from_batches::<KeyRow>(&batches)?
+        .into_iter()
+        .filter_map(|r| r.k)
+        .collect())
+}
+
+async fn count(ctx: &SessionContext) -> Result<u64, FollowError> {
+    #[derive(serde::Deserialize)]
+    struct N {
+        n: i64,
+    }
+    let batches = ctx
+        .sql("SELECT count(*) AS n FROM events")
+        .await
+        .map_err(keytrail_engine::EngineError::from)?
+        .collect()
+        .await
+        .map_err(keytrail_engine::EngineError::from)?;
+    Ok(keytrail_engine::rows::from_batches::<N>(&batches)?
+        .first()
+        .map_or(0, |r| u64::try_from(r.n).unwrap_or(0)))
+}
+
+/// What the commits after `after` raise (see the module's documentation).
+pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowError> {
+    keytrail_engine::block_on(d.threads, async {
+        let session = LakeSession::open(
+            root,
+            &SessionOptions {
+                threads: d.threads,
+                ..SessionOptions::default()
+            },
+        )
+        .await?;
+        let snap = session.snapshot().clone();
+        let mut out = Fresh {
+            upto: snap.seq.max(after),
+            ..Fresh::default()
+        };
+        if snap.seq <= after {
+            return Ok(out);
+        }
+        let manifest = session.manifest();
+        let pending: Vec<_> = manifest
+            .commits()
+            .iter()
+            .filter(|c| c.seq > after && c.seq <= snap.seq && !c.objects.is_empty())
+            .collect();
+        if pending.is_empty() {
+            return Ok(out);
+        }
+        let new_files: HashSet<&str> = pending
+            .iter()
+            .flat_map(|c| c.files.iter())
+            .filter(|f| f.table == Table::Events.name())
+            .map(|f| f.path.as_str())
+            .collect();
+        let objects: Vec<String> = pending
+            .iter()
+            .flat_map(|c| c.objects.iter())
+            .map(|o| shown(&o.source))
+            .collect();
+        let live: HashSet<&str> = snap
+            .table_files(Table::Events)
+            .map(|f| f.record.path.as_str())
+            .collect();
+        // The new commits' files are all still live (no rewrite replaced them since): they
+        // hold exactly the new events. Otherwise the rows are told apart by their object.
+        let exact = new_files.iter().all(|f| live.contains(f));
+        let (new_snap, new_rows, old_snap, old_rows) = if exact {
+            (
+                subset(&snap, |f| new_files.contains(f.record.path.as_str())),
+                None,
+                subset(&snap, |f| !new_files.contains(f.record.path.as_str())),
+                None,
+            )
+        } else {
+            (
+                subset(&snap, |_| true),
+                Some(Objects::Only(objects.clone())),
+                subset(&snap, |_| true),
+                Some(Objects::Except(objects)),
+            )
+        };
+        let mut ctx = session.context().clone();
+
+        // Rules over the new events.
+        use_events(&ctx, new_snap, new_rows.as_ref(), None).await?;
+        out.events = count(&ctx).await?;
+        let mut raised: Vec<Finding> = Vec::new();
+        if !d.rules.rules.is_empty() {
+            let report = detect_in(
+                &mut ctx,
+                true,
+                &DetectOptions {
+                    rules: d.rules.clone(),
+                    detectors: false,
+                    min_severity: d.min_severity,
+                    threads: d.threads,
+                    ..DetectOptions::default()
+                },
+            )
+            .await?;
+            raised.extend(report.findings);
+        }
+
+        if d.detectors {
+            let mut touched = keys_of(
+                &ctx,
+                "SELECT DISTINCT k FROM (SELECT accesskeyid AS k FROM events \
+                 UNION ALL SELECT targetkeyid AS k FROM events \
+                 UNION ALL SELECT mintedkeyid AS k FROM events) WHERE k IS NOT NULL",
+            )
+            .await?;
+            if !touched.is_empty() {
+                // Credentials the touched keys minted: their use after the parent's
+                // deactivation is the parent's story.
+                use_events(&ctx, subset(&snap, |_| true), None, Some(&touched)).await?;
+                let list: Vec<String> = touched
+                    .iter()
+                    .map(|k| format!("'{}'", k.replace('\'', "''")))
+                    .collect();
+                let children = keys_of(
+                    &ctx,
+                    &format!(
+                        "SELECT DISTINCT mintedkeyid AS k FROM events \
+                         WHERE mintedkeyid IS NOT NULL AND accesskeyid IN ({})",
+                        list.join(", ")
+                    ),
+                )
+                .await?;
+                touched.extend(children);
+                out.touched = touched.len();
+                let opts = DetectOptions {
+                    rules: RuleSet::default(),
+                    detectors: true,
+                    min_severity: d.min_severity,
+                    config: d.config.clone(),
+                    threads: d.threads,
+                    ..DetectOptions::default()
+                };
+                use_events(&ctx, subset(&snap, |_| true), None, Some(&touched)).await?;
+                let now = detect_in(&mut ctx, true, &opts).await?;
+                use_events(&ctx, old_snap, old_rows.as_ref(), Some(&touched)).await?;
+                let before: HashSet<String> = detect_in(&mut ctx, true, &opts)
+                    .await?
+                    .findings
+                    .iter()
+                    .map(identity)
+                    .collect();
+                raised.extend(now.findings.into_iter().filter(|f| {
+                    f.key.as_ref().is_some_and(|k| touched.contains(k))
+                        && !before.contains(&identity(f))
+                }));
+            }
+        }
+        raised.sort_by(|a, b| {
+            (a.time, &a.key, &a.rule, &a.events).cmp(&(b.time, &b.key, &b.rule, &b.events))
+        });
+        let mut seen = HashSet::new();
+        for f in raised {
+            let id = identity(&f);
+            if seen.insert(id.clone()) {
+                out.findings.push(Raised {
+                    id,
+                    commit: snap.seq,
+                    finding: f,
+                });
+            }
+        }
+        Ok(out)
+    })
+}
