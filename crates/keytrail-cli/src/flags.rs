@@ -29,9 +29,19 @@ pub struct Cli {
     pub quiet: bool,
 }
 
-/// `--lake DIR`: the lake a query command reads.
+/// `--lake DIR|s3://BUCKET/PREFIX`: the lake a query command reads, and how to reach S3.
 #[derive(Debug, Args)]
 pub struct LakeArg {
+    /// The lake: a directory or s3://BUCKET/PREFIX written by `keytrail ingest`
+    #[arg(long, value_name = "DIR|S3URI")]
+    pub lake: PathBuf,
+    #[command(flatten)]
+    pub s3: S3ClientArgs,
+}
+
+/// `--lake DIR`: a lake directory (the commands that repair or rewrite a lake in place).
+#[derive(Debug, Args)]
+pub struct LocalLakeArg {
     /// The lake: a directory written by `keytrail ingest`
     #[arg(long, value_name = "DIR")]
     pub lake: PathBuf,
@@ -206,6 +216,10 @@ pub struct SqlArgs {
     pub output: OutputArgs,
     #[command(flatten)]
     pub query: QueryArgs,
+    /// After the result, say on stderr what was fetched from a lake in S3 (requests, bytes,
+    /// files read beside the lake's)
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,19 +268,27 @@ pub struct IngestArgs {
     pub part_size: String,
 }
 
-/// Reading from S3.
+/// How to reach S3: the AWS CLI's settings.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "S3")]
-pub struct S3Args {
+pub struct S3ClientArgs {
     /// A named profile of ~/.aws/config and ~/.aws/credentials (as the AWS CLI's --profile)
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
-    /// The region of the S3 client (as the AWS CLI's --region; not a filter, see --trail-region)
+    /// The region of the S3 client (as the AWS CLI's --region; for ingest not a filter of the logs, see --trail-region)
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// An S3-compatible endpoint, e.g. http://127.0.0.1:9000 (path-style addressing)
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
+}
+
+/// Reading from S3.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "S3")]
+pub struct S3Args {
+    #[command(flatten)]
+    pub client: S3ClientArgs,
     /// Read only the logs of these AWS regions (prunes the listing); repeatable
     #[arg(long = "trail-region", value_name = "REGION")]
     pub trail_regions: Vec<String>,
@@ -308,19 +330,19 @@ pub enum LakeCommand {
     /// Finish or clean up runs that were stopped half-way
     Recover {
         #[command(flatten)]
-        lake: LakeArg,
+        lake: LocalLakeArg,
     },
     /// Rewrite a lake of an older schema version in the current one, in place, exactly once
     /// (it can be stopped at any point and run again)
     Upgrade {
         #[command(flatten)]
-        lake: LakeArg,
+        lake: LocalLakeArg,
     },
     /// Merge each day's small files (left by many incremental runs) into one, and the key index
     /// into one file; exactly once, safe for readers running at the same time
     Compact {
         #[command(flatten)]
-        lake: LakeArg,
+        lake: LocalLakeArg,
         /// Print what was merged as JSON
         #[arg(long)]
         json: bool,
@@ -374,8 +396,9 @@ pub struct InvestigateArgs {
     /// s3:// locations to read directly
     #[arg(required = true, value_name = "KEY|PATH|S3URI")]
     pub args: Vec<String>,
-    /// The lake to read; with PATHs given, the working lake to build and keep
-    #[arg(long, value_name = "DIR")]
+    /// The lake to read (a directory or s3://BUCKET/PREFIX); with PATHs given, the working
+    /// lake directory to build and keep
+    #[arg(long, value_name = "DIR|S3URI")]
     pub lake: Option<PathBuf>,
     /// More keys to start from, one per line (# comments)
     #[arg(long, value_name = "FILE")]

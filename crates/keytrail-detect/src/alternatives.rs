@@ -14,7 +14,6 @@
 //! plain user agent is inside AWS. Each recommendation lists the evidence it rests on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -290,16 +289,16 @@ fn classify(key: String, a: Acc) -> KeyAdvice {
     }
 }
 
-/// Classify the long-term keys of the lake at `root`.
+/// Classify the long-term keys of the lake at `lake` (a directory, or a lake in S3).
 pub fn advise(
-    root: &Path,
+    lake: impl Into<keytrail_engine::LakeLocation>,
     since: Option<i64>,
     threads: usize,
     ranges: &AwsRanges,
 ) -> Result<Vec<KeyAdvice>, DetectError> {
     block_on(threads, async {
         let session = LakeSession::open(
-            root,
+            lake,
             &SessionOptions {
                 threads,
                 ..SessionOptions::default()

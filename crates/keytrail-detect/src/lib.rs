@@ -216,7 +216,8 @@ pub fn block_on<T>(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("keytrail-detect")
-        .enable_time()
+        // I/O for a lake in an object store (HTTP).
+        .enable_all()
         .build()
         .map_err(|e| DetectError::Query(EngineError::Runtime(e)))?;
     rt.block_on(f)
@@ -355,11 +356,14 @@ impl DetectReport {
     }
 }
 
-/// Detect over the lake at `root`.
-pub fn detect(root: &Path, opts: &DetectOptions) -> Result<DetectReport, DetectError> {
+/// Detect over the lake at `lake` (a directory, or a lake in S3).
+pub fn detect(
+    lake: impl Into<keytrail_engine::LakeLocation>,
+    opts: &DetectOptions,
+) -> Result<DetectReport, DetectError> {
     block_on(opts.threads, async {
         let session = LakeSession::open(
-            root,
+            lake,
             &SessionOptions {
                 threads: opts.threads,
                 ..SessionOptions::default()

@@ -25,6 +25,13 @@ pub enum EngineError {
     Runtime(#[source] std::io::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A request to the object store a remote lake is in failed.
+    #[error("{object}: {source}")]
+    Remote {
+        object: String,
+        #[source]
+        source: object_store::Error,
+    },
 }
 
 impl From<DataFusionError> for EngineError {

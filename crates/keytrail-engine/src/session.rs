@@ -12,10 +12,14 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use keytrail_lake::{Lake, Snapshot};
+use keytrail_lake::{IndexEntry, Lake, Manifest, Relation, Snapshot};
 use keytrail_model::Table;
 
+use crate::counting::IoStats;
 use crate::error::EngineError;
+use crate::location::LakeLocation;
+use crate::remote::RemoteLake;
+use crate::storage::Storage;
 use crate::table::LakeTable;
 
 /// How a session runs.
@@ -45,12 +49,29 @@ impl Default for SessionOptions {
 /// A DataFusion session with the lake's tables (`events`, `insights`, `key_daily`).
 pub struct LakeSession {
     ctx: SessionContext,
-    lake: Lake,
+    location: LakeLocation,
+    /// The lake directory (none for a lake in an object store).
+    lake: Option<Lake>,
+    /// The lake in an object store (none for a lake directory).
+    remote: Option<Arc<RemoteLake>>,
+    manifest: Arc<Manifest>,
     snapshot: Arc<Snapshot>,
+    storage: Storage,
 }
+
+/// Bytes read from the end of a data file in an object store to get its footer in one request
+/// (DataFusion's default, 512 KiB, would fetch most of a small file to plan a one-key read).
+const REMOTE_METADATA_HINT: usize = 64 * 1024;
 
 /// A session context with keytrail's settings and functions, and no tables.
 pub fn context(opts: &SessionOptions) -> Result<SessionContext, EngineError> {
+    context_with(opts, None)
+}
+
+fn context_with(
+    opts: &SessionOptions,
+    metadata_hint: Option<usize>,
+) -> Result<SessionContext, EngineError> {
     let mut config = SessionConfig::new()
         .with_target_partitions(opts.threads.max(1))
         .with_information_schema(true);
@@ -60,6 +81,9 @@ pub fn context(opts: &SessionOptions) -> Result<SessionContext, EngineError> {
     o.execution.parquet.bloom_filter_on_read = true;
     o.execution.parquet.enable_page_index = true;
     o.execution.parquet.pruning = true;
+    if metadata_hint.is_some() {
+        o.execution.parquet.metadata_size_hint = metadata_hint;
+    }
     o.sql_parser.enable_ident_normalization = true;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(
@@ -73,9 +97,50 @@ pub fn context(opts: &SessionOptions) -> Result<SessionContext, EngineError> {
 }
 
 impl LakeSession {
-    /// Open the lake at `root` (finishing any run that was stopped half-way) and register its
-    /// tables as of its last commit.
-    pub async fn open(root: &Path, opts: &SessionOptions) -> Result<LakeSession, EngineError> {
+    /// Open the lake at `lake` (a directory, or a lake in S3) and register its tables as of its
+    /// last commit. A lake directory is first recovered (runs stopped half-way finished or
+    /// cleaned up); a lake in S3 is only read: the files of a committed run that is still
+    /// being published are read where the run staged them.
+    pub async fn open(
+        lake: impl Into<LakeLocation>,
+        opts: &SessionOptions,
+    ) -> Result<LakeSession, EngineError> {
+        let location = lake.into();
+        let Some(remote) = RemoteLake::new(&location)? else {
+            let root = location.dir().map(Path::to_path_buf).unwrap_or_default();
+            return LakeSession::open_dir(&root, location, opts);
+        };
+        let remote = Arc::new(remote);
+        let manifest = remote.manifest().await?;
+        let snapshot = Arc::new(remote.snapshot(&manifest)?);
+        tracing::debug!(
+            lake = remote.name(),
+            commits = manifest.commits().len(),
+            files = snapshot.files.len(),
+            index_files = snapshot.index.len(),
+            "opened a lake in an object store"
+        );
+        let ctx = context_with(opts, Some(REMOTE_METADATA_HINT))?;
+        ctx.runtime_env()
+            .register_object_store(remote.url().as_ref(), remote.store());
+        let storage = Storage::Remote(Arc::clone(&remote));
+        LakeSession::register(&ctx, &snapshot, &storage)?;
+        Ok(LakeSession {
+            ctx,
+            location,
+            lake: None,
+            remote: Some(remote),
+            manifest: Arc::new(manifest),
+            snapshot,
+            storage,
+        })
+    }
+
+    fn open_dir(
+        root: &Path,
+        location: LakeLocation,
+        opts: &SessionOptions,
+    ) -> Result<LakeSession, EngineError> {
         // Files are read by absolute path (an s3:// "path" is refused by the lake as it is).
         if root.to_string_lossy().starts_with("s3://") {
             Lake::open(root)?;
@@ -85,7 +150,11 @@ impl LakeSession {
         let lake = Lake::open(root)?;
         // A committed run whose files were not all published yet would make the tables lie.
         lake.recover()?;
-        let snapshot = Arc::new(lake.snapshot()?);
+        let manifest = lake.manifest()?;
+        let snapshot = Arc::new(Snapshot::from_manifest(
+            lake.root().to_path_buf(),
+            &manifest,
+        )?);
         let ctx = context(opts)?;
         let store = crate::store::LakeStore::new(lake.root(), lake.retired_root())
             .map_err(|e| EngineError::DataFusion(e.into()))?;
@@ -93,25 +162,68 @@ impl LakeSession {
             datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
             Arc::new(store),
         );
+        LakeSession::register(&ctx, &snapshot, &Storage::Local)?;
+        Ok(LakeSession {
+            ctx,
+            location,
+            lake: Some(lake),
+            remote: None,
+            manifest: Arc::new(manifest),
+            snapshot,
+            storage: Storage::Local,
+        })
+    }
+
+    fn register(
+        ctx: &SessionContext,
+        snapshot: &Arc<Snapshot>,
+        storage: &Storage,
+    ) -> Result<(), EngineError> {
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),
-                Arc::new(LakeTable::new(table, Arc::clone(&snapshot))),
+                Arc::new(LakeTable::with_storage(
+                    table,
+                    Arc::clone(snapshot),
+                    storage.clone(),
+                )),
             )?;
         }
-        Ok(LakeSession {
-            ctx,
-            lake,
-            snapshot,
-        })
+        Ok(())
+    }
+
+    /// Where the lake is.
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// The lake directory; `None` for a lake in S3.
+    pub fn lake(&self) -> Option<&Lake> {
+        self.lake.as_ref()
+    }
+
+    /// The commits the session's snapshot was taken from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// What the session fetched from a lake in S3 so far (`None` for a lake directory, whose
+    /// reads are not counted).
+    pub fn io_stats(&self) -> Option<IoStats> {
+        self.remote.as_ref().map(|r| r.stats())
+    }
+
+    /// Where `keys` are in the snapshot's indexed `events` files, from the key index.
+    pub async fn lookup(
+        &self,
+        keys: &[&str],
+        relation: Relation,
+    ) -> Result<Vec<IndexEntry>, EngineError> {
+        self.storage.lookup(&self.snapshot, keys, relation).await
     }
 
     pub fn context(&self) -> &SessionContext {
         &self.ctx
-    }
-
-    pub fn lake(&self) -> &Lake {
-        &self.lake
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -139,6 +251,22 @@ impl LakeSession {
     }
 }
 
+/// What a session fetched from a lake in S3, logged at debug when it ends (every command, not
+/// only `sql --stats`).
+impl Drop for LakeSession {
+    fn drop(&mut self) {
+        if let Some(io) = self.io_stats() {
+            tracing::debug!(
+                lake = %self.location,
+                requests = io.requests,
+                bytes = io.bytes,
+                objects = io.objects.len(),
+                "fetched from the object store"
+            );
+        }
+    }
+}
+
 /// Run `f` to completion on a runtime of `threads` workers: the library's synchronous edge,
 /// so callers need not know DataFusion is async.
 pub fn block_on<T, E: From<EngineError>>(
@@ -148,7 +276,8 @@ pub fn block_on<T, E: From<EngineError>>(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("keytrail-query")
-        .enable_time()
+        // I/O for a lake in an object store (HTTP), time for its retries' backoff.
+        .enable_all()
         .build()
         .map_err(|e| E::from(EngineError::Runtime(e)))?;
     rt.block_on(f)

@@ -26,7 +26,6 @@ use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -36,6 +35,7 @@ use keytrail_model::schema::{UTC, col};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::prune::{ScanFilter, analyze};
+use crate::storage::Storage;
 
 /// The rows of a file a scan reads, from the key index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,7 @@ pub type PlannedFile = (DataFile, Option<Rows>);
 pub struct LakeTable {
     table: Table,
     snapshot: Arc<Snapshot>,
+    storage: Storage,
     file_schema: SchemaRef,
     schema: SchemaRef,
 }
@@ -83,13 +84,26 @@ impl LakeTable {
         LakeTable {
             table,
             snapshot,
+            storage: Storage::Local,
             file_schema,
             schema,
         }
     }
 
+    /// A table of a snapshot whose files are read from `storage`.
+    pub(crate) fn with_storage(
+        table: Table,
+        snapshot: Arc<Snapshot>,
+        storage: Storage,
+    ) -> LakeTable {
+        LakeTable {
+            storage,
+            ..LakeTable::new(table, snapshot)
+        }
+    }
+
     /// The files (and, for each, the rows) a scan with `filter` must read.
-    pub fn plan_files(&self, filter: &ScanFilter) -> Result<Vec<PlannedFile>> {
+    pub async fn plan_files(&self, filter: &ScanFilter) -> Result<Vec<PlannedFile>> {
         let mut files: Vec<&DataFile> = self
             .snapshot
             .table_files(self.table)
@@ -127,8 +141,9 @@ impl LakeTable {
                 }
                 let list: Vec<&str> = set.iter().map(String::as_str).collect();
                 entries.extend(
-                    self.snapshot
-                        .lookup(&list, relation)
+                    self.storage
+                        .lookup(&self.snapshot, &list, relation)
+                        .await
                         .map_err(|e| DataFusionError::External(Box::new(e)))?,
                 );
             }
@@ -244,7 +259,7 @@ impl TableProvider for LakeTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let filter = analyze(filters);
-        let chosen = self.plan_files(&filter)?;
+        let chosen = self.plan_files(&filter).await?;
         tracing::debug!(
             table = self.table.name(),
             files = chosen.len(),
@@ -268,9 +283,7 @@ impl TableProvider for LakeTable {
         let mut total_rows = 0u64;
         let mut times: Option<(i64, i64)> = None;
         for (f, rows) in &chosen {
-            let path = self.snapshot.path(&f.record.path);
-            let location = object_store::path::Path::from_absolute_path(&path)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let location = self.storage.location(&self.snapshot, &f.record.path)?;
             let mut pf = PartitionedFile::new(location.to_string(), f.record.bytes)
                 .with_partition_values(vec![ScalarValue::Date32(Some(f.day))]);
             let n = match rows {
@@ -330,13 +343,12 @@ impl TableProvider for LakeTable {
             .with_table_partition_cols(vec![date_field()])
             .build();
         let source = ParquetSource::new(table_schema).with_table_parquet_options(options.clone());
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups)
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .with_statistics(stats)
-                .build();
+        let config = FileScanConfigBuilder::new(self.storage.url(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .with_statistics(stats)
+            .build();
         ParquetFormat::default()
             .with_options(options)
             .create_physical_plan(state, config)

@@ -105,6 +105,7 @@ fn subset(snap: &Snapshot, keep: impl Fn(&DataFile) -> bool) -> Snapshot {
             .cloned()
             .collect(),
         index_files: snap.index_files.clone(),
+        index: snap.index.clone(),
     }
 }
 
@@ -238,7 +239,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
         if snap.seq <= after {
             return Ok(out);
         }
-        let manifest = session.lake().manifest()?;
+        let manifest = session.manifest();
         let pending: Vec<_> = manifest
             .commits()
             .iter()

@@ -11,6 +11,7 @@ mod error;
 pub mod pipeline;
 pub mod process;
 pub mod s3;
+pub mod s3access;
 pub mod s3lake;
 pub mod shard;
 pub mod source;

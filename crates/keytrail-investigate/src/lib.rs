@@ -17,7 +17,6 @@ pub mod raw;
 mod summary;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::logical_expr::{Expr, col};
@@ -705,8 +704,8 @@ pub async fn investigate(
 
     // Chain of custody: how many of the timeline's source objects a valid digest chain covered
     // (what `keytrail ingest --verify-logs` recorded in the manifest).
-    let manifest = session.lake().manifest()?;
-    let records = manifest
+    let records = session
+        .manifest()
         .commits()
         .iter()
         .flat_map(|c| c.objects.iter())
@@ -828,7 +827,7 @@ pub struct Timeline {
 impl Timeline {
     /// Plan the timeline of `inv`: the days its rows are on, from the key index, in chunks of
     /// about [`CHUNK_ROWS`] rows. With `with_events`, each row's whole event comes too.
-    pub fn open(
+    pub async fn open(
         session: &LakeSession,
         inv: &Investigation,
         with_events: bool,
@@ -841,7 +840,7 @@ impl Timeline {
             .table_files(Table::Events)
             .map(|f| (f.record.path.as_str(), f.day))
             .collect();
-        for e in snapshot.lookup(&list, Relation::Any)? {
+        for e in session.lookup(&list, Relation::Any).await? {
             if let Some(d) = days.get(e.file.as_str()) {
                 *per_day.entry(*d).or_default() += e.rows;
             }
@@ -1000,14 +999,14 @@ pub fn events_json(batch: &arrow::array::RecordBatch) -> Result<Vec<String>, Eng
     keytrail_engine::json::rows_as_json(batch)
 }
 
-/// Investigate the lake at `root` (everything but the timeline's rows).
+/// Investigate the lake at `lake` (everything but the timeline's rows).
 pub fn investigate_lake(
-    root: &Path,
+    lake: impl Into<keytrail_engine::LakeLocation>,
     opts: &InvestigateOptions,
     session: &SessionOptions,
 ) -> Result<Investigation, InvestigateError> {
     block_on(session.threads, async {
-        let s = LakeSession::open(root, session).await?;
+        let s = LakeSession::open(lake, session).await?;
         investigate(&s, opts).await
     })
 }
@@ -1018,7 +1017,7 @@ pub async fn timeline_rows(
     session: &LakeSession,
     inv: &Investigation,
 ) -> Result<Vec<TimelineRow>, InvestigateError> {
-    let mut t = Timeline::open(session, inv, false)?;
+    let mut t = Timeline::open(session, inv, false).await?;
     let mut out = Vec::new();
     while let Some(chunk) = t.next(session).await? {
         out.extend(chunk.rows);

@@ -39,7 +39,7 @@ use keytrail_model::{Millis, time::day_of};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{KeyValue, ParquetMetaData};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 use parquet::schema::types::ColumnPath;
@@ -537,24 +537,7 @@ pub fn lookup(
         let file = File::open(path).at(path)?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| LakeError::parquet(path, e))?;
-        let groups: Vec<usize> = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .enumerate()
-            .filter(|(_, rg)| match rg.column(0).statistics() {
-                Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
-                    (Some(min), Some(max)) => {
-                        let (min, max) = (min.data(), max.data());
-                        let i = sorted.partition_point(|k| k.as_bytes() < min);
-                        sorted.get(i).is_some_and(|k| k.as_bytes() <= max)
-                    }
-                    _ => true,
-                },
-                _ => true,
-            })
-            .map(|(i, _)| i)
-            .collect();
+        let groups = row_groups_for_keys(builder.metadata(), &sorted);
         if groups.is_empty() {
             continue;
         }
@@ -570,6 +553,39 @@ pub fn lookup(
         }
     }
     Ok(out)
+}
+
+/// The row groups of an index file (its footer, `metadata`) whose key range can hold one of
+/// `sorted` (sorted, deduplicated keys).
+pub fn row_groups_for_keys(metadata: &ParquetMetaData, sorted: &[&str]) -> Vec<usize> {
+    metadata
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(_, rg)| match rg.column(0).statistics() {
+            Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
+                (Some(min), Some(max)) => {
+                    let (min, max) = (min.data(), max.data());
+                    let i = sorted.partition_point(|k| k.as_bytes() < min);
+                    sorted.get(i).is_some_and(|k| k.as_bytes() <= max)
+                }
+                _ => true,
+            },
+            _ => true,
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Add the entries of a batch of an index file that are of `wanted` keys with the wanted
+/// relation to `out` (for readers of index files that are not on a local disk).
+pub fn entries_of(
+    batch: &RecordBatch,
+    wanted: &HashSet<&str>,
+    relation: Relation,
+    out: &mut Vec<IndexEntry>,
+) -> Result<(), ArrowError> {
+    read_entries(batch, wanted, relation, out)
 }
 
 /// Every entry of the index files at `paths` (for readers that want the whole index).

@@ -104,14 +104,16 @@ fn new_run_id() -> String {
     format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S%.3fZ"), noise as u32).replace('.', "")
 }
 
-/// Only `keytrail ingest` writes a lake in S3 (through a working copy); everything else reads
-/// and writes a directory. Say so rather than create a folder called `s3:`.
+/// Only `keytrail ingest` writes a lake in S3 (through a working copy), and the query engine
+/// reads one through its object store; this type is a lake directory. Say so rather than
+/// create a folder called `s3:`.
 fn not_s3(root: &Path) -> Result<(), LakeError> {
     if root.to_string_lossy().starts_with("s3://") {
         return Err(LakeError::NotALake {
             path: root.to_path_buf(),
-            reason: "only `keytrail ingest` writes a lake in S3; to query one, copy it to a \
-                     directory (`aws s3 sync`) or use Athena over it (docs/s3.md)"
+            reason: "a lake in S3 is written by `keytrail ingest` and read by the query \
+                     commands and `keytrail lake verify|ddl`; this needs a lake directory \
+                     (copy the lake with `aws s3 sync`, see docs/s3.md)"
                 .into(),
         });
     }

@@ -9,6 +9,7 @@ pub mod files;
 pub mod index;
 pub mod key_daily;
 mod lake;
+pub mod listing;
 pub mod manifest;
 mod snapshot;
 pub mod upgrade;

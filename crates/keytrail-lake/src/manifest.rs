@@ -133,24 +133,29 @@ impl Manifest {
             }
             let path = entry.path();
             let text = fs::read(&path).at(&path)?;
-            let commit: Commit =
-                serde_json::from_slice(&text).map_err(|e| LakeError::Manifest {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-            if commit.format > COMMIT_FORMAT {
-                return Err(LakeError::Manifest {
-                    path,
-                    reason: format!(
-                        "commit format {} is newer than this keytrail understands ({COMMIT_FORMAT})",
-                        commit.format
-                    ),
-                });
-            }
-            commits.push(commit);
+            commits.push(Manifest::parse_commit(&text, &path)?);
         }
         commits.sort_by_key(|c| c.seq);
         Ok(Manifest { commits })
+    }
+
+    /// Parse one commit record (the bytes read from `path`, a file or an `s3://` URI), and
+    /// refuse a format newer than this keytrail's.
+    pub fn parse_commit(text: &[u8], path: &Path) -> Result<Commit, LakeError> {
+        let commit: Commit = serde_json::from_slice(text).map_err(|e| LakeError::Manifest {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if commit.format > COMMIT_FORMAT {
+            return Err(LakeError::Manifest {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "commit format {} is newer than this keytrail understands ({COMMIT_FORMAT})",
+                    commit.format
+                ),
+            });
+        }
+        Ok(commit)
     }
 
     /// A manifest of these commits (for a lake whose records are not in a local directory:

@@ -10,7 +10,7 @@ use keytrail_model::time::parse_day;
 use crate::error::LakeError;
 use crate::index::{INDEX_TABLE, IndexEntry, Relation, lookup};
 use crate::lake::{Lake, rel_to_path};
-use crate::manifest::FileRecord;
+use crate::manifest::{FileRecord, Manifest};
 
 /// A live data file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub files: Vec<DataFile>,
     /// The live key index files.
     pub index_files: Vec<PathBuf>,
+    /// The same files' records (path relative to the root, size, the files each covers).
+    pub index: Vec<FileRecord>,
 }
 
 impl Snapshot {
@@ -58,10 +60,10 @@ impl Snapshot {
     }
 }
 
-impl Lake {
-    /// The lake as the manifest says it is now.
-    pub fn snapshot(&self) -> Result<Snapshot, LakeError> {
-        let manifest = self.manifest()?;
+impl Snapshot {
+    /// The live files of `manifest`, a lake at `root` (a directory, or for a lake in S3 its
+    /// `s3://` URI, used only to name files in messages).
+    pub fn from_manifest(root: PathBuf, manifest: &Manifest) -> Result<Snapshot, LakeError> {
         let live = manifest.live_files();
         let covered: HashSet<&str> = live
             .iter()
@@ -69,11 +71,11 @@ impl Lake {
             .flat_map(|f| f.covers.iter().map(String::as_str))
             .collect();
         let mut files = Vec::new();
-        let mut index_files = Vec::new();
+        let mut index = Vec::new();
         let mut days: HashMap<&str, i32> = HashMap::new();
         for f in &live {
             if f.table == INDEX_TABLE {
-                index_files.push(rel_to_path(self.root(), &f.path));
+                index.push((*f).clone());
                 continue;
             }
             let Some(table) = Table::from_name(&f.table) else {
@@ -87,7 +89,7 @@ impl Lake {
                     .find_map(|p| p.strip_prefix("date="))
                     .and_then(parse_day)
                     .ok_or_else(|| LakeError::Manifest {
-                        path: rel_to_path(self.root(), &f.path),
+                        path: rel_to_path(&root, &f.path),
                         reason: "a data file outside a date= partition".into(),
                     })?,
             };
@@ -103,10 +105,18 @@ impl Lake {
             (a.table, a.day, &a.record.path).cmp(&(b.table, b.day, &b.record.path))
         });
         Ok(Snapshot {
-            root: self.root().to_path_buf(),
+            index_files: index.iter().map(|f| rel_to_path(&root, &f.path)).collect(),
+            index,
+            root,
             seq: manifest.last_seq(),
             files,
-            index_files,
         })
+    }
+}
+
+impl Lake {
+    /// The lake as the manifest says it is now.
+    pub fn snapshot(&self) -> Result<Snapshot, LakeError> {
+        Snapshot::from_manifest(self.root().to_path_buf(), &self.manifest()?)
     }
 }

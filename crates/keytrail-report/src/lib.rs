@@ -18,7 +18,7 @@ pub mod inventory;
 pub mod sql;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -139,15 +139,16 @@ pub struct Report {
     pub activity: Activity,
 }
 
-/// Run a report over the lake at `root` (the synchronous entry point).
+/// Run a report over the lake at `lake` (a directory, or a lake in S3; the synchronous entry
+/// point).
 pub fn report(
-    root: &Path,
+    lake: impl Into<keytrail_engine::LakeLocation>,
     req: &ReportRequest,
     opts: &SessionOptions,
 ) -> Result<Report, ReportError> {
     let inventory = Inventory::load(&req.inventory)?;
     block_on(opts.threads, async {
-        let session = LakeSession::open(root, opts).await?;
+        let session = LakeSession::open(lake, opts).await?;
         run(&session, req, &inventory).await
     })
 }

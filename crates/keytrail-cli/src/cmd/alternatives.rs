@@ -26,7 +26,8 @@ pub fn run(args: AlternativesArgs) -> anyhow::Result<ExitCode> {
         .context("--since")?;
     let threads = session_options(&args.query)?.threads;
     let ranges = super::detect::aws_ranges(&args.ranges)?;
-    let rows = alternatives::advise(&args.lake.lake, since, threads, &ranges)?;
+    let lake = crate::cmd::location::lake_location(&args.lake)?;
+    let rows = alternatives::advise(lake, since, threads, &ranges)?;
     let text = if format == Format::Json {
         let mut s = serde_json::to_string_pretty(&rows)?;
         s.push('\n');

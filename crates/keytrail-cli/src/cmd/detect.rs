@@ -59,7 +59,7 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
         ..DetectOptions::default()
     };
     opts.config.aws_ranges = aws_ranges(&args.ranges)?;
-    let report = detect::detect(&args.lake.lake, &opts)?;
+    let report = detect::detect(crate::cmd::location::lake_location(&args.lake)?, &opts)?;
     let text = crate::render::detect::render(&report, format)?;
     emit(&text, args.output.output.as_deref())?;
     Ok(if report.found() {

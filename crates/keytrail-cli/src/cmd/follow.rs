@@ -161,7 +161,7 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     opts.sqs_endpoint = args
         .sqs_endpoint_url
         .clone()
-        .or_else(|| args.s3.endpoint_url.clone());
+        .or_else(|| args.s3.client.endpoint_url.clone());
     opts.findings = match args.findings.as_deref() {
         None => None,
         Some("-") => Some(Sink::Stdout),

@@ -93,19 +93,28 @@ pub(crate) fn s3_options(args: &S3Args, opts: &mut IngestOptions) -> anyhow::Res
             bail!("--account {a}: an AWS account ID is 12 digits");
         }
     }
+    opts.shard = shard(args)?;
+    let s3 = &mut opts.s3;
+    client_options(&args.client, s3)?;
+    s3.concurrency = args.concurrency;
+    s3.accounts = args.accounts.clone();
+    s3.regions = args.trail_regions.clone();
+    Ok(())
+}
+
+/// Validate `--profile`, `--region` and `--endpoint-url` into the options.
+pub(crate) fn client_options(
+    args: &crate::flags::S3ClientArgs,
+    s3: &mut keytrail_ingest::s3::S3Options,
+) -> anyhow::Result<()> {
     if let Some(url) = &args.endpoint_url
         && !(url.starts_with("http://") || url.starts_with("https://"))
     {
         bail!("--endpoint-url {url}: expected http://... or https://...");
     }
-    opts.shard = shard(args)?;
-    let s3 = &mut opts.s3;
     s3.profile = args.profile.clone();
     s3.region = args.region.clone();
     s3.endpoint_url = args.endpoint_url.clone();
-    s3.concurrency = args.concurrency;
-    s3.accounts = args.accounts.clone();
-    s3.regions = args.trail_regions.clone();
     Ok(())
 }
 

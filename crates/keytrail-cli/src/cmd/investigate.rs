@@ -5,13 +5,14 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use keytrail_engine::{LakeSession, block_on};
+use keytrail_engine::{LakeLocation, LakeSession, block_on};
 use keytrail_ingest::{IngestOptions, Input};
 use keytrail_investigate::raw::investigate_raw;
 use keytrail_investigate::{InvestigateOptions, investigate};
 use keytrail_model::AccessKeyId;
 
 use crate::cmd::ingest::{read_key_file, s3_options};
+use crate::cmd::location::location_of;
 use crate::flags::InvestigateArgs;
 use crate::output::{Output, format_for, session_options, status, window};
 use crate::progress::Bar;
@@ -55,8 +56,18 @@ pub fn run(args: InvestigateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         let Some(lake) = &args.lake else {
             bail!("give --lake DIR, or log files / s3:// locations to read directly");
         };
-        (lake.clone(), None, None)
+        (location_of(lake, &args.s3.client)?, None, None)
     } else {
+        if args
+            .lake
+            .as_deref()
+            .and_then(Path::to_str)
+            .is_some_and(|l| l.starts_with("s3://"))
+        {
+            bail!(
+                "reading log files directly builds a working lake in a directory: give --lake DIR (or no --lake), not a lake in S3"
+            );
+        }
         let mut template = IngestOptions::with_inputs(Vec::new(), std::path::PathBuf::new());
         template.threads = session_opts.threads;
         s3_options(&args.s3, &mut template)?;
@@ -81,11 +92,15 @@ pub fn run(args: InvestigateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         if failed > 0 {
             code = ExitCode::from(1);
         }
-        (out.lake.clone(), Some(out.investigation.clone()), Some(out))
+        (
+            LakeLocation::Dir(out.lake.clone()),
+            Some(out.investigation.clone()),
+            Some(out),
+        )
     };
     let mut out = Output::open(args.output.output.as_deref())?;
     block_on::<_, anyhow::Error>(session_opts.threads, async {
-        let session = LakeSession::open(&lake, &session_opts).await?;
+        let session = LakeSession::open(lake, &session_opts).await?;
         let inv = match inv {
             Some(inv) => inv,
             None => investigate(&session, &opts).await?,

@@ -3,14 +3,15 @@ use std::process::ExitCode;
 
 use keytrail_lake::Lake;
 
+use crate::cmd::location::lake_location;
 use crate::flags::LakeCommand;
 use crate::output::{stdout, thousands};
 
 pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         LakeCommand::Verify { lake, json } => {
-            let lake = Lake::open(lake.lake)?;
-            let v = lake.verify()?;
+            let lake = lake_location(&lake)?;
+            let v = keytrail_engine::verify(&lake)?;
             if json {
                 stdout(&(serde_json::to_string_pretty(&v)? + "\n"))?;
             } else {
@@ -18,7 +19,7 @@ pub fn run(cmd: LakeCommand) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(
                     out,
                     "{}: {} commits, {} objects, {} files",
-                    lake.root().display(),
+                    lake,
                     thousands(v.commits as u64),
                     thousands(v.objects as u64),
                     thousands(v.files as u64)

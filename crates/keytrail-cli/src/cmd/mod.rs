@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod investigate;
 pub mod key_info;
 pub mod lake;
+pub mod location;
 pub mod report;
 pub mod rules;
 pub mod sql;

@@ -1,7 +1,6 @@
 //! `keytrail report last-used|unused|rotation`: flags → `ReportRequest` → one report → output.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -70,8 +69,8 @@ pub fn run(command: ReportCommand, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     }
     let opts = session_options(&common.query)?;
-    let lake: PathBuf = common.lake.lake;
-    let done = report(&lake, &req, &opts)?;
+    let lake = crate::cmd::location::lake_location(&common.lake)?;
+    let done = report(lake, &req, &opts)?;
     let text = crate::render::report::render(&done, format)?;
     emit(&text, common.output.output.as_deref())?;
     // CSV and JSON hold rows only: the caveats go to stderr.

@@ -262,7 +262,7 @@ pub async fn render(
     session: &LakeSession,
     format: Format,
 ) -> anyhow::Result<()> {
-    let mut timeline = Timeline::open(session, inv, format == Format::Json)?;
+    let mut timeline = Timeline::open(session, inv, format == Format::Json).await?;
     match format {
         Format::Json => {
             let v = serde_json::to_value(inv)?;

@@ -16,6 +16,7 @@ mod key_info;
 mod reader;
 mod report;
 mod s3;
+mod s3query;
 mod s3server;
 mod shard;
 mod sigma;

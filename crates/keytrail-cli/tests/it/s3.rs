@@ -829,17 +829,3 @@ fn large_lake_files_go_up_in_parts() {
         std::fs::read(server.bucket("lake").join("parts/events/big.parquet")).expect("stored");
     assert!(stored == bytes, "the object is the file, byte for byte");
 }
-
-#[test]
-fn commands_that_read_a_lake_say_an_s3_lake_must_be_copied_first() {
-    let out = run_code(
-        keytrail().args(["report", "last-used", "--lake", "s3://lake/kt"]),
-        2,
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("only `keytrail ingest` writes a lake in S3"),
-        "{err}"
-    );
-    assert!(!std::path::Path::new("s3:").exists());
-}

@@ -1,4 +1,5 @@
 //! keytrail-engine's integration tests, in one binary.
 
 mod prune;
+mod remote;
 mod session;
