@@ -554,13 +554,14 @@ impl S3Lake {
         })
         .await?;
 
-        // This run's own key_daily rows per day (the working copy had no published ones).
-        let mut own = KeyDaily::default();
+        // This run's own key_daily file per day (the working copy had no published ones),
+        // read a day at a time when merging.
+        let mut own: BTreeMap<i32, PathBuf> = BTreeMap::new();
         for f in &ours_kd {
             let day = key_daily_day(&f.path).ok_or_else(|| {
                 IngestError::Config(format!("internal: unexpected key_daily path {}", f.path))
             })?;
-            own.add_file(day, &rel_to_path(&root, &f.path))?;
+            own.insert(day, rel_to_path(&root, &f.path));
         }
         let scratch = root.join(META).join("s3-merge");
         let base_seq = local_commit.seq - 1;
@@ -663,7 +664,7 @@ impl S3Lake {
     #[allow(clippy::type_complexity)]
     async fn merge_key_daily(
         &self,
-        own: &KeyDaily,
+        own: &BTreeMap<i32, PathBuf>,
         manifest: &Manifest,
         run: &str,
         scratch: &Path,
@@ -678,7 +679,7 @@ impl S3Lake {
             })
             .collect();
         let mut published: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-        let days: HashSet<i32> = own.days().collect();
+        let days: HashSet<i32> = own.keys().copied().collect();
         for f in manifest.live_files() {
             if f.table == Table::KeyDaily.name()
                 && let Some(day) = key_daily_day(&f.path)
@@ -691,10 +692,12 @@ impl S3Lake {
         let mut replaced = Vec::new();
         let mut days: Vec<i32> = days.into_iter().collect();
         days.sort_unstable();
-        // Taken a day at a time; `own` itself is kept for the next attempt.
-        let mut own = own.clone();
+        // A day at a time: memory holds one day's keys.
         for day in days {
-            let mut merged = own.take_day(day);
+            let mut merged = KeyDaily::default();
+            if let Some(path) = own.get(&day) {
+                merged.add_file(day, path)?;
+            }
             for rel in published.remove(&day).unwrap_or_default() {
                 let Some(bytes) = self
                     .get_published(&rel, adder.get(rel.as_str()).copied().unwrap_or(""))

@@ -228,7 +228,29 @@ pub fn write_file(
     batch: &RecordBatch,
     run_id: &str,
 ) -> Result<Written, LakeError> {
-    write_chunks(path, table, run_id, std::iter::once(Ok(batch.clone())))
+    write_chunks(
+        path,
+        table,
+        run_id,
+        std::iter::once(Ok(batch.clone())),
+        true,
+    )
+}
+
+/// Write one batch as a Parquet file of `table` at `path` without syncing it: a run's scratch
+/// file (a spill), which a crash discards with the run's staging directory anyway.
+pub(crate) fn write_scratch(
+    path: &Path,
+    table: Table,
+    batch: &RecordBatch,
+) -> Result<Written, LakeError> {
+    write_chunks(
+        path,
+        table,
+        "scratch",
+        std::iter::once(Ok(batch.clone())),
+        false,
+    )
 }
 
 /// Largest `events` or `insights` file a run writes for one day before it starts another: a
@@ -386,7 +408,7 @@ pub fn write_sorted(
         each(&b)?;
         Ok(b)
     });
-    write_chunks(path, table, run_id, chunks)
+    write_chunks(path, table, run_id, chunks, true)
 }
 
 fn write_chunks(
@@ -394,6 +416,7 @@ fn write_chunks(
     table: Table,
     run_id: &str,
     chunks: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
+    durable: bool,
 ) -> Result<Written, LakeError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
@@ -414,7 +437,7 @@ fn write_chunks(
             .write(&chunk)
             .map_err(|e| LakeError::parquet(path, e))?;
     }
-    let bytes = close_durable(writer, path)?;
+    let bytes = close_file(writer, path, durable)?;
     Ok(Written { rows, bytes })
 }
 
@@ -423,13 +446,24 @@ pub(crate) fn close_durable(
     writer: ArrowWriter<BufWriter<File>>,
     path: &Path,
 ) -> Result<u64, LakeError> {
+    close_file(writer, path, true)
+}
+
+/// Write a Parquet writer's footer, flush it (and sync it when `durable`), and return its size.
+fn close_file(
+    writer: ArrowWriter<BufWriter<File>>,
+    path: &Path,
+    durable: bool,
+) -> Result<u64, LakeError> {
     let buf = writer
         .into_inner()
         .map_err(|e| LakeError::parquet(path, e))?;
     let file = buf
         .into_inner()
         .map_err(|e| LakeError::io(path, e.into_error()))?;
-    file.sync_all().at(path)?;
+    if durable {
+        file.sync_all().at(path)?;
+    }
     Ok(file.metadata().at(path)?.len())
 }
 

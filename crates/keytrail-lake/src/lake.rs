@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{IoContext, LakeError};
 use crate::files::{PartWriter, TARGET_FILE_BYTES, WRITER, footer_and_times};
 use crate::index::{INDEX_DIR, INDEX_TABLE, IndexEntry, IndexSink};
-use crate::key_daily::KeyDaily;
+use crate::key_daily::{KeyDaily, KeyDailySpill};
 use crate::manifest::{
     COMMIT_FORMAT, Commit, FileRecord, Manifest, ObjectRecord, sync_dir, write_atomic,
 };
@@ -414,6 +414,7 @@ impl Lake {
         let run_lock = File::create(&lock_path).at(&lock_path)?;
         run_lock.lock().at(&lock_path)?;
         let index = IndexSink::new(staging.join(".index-spill"));
+        let key_daily = KeyDailySpill::new(staging.join(".key_daily-spill"));
         Ok(Transaction {
             lake: self.clone(),
             run_id,
@@ -422,10 +423,10 @@ impl Lake {
             filter,
             base_seq,
             next_file: AtomicU32::new(0),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(OpenFiles::default()),
             files: Mutex::new(Vec::new()),
             index: Mutex::new(index),
-            key_daily: Mutex::new(KeyDaily::default()),
+            key_daily: Mutex::new(key_daily),
             key_daily_mode,
             replaces: Mutex::new(Vec::new()),
             carried_covers: Mutex::new(Vec::new()),
@@ -591,11 +592,12 @@ pub struct Transaction {
     base_seq: u64,
     next_file: AtomicU32,
     /// The file being written for each table and day.
-    open: Mutex<HashMap<(Table, i32), OpenSlot>>,
+    open: Mutex<OpenFiles>,
     /// Files finished so far, and the key index entries of the `events` ones.
     files: Mutex<Vec<FileRecord>>,
     index: Mutex<IndexSink>,
-    key_daily: Mutex<KeyDaily>,
+    /// The run's `key_daily` rows (spilled to its staging directory past a bound).
+    key_daily: Mutex<KeyDailySpill>,
     key_daily_mode: KeyDailyMode,
     /// Published files this run supersedes (rewrites only).
     replaces: Mutex<Vec<String>>,
@@ -622,7 +624,73 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The file a run is writing for one table and day (none between files).
-type OpenSlot = Arc<Mutex<Option<PartWriter>>>;
+type OpenSlot = Arc<Mutex<Slot>>;
+
+#[derive(Default)]
+struct Slot {
+    writer: Option<PartWriter>,
+    /// Closed to bound the open files and taken out of [`OpenFiles`]: whoever still holds it
+    /// looks the partition up again.
+    retired: bool,
+}
+
+/// Most data files a run keeps open at once. Each open file holds its write buffer, its
+/// Parquet metadata and its key index entries until it is closed, so a run over many days
+/// would otherwise hold every day's; past this, the file written to least recently is
+/// finished (a later row of its day starts a new file). Objects are read in delivery-time
+/// order, so a day's writes come together and its file is done before it is closed.
+pub const MAX_OPEN_FILES: usize = 32;
+
+/// The files a run has open, by table and day, with when each was last written to.
+#[derive(Default)]
+struct OpenFiles {
+    slots: HashMap<(Table, i32), (OpenSlot, u64)>,
+    clock: u64,
+}
+
+impl OpenFiles {
+    /// The slot of `part` (a new one if needed), and, when that passes [`MAX_OPEN_FILES`],
+    /// the writers of the least recently used slots, taken out to be closed.
+    fn slot(&mut self, part: (Table, i32)) -> (OpenSlot, Vec<PartWriter>) {
+        self.clock += 1;
+        let clock = self.clock;
+        let entry = self.slots.entry(part).or_default();
+        entry.1 = clock;
+        let slot = Arc::clone(&entry.0);
+        let mut evicted = Vec::new();
+        if self.slots.len() > MAX_OPEN_FILES {
+            let mut by_age: Vec<((Table, i32), u64)> =
+                self.slots.iter().map(|(k, (_, t))| (*k, *t)).collect();
+            by_age.sort_unstable_by_key(|(_, t)| *t);
+            for (k, _) in by_age {
+                if self.slots.len() <= MAX_OPEN_FILES {
+                    break;
+                }
+                if k == part {
+                    continue;
+                }
+                // A slot being written to is skipped; it is recent anyway.
+                let Some((old, _)) = self.slots.get(&k) else {
+                    continue;
+                };
+                let Ok(mut guard) = old.try_lock() else {
+                    continue;
+                };
+                guard.retired = true;
+                if let Some(w) = guard.writer.take() {
+                    evicted.push(w);
+                }
+                drop(guard);
+                self.slots.remove(&k);
+            }
+        }
+        (slot, evicted)
+    }
+
+    fn drain(&mut self) -> Vec<OpenSlot> {
+        self.slots.drain().map(|(_, (s, _))| s).collect()
+    }
+}
 
 /// What one [`Transaction::write`] added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -663,7 +731,7 @@ impl Transaction {
             })
         })?;
         if !partial.is_empty() {
-            locked(&self.key_daily).merge(partial);
+            locked(&self.key_daily).merge(partial)?;
         }
         Ok(Piece { rows })
     }
@@ -682,7 +750,7 @@ impl Transaction {
             writer.push(batch)
         })?;
         if !partial.is_empty() {
-            locked(&self.key_daily).merge(partial);
+            locked(&self.key_daily).merge(partial)?;
         }
         Ok(())
     }
@@ -695,32 +763,41 @@ impl Transaction {
         day: i32,
         f: impl FnOnce(&mut PartWriter) -> Result<T, LakeError>,
     ) -> Result<T, LakeError> {
-        let slot = Arc::clone(locked(&self.open).entry((table, day)).or_default());
-        let mut slot = locked(&slot);
-        if slot.is_none() {
-            let n = self.next_file.fetch_add(1, Ordering::Relaxed);
-            let rel = format!(
-                "{}/date={}/part-{}-{n:05}.parquet",
-                table.name(),
-                day_string(day),
-                self.run_id
-            );
-            let path = rel_to_path(&self.staging, &rel);
-            *slot = Some(PartWriter::create(path, rel, table, &self.run_id)?);
+        loop {
+            let (slot, evicted) = locked(&self.open).slot((table, day));
+            for w in evicted {
+                self.close(w)?;
+            }
+            let mut slot = locked(&slot);
+            if slot.retired {
+                // Closed between the look-up and the lock: look it up again.
+                continue;
+            }
+            if slot.writer.is_none() {
+                let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+                let rel = format!(
+                    "{}/date={}/part-{}-{n:05}.parquet",
+                    table.name(),
+                    day_string(day),
+                    self.run_id
+                );
+                let path = rel_to_path(&self.staging, &rel);
+                slot.writer = Some(PartWriter::create(path, rel, table, &self.run_id)?);
+            }
+            let Some(writer) = slot.writer.as_mut() else {
+                return Err(LakeError::io(
+                    &self.staging,
+                    std::io::Error::other("no open file"),
+                ));
+            };
+            let out = f(writer)?;
+            if writer.bytes_written() >= TARGET_FILE_BYTES
+                && let Some(full) = slot.writer.take()
+            {
+                self.close(full)?;
+            }
+            return Ok(out);
         }
-        let Some(writer) = slot.as_mut() else {
-            return Err(LakeError::io(
-                &self.staging,
-                std::io::Error::other("no open file"),
-            ));
-        };
-        let out = f(writer)?;
-        if writer.bytes_written() >= TARGET_FILE_BYTES
-            && let Some(full) = slot.take()
-        {
-            self.close(full)?;
-        }
-        Ok(out)
     }
 
     /// Index entries of files this rewrite leaves as they are, and those files: the commit's
@@ -747,9 +824,9 @@ impl Transaction {
 
     /// Finish every file still open and return the data files the run wrote.
     pub fn finish_files(&self) -> Result<Vec<FileRecord>, LakeError> {
-        let slots: Vec<_> = locked(&self.open).drain().map(|(_, s)| s).collect();
+        let slots = locked(&self.open).drain();
         for slot in slots {
-            if let Some(w) = locked(&slot).take() {
+            if let Some(w) = locked(&slot).writer.take() {
                 self.close(w)?;
             }
         }
@@ -797,10 +874,9 @@ impl Transaction {
 
         // key_daily: merge this run's rows with each day's published file (or, for an
         // upgrade, replace it with the run's rows).
-        let mut kd = std::mem::take(&mut *locked(&self.key_daily));
-        let days: Vec<i32> = kd.days().collect();
-        for day in days {
-            let mut merged = kd.take_day(day);
+        let mut kd = locked(&self.key_daily);
+        for day in kd.days() {
+            let mut merged = kd.take_day(day)?;
             for rel in self.lake.partition_files(Table::KeyDaily, day)? {
                 if self.key_daily_mode == KeyDailyMode::Merge {
                     merged.add_file(day, &rel_to_path(&self.lake.root, &rel))?;
@@ -809,6 +885,7 @@ impl Transaction {
             }
             files.push(merged.write_day(day, &self.staging, &self.run_id)?);
         }
+        drop(kd);
         // The key index of the run's `events` files.
         let index = std::mem::replace(
             &mut *locked(&self.index),

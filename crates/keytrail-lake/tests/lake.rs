@@ -541,3 +541,44 @@ fn an_upgrade_killed_at_any_point_finishes_on_the_next_run() {
         check_upgraded(dir.path(), &want);
     }
 }
+
+#[test]
+fn a_run_over_more_days_than_open_files_closes_the_oldest_and_keeps_every_row() {
+    use keytrail_lake::MAX_OPEN_FILES;
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    let days = MAX_OPEN_FILES as i32 + 8;
+    let date = |d: i32| {
+        chrono::DateTime::from_timestamp(i64::from(DAY + d) * 86_400, 0)
+            .expect("date")
+            .format("%Y-%m-%dT10:00:00Z")
+            .to_string()
+    };
+    // Each day once, in order, then the first day again: its file was closed by then.
+    let mut writes: Vec<(i32, String)> = (0..days).map(|d| (d, format!("d{d}-a"))).collect();
+    writes.push((0, "d0-late".to_owned()));
+    for (d, id) in writes {
+        let line = event("AKIAA", &date(d), &id);
+        t.write(Table::Events, DAY + d, &[batch(&[line])])
+            .expect("write");
+    }
+    t.commit(vec![object("o", "h")]).expect("commit");
+
+    let snap = lake.snapshot().expect("snapshot");
+    let files: Vec<_> = snap.table_files(Table::Events).collect();
+    // One file per day, and a second for the first day, whose rows came after it was closed.
+    assert_eq!(files.len(), days as usize + 1);
+    let first: Vec<_> = files
+        .iter()
+        .filter(|f| f.record.path.contains(&format!("date={}", &date(0)[..10])))
+        .collect();
+    assert_eq!(first.len(), 2, "{first:?}");
+    let rows = rows_of(&lake, Table::Events);
+    assert_eq!(rows.len(), days as usize + 1);
+    assert!(rows.contains(&(Some("AKIAA".into()), Some("d0-late".into()))));
+    // key_daily counts every row of the day, whichever file holds it.
+    let kd = key_daily_events(&lake);
+    assert_eq!(kd, vec![("AKIAA".to_owned(), 2)]);
+    assert!(lake.verify().expect("verify").problems.is_empty());
+}
