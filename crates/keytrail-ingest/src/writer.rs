@@ -3,8 +3,10 @@
 //!
 //! Writing (sort, encode, compress) runs on its own threads so it overlaps with decoding; the
 //! queue to them holds one partition, so a slow disk or encoder pushes back on the collector,
-//! which pushes back on the decoders. Memory: the buffer budget, plus the partitions being
-//! written (at most one per writer thread and one queued, each at most the budget).
+//! which pushes back on the decoders. Memory: the buffer budget (half as much again while the
+//! writers are busy), plus the partitions being written, which together stay within the
+//! budget (or are one partition, if that alone is larger) whatever the number of writer
+//! threads: a partition is handed over only when the ones in flight leave room for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,8 +34,10 @@ pub(crate) struct LakeWriter {
     parts: HashMap<(Table, i32), Partition>,
     buffered: usize,
     limit: usize,
+    /// Bytes of the partitions handed to the writers and not yet written.
+    in_flight: usize,
     jobs: Option<Sender<Job>>,
-    results: Receiver<Result<Piece, LakeError>>,
+    results: Receiver<(usize, Result<Piece, LakeError>)>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -54,7 +58,8 @@ impl LakeWriter {
                     .name(format!("keytrail-write-{i}"))
                     .spawn(move || {
                         for job in rx {
-                            let _ = tx.send(write(&txn, job));
+                            let size = job.1.bytes;
+                            let _ = tx.send((size, write(&txn, job)));
                         }
                     })
             })
@@ -64,6 +69,7 @@ impl LakeWriter {
             txn,
             parts: HashMap::new(),
             buffered: 0,
+            in_flight: 0,
             limit: limit.max(1 << 20),
             jobs: Some(jobs),
             results,
@@ -71,7 +77,8 @@ impl LakeWriter {
         }
     }
 
-    fn collect(&mut self, r: Result<Piece, LakeError>) -> Result<(), IngestError> {
+    fn collect(&mut self, (size, r): (usize, Result<Piece, LakeError>)) -> Result<(), IngestError> {
+        self.in_flight = self.in_flight.saturating_sub(size);
         r?;
         Ok(())
     }
@@ -81,6 +88,36 @@ impl LakeWriter {
         while let Ok(r) = self.results.try_recv() {
             self.collect(r)?;
         }
+        Ok(())
+    }
+
+    /// Whether the partitions in flight leave room for `size` more bytes.
+    fn room_for(&self, size: usize) -> bool {
+        self.in_flight == 0 || self.in_flight + size <= self.limit
+    }
+
+    /// Wait for writes to finish until the partitions in flight leave room for `size` bytes.
+    fn wait_for_room(&mut self, size: usize) -> Result<(), IngestError> {
+        while !self.room_for(size) {
+            match self.results.recv() {
+                Ok(r) => self.collect(r)?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand a partition to the writers, waiting for room and for a free writer.
+    fn send(&mut self, job: Job) -> Result<(), IngestError> {
+        let size = job.1.bytes;
+        self.wait_for_room(size)?;
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(job).is_ok());
+        if !sent {
+            // A writer thread died: its error (or panic) is the reason.
+            self.drain()?;
+            return Err(IngestError::Config("the writer threads stopped".into()));
+        }
+        self.in_flight += size;
         Ok(())
     }
 
@@ -103,15 +140,7 @@ impl LakeWriter {
         if part.bytes >= self.limit / 2 {
             let part = self.parts.remove(&(table, day)).unwrap_or_default();
             self.buffered -= part.bytes;
-            let sent = self
-                .jobs
-                .as_ref()
-                .is_some_and(|j| j.send(((table, day), part)).is_ok());
-            if !sent {
-                self.drain()?;
-                return Err(IngestError::Config("the writer threads stopped".into()));
-            }
-            return Ok(());
+            return self.send(((table, day), part));
         }
         // Over budget: hand the largest partition to the writers. While they are busy, keep
         // buffering up to half as much again before waiting for them, so a write in progress
@@ -125,28 +154,37 @@ impl LakeWriter {
             else {
                 break;
             };
+            let hard = self.buffered > self.limit + self.limit / 2;
+            let size = self.parts.get(&key).map_or(0, |p| p.bytes);
+            if !hard && !self.room_for(size) {
+                // Writers busy and still under the hard limit: keep buffering for now.
+                break;
+            }
             let Some(part) = self.parts.remove(&key) else {
                 break;
             };
+            if hard {
+                self.buffered -= size;
+                self.send((key, part))?;
+                continue;
+            }
             let Some(jobs) = &self.jobs else { break };
-            let hard = self.buffered > self.limit + self.limit / 2;
-            let size = part.bytes;
-            let sent = match jobs.try_send((key, part)) {
-                Ok(()) => true,
-                Err(crossbeam_channel::TrySendError::Full(job)) if hard => jobs.send(job).is_ok(),
+            match jobs.try_send((key, part)) {
+                Ok(()) => {
+                    self.buffered -= size;
+                    self.in_flight += size;
+                }
                 Err(crossbeam_channel::TrySendError::Full((key, part))) => {
-                    // Writers busy and still under the hard limit: keep it for now.
+                    // No writer free and still under the hard limit: keep it for now.
                     self.parts.insert(key, part);
                     break;
                 }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => false,
-            };
-            if !sent {
-                // A writer thread died: its error (or panic) is the reason.
-                self.drain()?;
-                return Err(IngestError::Config("the writer threads stopped".into()));
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                    // A writer thread died: its error (or panic) is the reason.
+                    self.drain()?;
+                    return Err(IngestError::Config("the writer threads stopped".into()));
+                }
             }
-            self.buffered -= size;
         }
         Ok(())
     }
@@ -165,6 +203,7 @@ impl LakeWriter {
         let mut first_err = None;
         for r in tail
             .into_iter()
+            .map(|r| (0, r))
             .chain(self.results.try_iter().collect::<Vec<_>>())
         {
             if let Err(e) = self.collect(r) {
