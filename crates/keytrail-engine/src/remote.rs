@@ -12,7 +12,7 @@
 //!   out, with the parquet crate's async reader, and read by the lake crate's parser;
 //! - `lake verify`: one listing of the lake's prefix against the manifest.
 //!
-//! Requests go through [`CountingStore`] (counted, staged copies of committed runs, vanished
+//! Requests go through [`LakeStore`] (counted, staged copies of committed runs, vanished
 //! files named) over object_store's `LimitStore` (at most `concurrency` requests in flight),
 //! over the S3 client with object_store's retries (exponential backoff on throttling, 5xx and
 //! broken connections).
@@ -38,9 +38,10 @@ use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuil
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
-use crate::counting::{CountingStore, IoStats};
+use crate::counting::IoStats;
 use crate::error::EngineError;
 use crate::location::{LakeLocation, S3Location};
+use crate::store::LakeStore;
 
 /// Bytes fetched from the end of an index file to read its footer in one request.
 const INDEX_FOOTER_HINT: usize = 64 * 1024;
@@ -54,7 +55,7 @@ pub(crate) struct RemoteLake {
     name: String,
     url: ObjectStoreUrl,
     root: Path,
-    store: Arc<CountingStore>,
+    store: Arc<LakeStore>,
     concurrency: usize,
     /// Footers of the key index files, by path relative to the root.
     footers: Mutex<HashMap<String, ArrowReaderMetadata>>,
@@ -135,7 +136,7 @@ impl RemoteLake {
         };
         let root = parse_root(&prefix, &name)?;
         Ok(Some(RemoteLake {
-            store: Arc::new(CountingStore::new(store, root.clone(), name.clone())),
+            store: Arc::new(LakeStore::remote(store, root.clone(), name.clone())),
             name,
             url,
             root,

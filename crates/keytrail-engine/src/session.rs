@@ -156,7 +156,7 @@ impl LakeSession {
             &manifest,
         )?);
         let ctx = context(opts)?;
-        let store = crate::store::LakeStore::new(lake.root(), lake.retired_root())
+        let store = crate::store::LakeStore::local(lake.root(), lake.retired_root())
             .map_err(|e| EngineError::DataFusion(e.into()))?;
         ctx.runtime_env().register_object_store(
             datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
