@@ -65,8 +65,34 @@ pub struct QueryArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
     /// Memory for sorts, aggregations and joins before they spill to disk, e.g. 512M, 2G
-    #[arg(long, value_name = "SIZE", default_value = "1G")]
-    pub memory_limit: String,
+    #[arg(long, value_name = "SIZE", default_value_t = ByteSize(keytrail_engine::DEFAULT_MEMORY_LIMIT))]
+    pub memory_limit: ByteSize,
+}
+
+/// A size given as bytes or with a unit (64K, 512M, 2G, 1GiB), shown the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ByteSize, String> {
+        crate::output::parse_size(s)
+            .map(ByteSize)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+            if n != 0 && n % (1 << shift) == 0 {
+                return write!(f, "{}{unit}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
 }
 
 /// A time window `[since, until)`.

@@ -140,7 +140,7 @@ pub fn session_options(
     if let Some(t) = q.threads {
         opts.threads = t as usize;
     }
-    opts.memory_limit = parse_size(&q.memory_limit).context("--memory-limit")?;
+    opts.memory_limit = q.memory_limit.0;
     Ok(opts)
 }
 
@@ -236,6 +236,16 @@ mod tests {
         assert_eq!(parse_size("100").expect("n"), 100);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5X").is_err());
+        for (n, shown) in [
+            (1 << 30, "1G"),
+            (512 << 20, "512M"),
+            (1536 << 20, "1536M"),
+            (100, "100"),
+        ] {
+            let size = crate::flags::ByteSize(n);
+            assert_eq!(size.to_string(), shown);
+            assert_eq!(shown.parse::<crate::flags::ByteSize>(), Ok(size));
+        }
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(12), "12");
         assert_eq!(bytes(999), "999 B");

@@ -30,7 +30,7 @@ pub mod window;
 pub use counting::{IoStats, ObjectIo};
 pub use error::EngineError;
 pub use location::{LakeLocation, S3Access, S3Location, StoreLocation};
-pub use session::{LakeSession, SessionOptions, block_on};
+pub use session::{DEFAULT_MEMORY_LIMIT, LakeSession, SessionOptions, block_on};
 pub use table::LakeTable;
 
 /// The object store crate the engine reads remote lakes with, for dependants that build a
