@@ -91,7 +91,7 @@ def main():
         "USING (p) WHERE pev2.t >= m.f + INTERVAL 7 DAY"
     ).fetchone()[0]
 
-    counts = {"key": collections.Counter(), "principal": collections.Counter(), "all": collections.Counter()}
+    counts = {w: collections.Counter() for w in ("key", "principal", "all")}
     n_all = 0
     with open(findings_path) as f:
         for line in f:
@@ -115,13 +115,12 @@ def main():
     print(f"findings (any severity): {n_all}")
     print("| counted | benign events | findings >= low | per 100k events |")
     print("|---|---:|---:|---:|")
-    for name, events in (
-        ("after each key's first week", key_events),
-        ("after each principal's first week", principal_events),
-        ("the whole lake", total),
+    for name, which, events in (
+        ("after each key's first week", "key", key_events),
+        ("after each principal's first week", "principal", principal_events),
+        ("the whole lake", "all", total),
     ):
-        c = counts[{"after each key's first week": "key", "after each principal's first week": "principal", "the whole lake": "all"}[name]]
-        n = sum(c.values())
+        n = sum(counts[which].values())
         print(f"| {name} | {events:,} | {n:,} | {n * 100_000 / events:.1f} |")
     for name in ("key", "principal"):
         print(f"\nafter each {name}'s first week, by rule and severity:")
