@@ -11,7 +11,7 @@
 //!
 //! | what | severity |
 //! |---|---|
-//! | the principal (the role, for role sessions) made the call successfully on `routine_days` or more earlier days | info |
+//! | the principal (the role, for role sessions; with any of its keys) made the call successfully on `routine_days` (1) or more earlier days within the `routine_window_days` (90) before the call's day | info |
 //! | a success that is not routine | low |
 //! | a success that is not routine, after the same key's denied attempts (refusals, not throttling or other failures) at the same call within the hour | medium |
 //! | a success that joins a sequence: 3 or more distinct non-routine persistence or privilege-escalation calls by one key within the hour | medium |
@@ -238,8 +238,14 @@ pub async fn run(
             let day = keytrail_model::time::day_of(e.t);
             let pk = (principal.clone(), call.source.clone(), call.name.clone());
             let ck = (e.who.clone(), call.source.clone(), call.name.clone());
-            let earlier_days = days.get(&pk).map_or(0, |d| d.range(..day).count());
+            let earlier_days = days.get(&pk).map_or(0, |d| {
+                d.range(day.saturating_sub(cfg.routine_window_days)..day)
+                    .count()
+            });
             let routine = earlier_days >= cfg.routine_days;
+            let made_before = days
+                .get(&pk)
+                .is_some_and(|d| d.range(..day).next().is_some());
             let (severity, why) = if e.error.is_some() {
                 // Only refusals count as attempts: a throttled or not-found call is no probe.
                 if e.denied {
@@ -250,7 +256,8 @@ pub async fn run(
                     (
                         Severity::Info,
                         format!(
-                            "{what} attempt at a call routine for the principal (made on {earlier_days} earlier days)"
+                            "{what} attempt at a call routine for the principal (made on {earlier_days} earlier day(s) within {} days)",
+                            cfg.routine_window_days
                         ),
                     )
                 } else if e.denied && call.grave() && !call.everyday() {
@@ -285,7 +292,10 @@ pub async fn run(
                     };
                     (
                         Severity::Info,
-                        format!("routine: made on {earlier_days} earlier days{after}"),
+                        format!(
+                            "routine: made on {earlier_days} earlier day(s) within {} days{after}",
+                            cfg.routine_window_days
+                        ),
                     )
                 } else if tried > 0 {
                     (
@@ -303,6 +313,14 @@ pub async fn run(
                     (
                         Severity::Low,
                         format!("made on only {earlier_days} earlier day(s)"),
+                    )
+                } else if made_before {
+                    (
+                        Severity::Low,
+                        format!(
+                            "not made by this principal within {} days",
+                            cfg.routine_window_days
+                        ),
                     )
                 } else {
                     (

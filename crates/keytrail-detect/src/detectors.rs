@@ -54,9 +54,13 @@ pub struct Config {
     /// A workload's own first calls: the events of its credentials within this long of their
     /// first event (when no call carries the runtime's mark in its user agent).
     pub workload_home_ms: i64,
-    /// A catalogued call the principal made successfully on this many earlier days is
-    /// routine for it (`kt-abused-call` at info).
+    /// A catalogued call the principal (the role, for role sessions; any of its keys) made
+    /// successfully on this many earlier days within `routine_window_days` is routine for it
+    /// (`kt-abused-call` at info); so is a rule finding (medium or lower) whose rule matched
+    /// the principal on as many earlier days in the window. Its first call ever is not.
     pub routine_days: usize,
+    /// How far back (in UTC days before the call's day) the earlier days are counted.
+    pub routine_window_days: i32,
 }
 
 impl Default for Config {
@@ -80,7 +84,8 @@ impl Default for Config {
             max_sort_events: 1_000_000,
             aws_ranges: AwsRanges::bundled(),
             workload_home_ms: 10 * 60_000,
-            routine_days: 3,
+            routine_days: 1,
+            routine_window_days: 90,
         }
     }
 }
@@ -211,7 +216,7 @@ pub const CATALOG: [DetectorInfo; 12] = [
         title: "Call from the catalog of abused AWS API calls",
         severity: Severity::Low,
         category: "(the call's tactic)",
-        description: "A call of TrailDiscover's catalog of API calls seen in attacks (not discovery alone): low when the principal has not made it on 3 earlier days, info when routine, medium when not routine and after denied attempts, or as the third persistence/escalation call within an hour; a denied attempt at a persistence, escalation, evasion, credential-access or impact call is low. Tagged with the call's tactics and techniques.",
+        description: "A call of TrailDiscover's catalog of API calls seen in attacks (not discovery alone): low when the principal (the role, for role sessions) has not made it successfully on an earlier day within 90 days, info when routine, medium when not routine and after denied attempts, or as the third persistence/escalation call within an hour; a denied attempt at a persistence, escalation, evasion, credential-access or impact call is low. Tagged with the call's tactics and techniques.",
         tags: &[],
     },
 ];

@@ -426,7 +426,11 @@ pub async fn detect_in(
     let n_past = past.len();
     let mut with_past = past;
     with_past.append(&mut all);
-    routine_rules(&mut with_past, opts.config.routine_days);
+    routine_rules(
+        &mut with_past,
+        opts.config.routine_days,
+        opts.config.routine_window_days,
+    );
     let mut all = with_past.split_off(n_past);
     if opts.detectors {
         let mut reported: std::collections::HashSet<String> = all
@@ -645,10 +649,11 @@ fn group_hits(rules: &[&Rule], hits: Vec<scan::Hit>) -> Vec<Finding> {
 }
 
 /// A rule finding of medium or lower severity whose rule matched the same principal (the
-/// role, for role sessions) on `routine_days` or more earlier days (`findings` holds the
+/// role, for role sessions) on `routine_days` or more earlier days within the `window_days`
+/// before its day (`findings` holds the
 /// history: `detect_in` adds the matches before `--since`) is routine for it (a daily admin task): it is kept, at info, and says so. High and critical
 /// rules are never routine.
-pub fn routine_rules(findings: &mut [Finding], routine_days: usize) {
+pub fn routine_rules(findings: &mut [Finding], routine_days: usize, window_days: i32) {
     let who = |f: &Finding| {
         f.principal
             .as_deref()
@@ -673,10 +678,10 @@ pub fn routine_rules(findings: &mut [Finding], routine_days: usize) {
         let day = keytrail_model::time::day_of(f.time);
         let earlier = days
             .get(&(f.rule.clone(), who(f)))
-            .map_or(0, |d| d.range(..day).count());
+            .map_or(0, |d| d.range(day.saturating_sub(window_days)..day).count());
         if earlier >= routine_days {
             f.reason = format!(
-                "{} (routine: this rule matched the principal on {earlier} earlier days; {} otherwise)",
+                "{} (routine: this rule matched the principal on {earlier} earlier day(s) within {window_days} days; {} otherwise)",
                 f.reason, f.severity
             );
             f.severity = Severity::Info;
@@ -755,6 +760,45 @@ mod tests {
     }
 
     #[test]
+    fn by_default_a_rule_finding_is_routine_after_one_earlier_day_within_90_days() {
+        let c = detectors::Config::default();
+        assert_eq!((c.routine_days, c.routine_window_days), (1, 90));
+        let ops = "arn:aws:sts::111122223333:assumed-role/ops/session-1";
+        let alice = "arn:aws:iam::111122223333:user/alice";
+        let mut f = vec![
+            // ops: day 0 (first: medium), day 1 by another session (routine), day 91
+            // (day 1 is 90 days before: routine), day 182 (nothing within 90 days: medium).
+            finding("ssm-send-command", Severity::Medium, 0, ops),
+            finding(
+                "ssm-send-command",
+                Severity::Medium,
+                1,
+                "arn:aws:sts::111122223333:assumed-role/ops/session-2",
+            ),
+            finding("ssm-send-command", Severity::Medium, 91, ops),
+            finding("ssm-send-command", Severity::Medium, 182, ops),
+            // alice: day 0, then day 91 (outside the window: medium), then the same day
+            // again (the same day is not an earlier day: medium).
+            finding("ssm-send-command", Severity::Medium, 0, alice),
+            finding("ssm-send-command", Severity::Medium, 91, alice),
+            finding("ssm-send-command", Severity::Low, 91, alice),
+            // Another rule's history does not count for this one.
+            finding("iam-create-user", Severity::Medium, 92, alice),
+        ];
+        routine_rules(&mut f, c.routine_days, c.routine_window_days);
+        let sev: Vec<Severity> = f.iter().map(|f| f.severity).collect();
+        use Severity::*;
+        assert_eq!(
+            sev,
+            vec![Medium, Info, Info, Medium, Medium, Medium, Low, Medium]
+        );
+        assert_eq!(
+            f[2].reason,
+            "r (routine: this rule matched the principal on 1 earlier day(s) within 90 days; medium otherwise)"
+        );
+    }
+
+    #[test]
     fn a_rule_matching_a_principal_on_three_earlier_days_is_routine() {
         let ops = "arn:aws:sts::111122223333:assumed-role/ops/session-1";
         let other = "arn:aws:sts::111122223333:assumed-role/ops/session-2";
@@ -777,7 +821,7 @@ mod tests {
                 "arn:aws:iam::111122223333:user/alice",
             ),
         ];
-        routine_rules(&mut f, 3);
+        routine_rules(&mut f, 3, 90);
         let sev: Vec<Severity> = f.iter().map(|f| f.severity).collect();
         use Severity::*;
         assert_eq!(
@@ -788,7 +832,7 @@ mod tests {
         );
         assert!(
             f[4].reason.contains(
-                "routine: this rule matched the principal on 3 earlier days; medium otherwise"
+                "routine: this rule matched the principal on 3 earlier day(s) within 90 days; medium otherwise"
             ),
             "{}",
             f[4].reason

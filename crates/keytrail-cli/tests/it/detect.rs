@@ -98,7 +98,7 @@ fn the_sample_incident_lights_up_and_nothing_else_does() {
     );
     // At low, the sample's one week also shows its benign keys' first uses of abused calls
     // (RunInstances, PutRolePolicy, GetAuthorizationToken, the responder's UpdateAccessKey):
-    // a week is too short for them to be routine (made on 3 earlier days).
+    // a principal's first call of each is not routine (routine: made on an earlier day).
     let low = detect_json(sample_lake(), &[], 1);
     let extra: Vec<&serde_json::Value> = low["findings"]
         .as_array()

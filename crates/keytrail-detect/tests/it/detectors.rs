@@ -792,7 +792,7 @@ fn abused_calls_after_refusals_are_medium_unless_routine_or_only_throttled() {
                 ka.to_owned(),
                 Severity::Info,
                 ids(&["a-4-denied", "a-4"]),
-                "CreateKey (kms; impact): denied attempt at a call routine for the principal (made on 3 earlier days)".to_owned()
+                "CreateKey (kms; impact): denied attempt at a call routine for the principal (made on 3 earlier day(s) within 90 days)".to_owned()
             ),
             (
                 kb.to_owned(),
@@ -806,6 +806,86 @@ fn abused_calls_after_refusals_are_medium_unless_routine_or_only_throttled() {
                 Severity::Low,
                 ids(&["c-throttled", "c-ok"]),
                 "CreateKey (kms; impact): never made before by this principal".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn an_abused_call_is_routine_after_one_earlier_day_of_the_principal_within_90_days() {
+    const DAY: i64 = 24 * HOUR;
+    let ip = "198.51.100.7";
+    // Two keys of one user (alice), one key of bob, one of carol, one of dave.
+    let (a1, a2, b, c, d) = (
+        "AKIAALICEALICEALICE1",
+        "AKIAALICEALICEALICE2",
+        "AKIABOBBOBBOBBOBBOB1",
+        "AKIACAROLCAROLCAROL1",
+        "AKIADAVEDAVEDAVEDAV1",
+    );
+    let as_user = |id: &'static str,
+                   t: i64,
+                   key: &'static str,
+                   who: &str,
+                   err: Option<&'static str>| {
+        let x = E {
+            src: "kms.amazonaws.com",
+            err,
+            ..e(id, t, key, "CreateKey", ip)
+        };
+        let identity = json!({"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": format!("arn:aws:iam::{ACCOUNT}:user/{who}"), "accountId": ACCOUNT, "accessKeyId": key, "userName": who});
+        record(&x, identity, Value::Null, Value::Null)
+    };
+    let records = vec![
+        // alice's first CreateKey ever (key 1), then the next day with her other key:
+        // routine, the principal's history spans its keys.
+        as_user("alice-0", 10 * HOUR, a1, "alice", None),
+        as_user("alice-1", DAY + 10 * HOUR, a2, "alice", None),
+        // bob: a refusal is no history; his first success the next day is not routine.
+        as_user("bob-0-denied", 10 * HOUR, b, "bob", Some("AccessDenied")),
+        as_user("bob-1", DAY + 10 * HOUR, b, "bob", None),
+        // carol: made on day 0, again on day 90 (routine: within 90 days).
+        as_user("carol-0", 10 * HOUR, c, "carol", None),
+        as_user("carol-90", 90 * DAY + 10 * HOUR, c, "carol", None),
+        // dave: made on day 0, again on day 91 (not routine: outside the window).
+        as_user("dave-0", 10 * HOUR, d, "dave", None),
+        as_user("dave-91", 91 * DAY + 10 * HOUR, d, "dave", None),
+    ];
+    let found: Vec<(Vec<String>, Severity, String)> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-abused-call")
+        .map(|f| (f.events, f.severity, f.reason))
+        .collect();
+    let r = |ids: &[&str], s: Severity, why: &str| {
+        (
+            ids.iter().map(|i| (*i).to_owned()).collect::<Vec<_>>(),
+            s,
+            format!("CreateKey (kms; impact): {why}"),
+        )
+    };
+    let never = "never made before by this principal";
+    assert_eq!(
+        found,
+        vec![
+            r(&["alice-0"], Severity::Low, never),
+            r(&["bob-0-denied"], Severity::Low, "denied attempt"),
+            r(&["carol-0"], Severity::Low, never),
+            r(&["dave-0"], Severity::Low, never),
+            r(
+                &["alice-1"],
+                Severity::Info,
+                "routine: made on 1 earlier day(s) within 90 days"
+            ),
+            r(&["bob-1"], Severity::Low, never),
+            r(
+                &["carol-90"],
+                Severity::Info,
+                "routine: made on 1 earlier day(s) within 90 days"
+            ),
+            r(
+                &["dave-91"],
+                Severity::Low,
+                "not made by this principal within 90 days"
             ),
         ]
     );
@@ -857,13 +937,13 @@ fn a_rule_matching_daily_before_since_is_routine_after_it() {
             .collect()
     };
     let m = |id: &str, s: Severity| (id.to_owned(), s);
-    // The fourth day's command is routine: three earlier days.
+    // The first day's command is not routine; every later day's is (an earlier day).
     assert_eq!(
         found(None),
         vec![
             m("s-0", Severity::Medium),
-            m("s-1", Severity::Medium),
-            m("s-2", Severity::Medium),
+            m("s-1", Severity::Info),
+            m("s-2", Severity::Info),
             m("s-3", Severity::Info),
         ]
     );
