@@ -408,8 +408,8 @@ impl KeyDaily {
 }
 
 /// `(day, key)` rows a run holds in memory before it writes them to spill files: about 2.7 kB
-/// each on generated data (the five sets dominate), so about 90 MB.
-pub const SPILL_ROWS: usize = 32 * 1024;
+/// each on generated data (the five sets dominate), so about 45 MB.
+pub const SPILL_ROWS: usize = 16 * 1024;
 
 /// A run's `key_daily` rows: held in memory up to [`SPILL_ROWS`] rows, then written, one file
 /// per day, under `dir` (inside the run's staging directory, so they go with it) and

@@ -713,7 +713,8 @@ impl Transaction {
 
     /// Sort `batches` (all of `table`, all events of UTC day `day`) and add them to the run's
     /// file of that table and day, as one sorted row group: a day's rows of a run end in one
-    /// file (a new one once it passes [`TARGET_FILE_BYTES`]).
+    /// file (a new one once it passes [`TARGET_FILE_BYTES`], or after it was closed to keep
+    /// at most [`MAX_OPEN_FILES`] open).
     pub fn write(
         &self,
         table: Table,
