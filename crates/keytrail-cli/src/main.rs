@@ -17,12 +17,6 @@ use clap::Parser;
 
 use crate::flags::{Cli, Command};
 
-/// mimalloc, as DataFusion's own CLI uses: glibc's allocator keeps a heap per thread and holds
-/// on to what each freed (an ingest with 16 threads peaked at half as much again as with its
-/// heaps limited to 2), where mimalloc returns freed pages to the system.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
