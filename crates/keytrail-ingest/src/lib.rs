@@ -379,7 +379,7 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
             &mut on_done,
         );
     }
-    let finished = writer.finish(&pool);
+    let finished = writer.finish();
     let txn = Arc::try_unwrap(txn)
         .map_err(|_| IngestError::Config("internal: the transaction is still shared".into()))?;
     match result.and(finished) {

@@ -16,7 +16,6 @@ use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
 use keytrail_lake::{LakeError, Piece, Transaction};
 use keytrail_model::Table;
-use rayon::prelude::*;
 
 use crate::error::IngestError;
 
@@ -27,6 +26,12 @@ struct Partition {
 }
 
 type Job = ((Table, i32), Partition);
+
+/// Most writer threads, whatever `--threads`: each write materialises its sorted rows 16k at a
+/// time and holds the file's encoder (a page and a dictionary per column) beside the rows the
+/// budget counts; with 16 writers that was the largest share of a 16-thread ingest's peak heap
+/// (heaptrack, 10.3M events over 348 days).
+pub const MAX_WRITERS: usize = 4;
 
 /// Buffers rows per partition within a memory budget and writes them through a transaction.
 pub(crate) struct LakeWriter {
@@ -46,10 +51,11 @@ fn write(txn: &Transaction, ((table, day), part): Job) -> Result<Piece, LakeErro
 }
 
 impl LakeWriter {
+    /// A writer with up to `threads` writer threads (at most [`MAX_WRITERS`]).
     pub fn new(txn: Arc<Transaction>, limit: usize, threads: usize) -> LakeWriter {
         let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(1);
         let (res_tx, results) = crossbeam_channel::unbounded();
-        let workers = (0..threads.max(1))
+        let workers = (0..threads.clamp(1, MAX_WRITERS))
             .map(|i| {
                 let rx = job_rx.clone();
                 let tx = res_tx.clone();
@@ -189,23 +195,26 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Write everything still buffered (in parallel on `pool`), wait for every write and
-    /// finish the run's files; returns how many data files were written and their bytes.
-    pub fn finish(mut self, pool: &rayon::ThreadPool) -> Result<(u64, u64), IngestError> {
+    /// Write everything still buffered (through the writer threads, within the same bounds),
+    /// wait for every write and finish the run's files; returns how many data files were
+    /// written and their bytes.
+    pub fn finish(mut self) -> Result<(u64, u64), IngestError> {
+        let mut parts: Vec<Job> = self.parts.drain().collect();
+        // Largest first, so the small ones fill in around it.
+        parts.sort_by_key(|(k, p)| (std::cmp::Reverse(p.bytes), *k));
+        self.buffered = 0;
+        let mut first_err = None;
+        for job in parts {
+            if let Err(e) = self.send(job) {
+                first_err = Some(e);
+                break;
+            }
+        }
         drop(self.jobs.take());
-        let parts: Vec<Job> = self.parts.drain().collect();
-        let txn = Arc::clone(&self.txn);
-        let tail: Vec<Result<Piece, LakeError>> =
-            pool.install(|| parts.into_par_iter().map(|job| write(&txn, job)).collect());
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
-        let mut first_err = None;
-        for r in tail
-            .into_iter()
-            .map(|r| (0, r))
-            .chain(self.results.try_iter().collect::<Vec<_>>())
-        {
+        for r in self.results.try_iter().collect::<Vec<_>>() {
             if let Err(e) = self.collect(r) {
                 first_err.get_or_insert(e);
             }
