@@ -64,8 +64,23 @@ impl LakeWriter {
                     .name(format!("keytrail-write-{i}"))
                     .spawn(move || {
                         for job in rx {
-                            let size = job.1.bytes;
-                            let _ = tx.send((size, write(&txn, job)));
+                            // Every partition handed over gets its answer, even when writing
+                            // it panics: the collector waits on them to make room.
+                            let (size, (table, day)) = (job.1.bytes, job.0);
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                write(&txn, job)
+                            }))
+                            .unwrap_or_else(|payload| {
+                                Err(LakeError::io(
+                                    table.name(),
+                                    std::io::Error::other(format!(
+                                        "writing day {} panicked: {}",
+                                        keytrail_model::time::day_string(day),
+                                        crate::pipeline::panic_message(payload.as_ref())
+                                    )),
+                                ))
+                            });
+                            let _ = tx.send((size, r));
                         }
                     })
             })
