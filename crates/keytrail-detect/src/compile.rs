@@ -6,6 +6,8 @@
 //! clause is the `OR` of every rule's column tests, so JSON is parsed only for the few events
 //! that could match.
 
+use std::collections::BTreeSet;
+
 use super::rule::{Cond, FieldRef, JsonCond, JsonTest, Op, Rule};
 
 /// A SQL text literal.
@@ -140,6 +142,31 @@ pub fn guard_sql(c: &Cond) -> Option<String> {
     }
 }
 
+/// The event names (lower case) a condition can only hold on, when it names them: the
+/// scan evaluates such a rule only on the events of those calls. `None`: any event.
+pub fn event_names(c: &Cond) -> Option<BTreeSet<String>> {
+    match c {
+        Cond::Column { path, test, .. }
+            if path.len() == 1 && path[0] == "eventname" && test.op == Op::Equals =>
+        {
+            // `all` asks for every value at once: still one of them.
+            Some(test.values.iter().map(|v| v.to_lowercase()).collect())
+        }
+        Cond::All(v) => v
+            .iter()
+            .filter_map(event_names)
+            .reduce(|a, b| a.intersection(&b).cloned().collect()),
+        Cond::Any(v) => v
+            .iter()
+            .map(event_names)
+            .try_fold(BTreeSet::new(), |mut a, b| {
+                a.extend(b?);
+                Some(a)
+            }),
+        _ => None,
+    }
+}
+
 /// Events that AWS services make on their own behalf: the `awsservice` fact.
 pub const SERVICE_EVENT_SQL: &str = "awsservice";
 
@@ -200,5 +227,39 @@ match:
             ]),
             "get_field(get_field(useridentity, 'sessioncontext'), 'ec2roledelivery')"
         );
+    }
+
+    fn names_of(matches: &str) -> Option<Vec<String>> {
+        let r = Rule::parse(
+            &format!("id: t-n\ntitle: t\nseverity: low\ncategory: recon\nmatch:\n{matches}"),
+            "t.yaml",
+        )
+        .expect("rule");
+        event_names(&r.cond).map(|s| s.into_iter().collect())
+    }
+
+    #[test]
+    fn the_event_names_a_rule_can_only_hold_on() {
+        assert_eq!(
+            names_of("  eventName: [CreateUser, DeleteUser]\n  errorCode|exists: false\n"),
+            Some(vec!["createuser".to_owned(), "deleteuser".to_owned()])
+        );
+        // Either branch names its calls: the union.
+        assert_eq!(
+            names_of("  any:\n    - eventName: A\n    - {eventName: B, userAgent: x}\n"),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        // A branch that holds on any call: any call.
+        assert_eq!(
+            names_of("  any:\n    - eventName: A\n    - userAgent: x\n"),
+            None
+        );
+        // Both must hold: the calls both allow.
+        assert_eq!(
+            names_of("  all:\n    - eventName: [A, B]\n    - eventName: [b, C]\n"),
+            Some(vec!["b".to_owned()])
+        );
+        assert_eq!(names_of("  not:\n    eventName: A\n"), None);
+        assert_eq!(names_of("  eventName|startswith: Delete\n"), None);
     }
 }

@@ -2,12 +2,18 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use std::collections::HashMap;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_plan::PhysicalExpr;
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 
 use super::DetectError;
-use super::compile::{ACCOUNT_SQL, field_text_sql, prefilter_sql, quote, rule_sql};
+use super::compile::{ACCOUNT_SQL, event_names, field_text_sql, prefilter_sql, quote, rule_sql};
 use super::rule::{FieldRef, Rule};
 
 /// What every finding says about an event.
@@ -77,14 +83,7 @@ pub fn window_sql(since: Option<i64>, until: Option<i64>, partitioned: bool) -> 
 
 /// Text of a column of a batch (any string type), by name.
 pub fn texts(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, DetectError> {
-    let col = b
-        .column_by_name(name)
-        .ok_or_else(|| DetectError::Internal(format!("no column {name} in the result")))?;
-    let col = if col.data_type() == &DataType::Utf8 {
-        Arc::clone(col)
-    } else {
-        arrow::compute::cast(col, &DataType::Utf8)?
-    };
+    let col = text_column(b, name)?;
     let s = col.as_string::<i32>();
     Ok((0..s.len())
         .map(|i| s.is_valid(i).then(|| s.value(i).to_owned()))
@@ -103,8 +102,14 @@ pub fn millis(b: &RecordBatch, name: &str) -> Result<Vec<i64>, DetectError> {
         .collect())
 }
 
-/// The SQL of the scan.
-pub fn scan_sql(rules: &[&Rule], table: &str, window: &str) -> (String, Vec<FieldRef>) {
+/// The SQL of the scan's rows: what every finding says about an event, the rules' `show`
+/// fields, and the `columns` the rules test, for the events some rule could match.
+pub fn scan_sql(
+    rules: &[&Rule],
+    columns: &[String],
+    table: &str,
+    window: &str,
+) -> (String, Vec<FieldRef>) {
     let mut shows: Vec<FieldRef> = Vec::new();
     for r in rules {
         for (_, f) in &r.show {
@@ -130,8 +135,8 @@ pub fn scan_sql(rules: &[&Rule], table: &str, window: &str) -> (String, Vec<Fiel
     for (i, f) in shows.iter().enumerate() {
         cols.push(format!("{} AS kt_show_{i}", field_text_sql(f)));
     }
-    for (i, r) in rules.iter().enumerate() {
-        cols.push(format!("{} AS kt_rule_{i}", rule_sql(r)));
+    for c in columns {
+        cols.push(format!("\"{}\"", c.replace('"', "\"\"")));
     }
     let sql = format!(
         "SELECT {} FROM {table} WHERE {window} AND {}",
@@ -141,7 +146,26 @@ pub fn scan_sql(rules: &[&Rule], table: &str, window: &str) -> (String, Vec<Fiel
     (sql, shows)
 }
 
+/// The rules compiled against the scan's rows, and which rows each must see.
+struct Compiled {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// Rules that can only hold on some event names, grouped by that set of names: the
+    /// group's rules are evaluated on the rows with one of those names only.
+    groups: Vec<Vec<usize>>,
+    /// Lower-case event name → the groups that name lets in.
+    by_name: HashMap<String, Vec<usize>>,
+    /// Rules that can hold on any event name: evaluated on every row of the scan.
+    general: Vec<usize>,
+    /// Each rule's `show` fields: (label, index of the scan's `kt_show_` column).
+    shows: Vec<Vec<(String, usize)>>,
+}
+
 /// Evaluate `rules` over `table` in one scan; return every (rule, event) match.
+///
+/// The lake is read once (only the columns some rule tests, only the events some rule could
+/// match, every partition in parallel) and nothing but the matches is kept. Most rules name
+/// the calls they are about: those are evaluated only on the rows of those calls, so the cost
+/// is the events read plus the candidate rows, not events × rules.
 pub async fn scan(
     ctx: &SessionContext,
     rules: &[&Rule],
@@ -151,86 +175,251 @@ pub async fn scan(
     if rules.is_empty() {
         return Ok(Vec::new());
     }
-    let (sql, shows) = scan_sql(rules, table, window);
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(keytrail_engine::EngineError::from)?
-        .collect()
-        .await
-        .map_err(keytrail_engine::EngineError::from)?;
-    let mut hits = Vec::new();
-    for b in &batches {
-        let times = millis(b, "kt_time")?;
-        let t = |name| texts(b, name);
-        let (ids, keys, principals, itypes, accounts) = (
-            t("kt_id")?,
-            t("kt_key")?,
-            t("kt_principal")?,
-            t("kt_itype")?,
-            t("kt_account")?,
-        );
-        let (ips, agents, regions, errors, sources, names) = (
-            t("kt_ip")?,
-            t("kt_agent")?,
-            t("kt_region")?,
-            t("kt_error")?,
-            t("kt_source")?,
-            t("kt_name")?,
-        );
-        let show_cols: Vec<Vec<Option<String>>> = (0..shows.len())
-            .map(|i| texts(b, &format!("kt_show_{i}")))
-            .collect::<Result<_, _>>()?;
-        for (ri, r) in rules.iter().enumerate() {
-            let col = b
-                .column_by_name(&format!("kt_rule_{ri}"))
-                .ok_or_else(|| DetectError::Internal("missing rule column".into()))?;
-            let Some(flags) = col.as_any().downcast_ref::<BooleanArray>() else {
-                return Err(DetectError::Internal(format!(
-                    "rule {} did not compile to a boolean",
-                    r.id
-                )));
-            };
-            if flags.true_count() == 0 {
-                continue;
-            }
-            // The rows where the rule holds (most rules hold on few rows).
-            for row in flags.values().set_indices() {
-                if !flags.is_valid(row) {
-                    continue;
+    let engine = keytrail_engine::EngineError::from;
+    // The columns the rules test, from their expressions over the table.
+    let table_schema = ctx.table(table).await.map_err(engine)?.schema().clone();
+    let mut columns = std::collections::BTreeSet::new();
+    let rule_sqls: Vec<String> = rules.iter().map(|r| rule_sql(r)).collect();
+    for sql in &rule_sqls {
+        let expr = ctx.parse_sql_expr(sql, &table_schema).map_err(engine)?;
+        columns.extend(expr.column_refs().into_iter().map(|c| c.name.clone()));
+    }
+    let columns: Vec<String> = columns.into_iter().collect();
+    let (sql, shows) = scan_sql(rules, &columns, table, window);
+    let df = ctx.sql(&sql).await.map_err(engine)?;
+    let schema = df.schema().clone();
+    // As the planner would: coerced and simplified (DataFusion runs `coalesce` as a `CASE`
+    // it writes while simplifying), then planned.
+    let simplifier = ExprSimplifier::new(
+        SimplifyContext::builder()
+            .with_schema(Arc::new(schema.clone()))
+            .with_config_options(Arc::clone(ctx.state().config_options()))
+            .build(),
+    );
+    let mut exprs = Vec::with_capacity(rules.len());
+    for sql in &rule_sqls {
+        let expr = ctx.parse_sql_expr(sql, &schema).map_err(engine)?;
+        let expr = simplifier
+            .coerce(expr, &schema)
+            .and_then(|e| simplifier.simplify(e))
+            .map_err(engine)?;
+        exprs.push(ctx.create_physical_expr(expr, &schema).map_err(engine)?);
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut sets: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut general = Vec::new();
+    for (ri, r) in rules.iter().enumerate() {
+        match event_names(&r.cond) {
+            Some(names) => {
+                let names: Vec<String> = names.into_iter().collect();
+                let next = groups.len();
+                let g = *sets.entry(names.clone()).or_insert(next);
+                if g == next {
+                    groups.push(Vec::new());
+                    for n in names {
+                        by_name.entry(n).or_default().push(g);
+                    }
                 }
-                let event = EventInfo {
-                    time: times[row],
-                    id: ids[row].clone().unwrap_or_default(),
-                    key: keys[row].clone(),
-                    principal: principals[row].clone(),
-                    identity_type: itypes[row].clone(),
-                    account: accounts[row].clone(),
-                    source_ip: ips[row].clone(),
-                    user_agent: agents[row].clone(),
-                    region: regions[row].clone(),
-                    error: errors[row].clone(),
-                    source: sources[row].clone(),
-                    name: names[row].clone(),
-                };
-                let shown = r
-                    .show
+                groups[g].push(ri);
+            }
+            None => general.push(ri),
+        }
+    }
+    let compiled = Arc::new(Compiled {
+        exprs,
+        groups,
+        by_name,
+        general,
+        shows: rules
+            .iter()
+            .map(|r| {
+                r.show
                     .iter()
                     .map(|(label, f)| {
-                        let i = shows.iter().position(|s| s == f).unwrap_or(0);
-                        (label.clone(), show_cols[i][row].clone())
+                        (
+                            label.clone(),
+                            shows.iter().position(|s| s == f).unwrap_or(0),
+                        )
                     })
-                    .collect();
-                hits.push(Hit {
-                    rule: ri,
-                    event,
-                    shown,
-                });
+                    .collect()
+            })
+            .collect(),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut stream in df.execute_stream_partitioned().await.map_err(engine)? {
+        let compiled = Arc::clone(&compiled);
+        tasks.spawn(async move {
+            let mut hits = Vec::new();
+            while let Some(b) = stream.next().await {
+                let b = b.map_err(engine)?;
+                hits_of(&compiled, &b, &mut hits)?;
             }
-        }
+            Ok::<_, DetectError>(hits)
+        });
+    }
+    let mut hits = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let part = done.map_err(|e| DetectError::Internal(format!("a scan task failed: {e}")))?;
+        hits.extend(part?);
     }
     hits.sort_by(|a, b| {
         (a.event.time, &a.event.id, a.rule).cmp(&(b.event.time, &b.event.id, b.rule))
     });
     Ok(hits)
+}
+
+/// Where the rule `expr` holds on `b` (`None`: on no row).
+fn holds(
+    expr: &Arc<dyn PhysicalExpr>,
+    b: &RecordBatch,
+) -> Result<Option<BooleanArray>, DetectError> {
+    let engine = keytrail_engine::EngineError::from;
+    let v = expr
+        .evaluate(b)
+        .and_then(|v| v.into_array(b.num_rows()))
+        .map_err(engine)?;
+    let Some(flags) = v.as_any().downcast_ref::<BooleanArray>() else {
+        return Err(DetectError::Internal(
+            "a rule did not compile to a boolean".into(),
+        ));
+    };
+    Ok((flags.true_count() > 0).then(|| flags.clone()))
+}
+
+/// The matches of one batch of the scan, appended to `hits`.
+fn hits_of(c: &Compiled, b: &RecordBatch, hits: &mut Vec<Hit>) -> Result<(), DetectError> {
+    // (rule, row) of every match in the batch.
+    let mut matched: Vec<(usize, usize)> = Vec::new();
+    for &ri in &c.general {
+        if let Some(flags) = holds(&c.exprs[ri], b)? {
+            matched.extend(
+                flags
+                    .values()
+                    .set_indices()
+                    .filter(|&row| flags.is_valid(row))
+                    .map(|row| (ri, row)),
+            );
+        }
+    }
+    if !c.groups.is_empty() {
+        let names = text_column(b, "kt_name")?;
+        let names = names.as_string::<i32>();
+        let mut rows: Vec<Vec<u32>> = vec![Vec::new(); c.groups.len()];
+        let mut seen: HashMap<&str, Option<&Vec<usize>>> = HashMap::new();
+        for row in 0..names.len() {
+            if !names.is_valid(row) {
+                continue;
+            }
+            let name = names.value(row);
+            let gs = *seen
+                .entry(name)
+                .or_insert_with(|| c.by_name.get(&name.to_lowercase()));
+            for &g in gs.into_iter().flatten() {
+                rows[g].push(row as u32);
+            }
+        }
+        for (g, idx) in rows.into_iter().enumerate() {
+            if idx.is_empty() {
+                continue;
+            }
+            let idx = arrow::array::UInt32Array::from(idx);
+            let sub = arrow::compute::take_record_batch(b, &idx)?;
+            for &ri in &c.groups[g] {
+                if let Some(flags) = holds(&c.exprs[ri], &sub)? {
+                    matched.extend(
+                        flags
+                            .values()
+                            .set_indices()
+                            .filter(|&j| flags.is_valid(j))
+                            .map(|j| (ri, idx.value(j) as usize)),
+                    );
+                }
+            }
+        }
+    }
+    if matched.is_empty() {
+        return Ok(());
+    }
+    let times = millis(b, "kt_time")?;
+    let col = |name: &str| text_column(b, name);
+    let info = [
+        "kt_id",
+        "kt_key",
+        "kt_principal",
+        "kt_itype",
+        "kt_account",
+        "kt_ip",
+        "kt_agent",
+        "kt_region",
+        "kt_error",
+        "kt_source",
+        "kt_name",
+    ]
+    .map(col);
+    let [
+        id,
+        key,
+        principal,
+        itype,
+        account,
+        ip,
+        agent,
+        region,
+        error,
+        source,
+        name,
+    ] = info;
+    let (id, key, principal, itype, account) = (id?, key?, principal?, itype?, account?);
+    let (ip, agent, region, error, source, name) = (ip?, agent?, region?, error?, source?, name?);
+    let n_shows = c
+        .shows
+        .iter()
+        .flatten()
+        .map(|(_, i)| i + 1)
+        .max()
+        .unwrap_or(0);
+    let shows: Vec<ArrayRef> = (0..n_shows)
+        .map(|i| col(&format!("kt_show_{i}")))
+        .collect::<Result<_, _>>()?;
+    let text = |a: &ArrayRef, row: usize| {
+        let s = a.as_string::<i32>();
+        s.is_valid(row).then(|| s.value(row).to_owned())
+    };
+    for (ri, row) in matched {
+        hits.push(Hit {
+            rule: ri,
+            event: EventInfo {
+                time: times[row],
+                id: text(&id, row).unwrap_or_default(),
+                key: text(&key, row),
+                principal: text(&principal, row),
+                identity_type: text(&itype, row),
+                account: text(&account, row),
+                source_ip: text(&ip, row),
+                user_agent: text(&agent, row),
+                region: text(&region, row),
+                error: text(&error, row),
+                source: text(&source, row),
+                name: text(&name, row),
+            },
+            shown: c.shows[ri]
+                .iter()
+                .map(|(label, i)| (label.clone(), text(&shows[*i], row)))
+                .collect(),
+        });
+    }
+    Ok(())
+}
+
+/// A column of a batch (any string type) as `Utf8`, by name.
+fn text_column(b: &RecordBatch, name: &str) -> Result<ArrayRef, DetectError> {
+    let col = b
+        .column_by_name(name)
+        .ok_or_else(|| DetectError::Internal(format!("no column {name} in the result")))?;
+    Ok(if col.data_type() == &DataType::Utf8 {
+        Arc::clone(col)
+    } else {
+        arrow::compute::cast(col, &DataType::Utf8)?
+    })
 }
