@@ -23,14 +23,9 @@ pub struct EventInfo {
     pub id: String,
     pub key: Option<String>,
     pub principal: Option<String>,
-    pub identity_type: Option<String>,
     pub account: Option<String>,
     pub source_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub region: Option<String>,
     pub error: Option<String>,
-    pub source: Option<String>,
-    pub name: Option<String>,
 }
 
 /// A rule matched an event.
@@ -123,13 +118,9 @@ pub fn scan_sql(
         "eventid AS kt_id".to_owned(),
         "accesskeyid AS kt_key".to_owned(),
         "coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid'), get_field(useridentity, 'invokedby')) AS kt_principal".to_owned(),
-        "get_field(useridentity, 'type') AS kt_itype".to_owned(),
         format!("{ACCOUNT_SQL} AS kt_account"),
         "sourceipaddress AS kt_ip".to_owned(),
-        "useragent AS kt_agent".to_owned(),
-        "awsregion AS kt_region".to_owned(),
         "errorcode AS kt_error".to_owned(),
-        "eventsource AS kt_source".to_owned(),
         "eventname AS kt_name".to_owned(),
     ];
     for (i, f) in shows.iter().enumerate() {
@@ -343,35 +334,8 @@ fn hits_of(c: &Compiled, b: &RecordBatch, hits: &mut Vec<Hit>) -> Result<(), Det
     }
     let times = millis(b, "kt_time")?;
     let col = |name: &str| text_column(b, name);
-    let info = [
-        "kt_id",
-        "kt_key",
-        "kt_principal",
-        "kt_itype",
-        "kt_account",
-        "kt_ip",
-        "kt_agent",
-        "kt_region",
-        "kt_error",
-        "kt_source",
-        "kt_name",
-    ]
-    .map(col);
-    let [
-        id,
-        key,
-        principal,
-        itype,
-        account,
-        ip,
-        agent,
-        region,
-        error,
-        source,
-        name,
-    ] = info;
-    let (id, key, principal, itype, account) = (id?, key?, principal?, itype?, account?);
-    let (ip, agent, region, error, source, name) = (ip?, agent?, region?, error?, source?, name?);
+    let (id, key, principal) = (col("kt_id")?, col("kt_key")?, col("kt_principal")?);
+    let (account, ip, error) = (col("kt_account")?, col("kt_ip")?, col("kt_error")?);
     let n_shows = c
         .shows
         .iter()
@@ -394,14 +358,9 @@ fn hits_of(c: &Compiled, b: &RecordBatch, hits: &mut Vec<Hit>) -> Result<(), Det
                 id: text(&id, row).unwrap_or_default(),
                 key: text(&key, row),
                 principal: text(&principal, row),
-                identity_type: text(&itype, row),
                 account: text(&account, row),
                 source_ip: text(&ip, row),
-                user_agent: text(&agent, row),
-                region: text(&region, row),
                 error: text(&error, row),
-                source: text(&source, row),
-                name: text(&name, row),
             },
             shown: c.shows[ri]
                 .iter()
