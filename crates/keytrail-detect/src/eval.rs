@@ -177,6 +177,27 @@ pub fn test(t: &JsonTest, root: &Value, account: Option<&str>) -> bool {
     }
 }
 
+/// Whether `c` could hold on the JSON text `raw`, by a look at the text alone: `false` only
+/// when a test that needs a value at its path names a key the text does not contain
+/// anywhere (so the document need not be parsed). Text with `\u` escapes, which could spell
+/// a key in other letters, is always parsed.
+pub fn could_hold(c: &JsonCond, raw: &str) -> bool {
+    match c {
+        JsonCond::All(v) => v.iter().all(|c| could_hold(c, raw)),
+        JsonCond::Any(v) => v.iter().any(|c| could_hold(c, raw)),
+        // What must be absent, or a negation, needs the document.
+        JsonCond::Not(_) => true,
+        JsonCond::Test(t) => {
+            let needs_value = !matches!(t.op, Op::Exists(false) | Op::OtherAccount(false))
+                && !(t.all && t.values.is_empty());
+            match t.path.iter().rev().find(|k| k.as_str() != "*") {
+                Some(key) if needs_value => raw.contains(key.as_str()) || raw.contains("\\u"),
+                _ => true,
+            }
+        }
+    }
+}
+
 /// Evaluate a condition tree on a JSON document.
 pub fn cond(c: &JsonCond, root: &Value, account: Option<&str>) -> bool {
     match c {
@@ -282,7 +303,11 @@ impl ScalarUDFImpl for KeytrailFn {
                         let doc = if input.is_null(i) {
                             Value::Null
                         } else if self.kind == Kind::JsonMatch {
-                            serde_json::from_str(input.value(i)).unwrap_or(Value::Null)
+                            let raw = input.value(i);
+                            if !could_hold(&spec, raw) {
+                                return Some(false);
+                            }
+                            serde_json::from_str(raw).unwrap_or(Value::Null)
                         } else {
                             Value::String(input.value(i).to_owned())
                         };
@@ -396,5 +421,33 @@ mod tests {
         let spec = serde_json::to_string(&JsonCond::Test(item("*"))).expect("spec");
         let back: JsonCond = serde_json::from_str(&spec).expect("round trip");
         assert_eq!(back, JsonCond::Test(item("*")));
+    }
+
+    #[test]
+    fn a_document_without_the_key_is_not_parsed_for_a_test_that_needs_it() {
+        let needs = JsonCond::Test(t(&["bucketName"], Op::Equals, &["x"]));
+        let doc = r#"{"roleArn":"arn:aws:iam::1:role/r"}"#;
+        assert!(!could_hold(&needs, doc));
+        assert!(could_hold(&needs, r#"{"bucketName":"y"}"#));
+        // Inside JSON held in a string, and under any key.
+        assert!(could_hold(&needs, r#"{"policy":"{\"bucketName\":\"x\"}"}"#));
+        let any = JsonCond::Test(t(&["*", "bucketName"], Op::Equals, &["x"]));
+        assert!(!could_hold(&any, doc));
+        // A key spelt with escapes is parsed, and found.
+        let escaped = r#"{"\u0062ucketName":"x"}"#;
+        assert!(could_hold(&needs, escaped));
+        let v: Value = serde_json::from_str(escaped).expect("json");
+        assert!(cond(&needs, &v, None));
+        // What holds when the key is absent must not be cut short.
+        let absent = JsonCond::Test(t(&["bucketName"], Op::Exists(false), &[]));
+        assert!(could_hold(&absent, doc));
+        assert!(could_hold(&JsonCond::Not(Box::new(needs.clone())), doc));
+        // Either branch may hold.
+        let other = JsonCond::Test(t(&["roleArn"], Op::Prefix, &["arn:"]));
+        assert!(could_hold(
+            &JsonCond::Any(vec![needs.clone(), other.clone()]),
+            doc
+        ));
+        assert!(!could_hold(&JsonCond::All(vec![needs, other]), doc));
     }
 }
