@@ -188,8 +188,10 @@ pub fn could_hold(c: &JsonCond, raw: &str) -> bool {
         // What must be absent, or a negation, needs the document.
         JsonCond::Not(_) => true,
         JsonCond::Test(t) => {
-            let needs_value = !matches!(t.op, Op::Exists(false) | Op::OtherAccount(false))
-                && !(t.all && t.values.is_empty());
+            // Absence, and `all` of no values, hold without a value at the path.
+            let holds_without_value = matches!(t.op, Op::Exists(false) | Op::OtherAccount(false))
+                || (t.all && t.values.is_empty());
+            let needs_value = !holds_without_value;
             match t.path.iter().rev().find(|k| k.as_str() != "*") {
                 Some(key) if needs_value => raw.contains(key.as_str()) || raw.contains("\\u"),
                 _ => true,

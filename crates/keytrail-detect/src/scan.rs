@@ -217,6 +217,12 @@ pub async fn scan(
             None => general.push(ri),
         }
     }
+    tracing::debug!(
+        rules = rules.len(),
+        by_call = rules.len() - general.len(),
+        on_every_row = general.len(),
+        "rules evaluated on the rows of the calls they name, and on every row"
+    );
     let compiled = Arc::new(Compiled {
         exprs,
         groups,
