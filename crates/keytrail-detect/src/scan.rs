@@ -149,6 +149,8 @@ struct Compiled {
     general: Vec<usize>,
     /// Each rule's `show` fields: (label, index of the scan's `kt_show_` column).
     shows: Vec<Vec<(String, usize)>>,
+    /// How many `kt_show_` columns the scan has.
+    show_columns: usize,
 }
 
 /// Evaluate `rules` over `table` in one scan; return every (rule, event) match.
@@ -242,6 +244,7 @@ pub async fn scan(
                     .collect()
             })
             .collect(),
+        show_columns: shows.len(),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for mut stream in df.execute_stream_partitioned().await.map_err(engine)? {
@@ -266,11 +269,8 @@ pub async fn scan(
     Ok(hits)
 }
 
-/// Where the rule `expr` holds on `b` (`None`: on no row).
-fn holds(
-    expr: &Arc<dyn PhysicalExpr>,
-    b: &RecordBatch,
-) -> Result<Option<BooleanArray>, DetectError> {
+/// The rows of `b` where the rule `expr` holds.
+fn rows_where(expr: &Arc<dyn PhysicalExpr>, b: &RecordBatch) -> Result<Vec<usize>, DetectError> {
     let engine = keytrail_engine::EngineError::from;
     let v = expr
         .evaluate(b)
@@ -281,7 +281,14 @@ fn holds(
             "a rule did not compile to a boolean".into(),
         ));
     };
-    Ok((flags.true_count() > 0).then(|| flags.clone()))
+    if flags.true_count() == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(flags
+        .values()
+        .set_indices()
+        .filter(|&row| flags.is_valid(row))
+        .collect())
 }
 
 /// The matches of one batch of the scan, appended to `hits`.
@@ -289,15 +296,11 @@ fn hits_of(c: &Compiled, b: &RecordBatch, hits: &mut Vec<Hit>) -> Result<(), Det
     // (rule, row) of every match in the batch.
     let mut matched: Vec<(usize, usize)> = Vec::new();
     for &ri in &c.general {
-        if let Some(flags) = holds(&c.exprs[ri], b)? {
-            matched.extend(
-                flags
-                    .values()
-                    .set_indices()
-                    .filter(|&row| flags.is_valid(row))
-                    .map(|row| (ri, row)),
-            );
-        }
+        matched.extend(
+            rows_where(&c.exprs[ri], b)?
+                .into_iter()
+                .map(|row| (ri, row)),
+        );
     }
     if !c.groups.is_empty() {
         let names = text_column(b, "kt_name")?;
@@ -323,15 +326,8 @@ fn hits_of(c: &Compiled, b: &RecordBatch, hits: &mut Vec<Hit>) -> Result<(), Det
             let idx = arrow::array::UInt32Array::from(idx);
             let sub = arrow::compute::take_record_batch(b, &idx)?;
             for &ri in &c.groups[g] {
-                if let Some(flags) = holds(&c.exprs[ri], &sub)? {
-                    matched.extend(
-                        flags
-                            .values()
-                            .set_indices()
-                            .filter(|&j| flags.is_valid(j))
-                            .map(|j| (ri, idx.value(j) as usize)),
-                    );
-                }
+                let rows = rows_where(&c.exprs[ri], &sub)?;
+                matched.extend(rows.into_iter().map(|j| (ri, idx.value(j) as usize)));
             }
         }
     }
@@ -342,14 +338,7 @@ fn hits_of(c: &Compiled, b: &RecordBatch, hits: &mut Vec<Hit>) -> Result<(), Det
     let col = |name: &str| text_column(b, name);
     let (id, key, principal) = (col("kt_id")?, col("kt_key")?, col("kt_principal")?);
     let (account, ip, error) = (col("kt_account")?, col("kt_ip")?, col("kt_error")?);
-    let n_shows = c
-        .shows
-        .iter()
-        .flatten()
-        .map(|(_, i)| i + 1)
-        .max()
-        .unwrap_or(0);
-    let shows: Vec<ArrayRef> = (0..n_shows)
+    let shows: Vec<ArrayRef> = (0..c.show_columns)
         .map(|i| col(&format!("kt_show_{i}")))
         .collect::<Result<_, _>>()?;
     let text = |a: &ArrayRef, row: usize| {
