@@ -5,6 +5,7 @@
 //! passed over. Each detector is described in `docs/rules.md` with its thresholds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
@@ -554,8 +555,13 @@ struct Deferred {
     ev: Ev,
 }
 
-/// Run every detector over the `events` table.
-pub async fn run(ctx: &SessionContext, cfg: &Config) -> Result<Vec<Finding>, DetectError> {
+/// The stateful detectors over the `events` table of `ctx`; with `keys`, only those keys'
+/// events are read one by one (the lineage and principals' histories are the whole table's).
+pub async fn run(
+    ctx: &SessionContext,
+    cfg: &Config,
+    keys: Option<&BTreeSet<String>>,
+) -> Result<Vec<Finding>, DetectError> {
     let lin = lineage(ctx).await?;
     let mut b = Builder {
         cfg,
@@ -565,6 +571,18 @@ pub async fn run(ctx: &SessionContext, cfg: &Config) -> Result<Vec<Finding>, Det
     let mut deferred: Vec<Deferred> = Vec::new();
     for (lo, hi) in key_ranges(ctx, cfg.max_sort_events).await? {
         let mut range = col(c::ACCESSKEYID).is_not_null();
+        if let Some(keys) = keys {
+            let lower = lo.as_ref().map_or(Bound::Unbounded, Bound::Included);
+            let upper = hi.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+            let within: Vec<_> = keys
+                .range::<String, _>((lower, upper))
+                .map(|k| lit(k.clone()))
+                .collect();
+            if within.is_empty() {
+                continue;
+            }
+            range = col(c::ACCESSKEYID).in_list(within, false);
+        }
         if let Some(lo) = lo {
             range = range.and(col(c::ACCESSKEYID).gt_eq(lit(lo)));
         }

@@ -316,6 +316,10 @@ pub struct DetectOptions {
     /// follow` runs the rules over the new events in a pass of their own): like the events
     /// this run's rules report, `kt-abused-call` does not report them again below medium.
     pub reported: std::collections::HashSet<String>,
+    /// Only these keys' detector findings (`keytrail follow`: the keys new events touched).
+    /// What the detectors know of the whole lake (keys' lifecycle and lineage, principals'
+    /// first calls, the catalog's days of each call) still comes from every event.
+    pub keys: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Default for DetectOptions {
@@ -329,6 +333,7 @@ impl Default for DetectOptions {
             config: detectors::Config::default(),
             threads: SessionOptions::default().threads,
             reported: std::collections::HashSet::new(),
+            keys: None,
         }
     }
 }
@@ -400,38 +405,12 @@ pub async fn detect_in(
         .unwrap_or(0) as u64;
     let rules: Vec<&Rule> = opts.rules.rules.iter().collect();
     let hits = scan::scan(ctx, &rules, "events", &window).await?;
-    let mut all = group_hits(&rules, hits);
-    // Whether a rule finding is routine depends on the days before `--since` too: the rules
-    // that found something that could be routine are run again over the history before it.
-    let past = match opts.since {
-        Some(since) => {
-            let maybe: Vec<&Rule> = rules
-                .iter()
-                .filter(|r| {
-                    r.severity > Severity::Info
-                        && r.severity <= Severity::Medium
-                        && all.iter().any(|f| f.rule == r.id)
-                })
-                .copied()
-                .collect();
-            if maybe.is_empty() {
-                Vec::new()
-            } else {
-                let before = scan::window_sql(None, Some(since), partitioned);
-                group_hits(&maybe, scan::scan(ctx, &maybe, "events", &before).await?)
-            }
-        }
-        None => Vec::new(),
-    };
-    let n_past = past.len();
-    let mut with_past = past;
-    with_past.append(&mut all);
-    routine_rules(
-        &mut with_past,
-        opts.config.routine_days,
-        opts.config.routine_window_days,
-    );
-    let mut all = with_past.split_off(n_past);
+    let all = group_hits(&rules, hits);
+    // Whether a rule finding is routine depends on the days before `--since` too.
+    let past = opts
+        .since
+        .map(|since| scan::window_sql(None, Some(since), partitioned));
+    let mut all = routine_with_past(ctx, &rules, all, past.as_deref(), &opts.config).await?;
     if opts.detectors {
         let mut reported: std::collections::HashSet<String> = all
             .iter()
@@ -439,7 +418,7 @@ pub async fn detect_in(
             .flat_map(|f| f.events.iter().cloned())
             .collect();
         reported.extend(opts.reported.iter().cloned());
-        let mut found = detectors::run(ctx, &opts.config).await?;
+        let mut found = detectors::run(ctx, &opts.config, opts.keys.as_ref()).await?;
         found.extend(catalog::run(ctx, &opts.config, &reported).await?);
         all.extend(found.into_iter().filter(|f| {
             opts.since.is_none_or(|s| f.time >= s) && opts.until.is_none_or(|u| f.time < u)
@@ -467,6 +446,43 @@ pub async fn detect_in(
         },
         min_severity: opts.min_severity,
     })
+}
+
+/// Judge the rule findings `found` routine or not ([`routine_rules`]) against each other and,
+/// with `past` (a condition on `events`), against what the same rules matched in those rows:
+/// the rules that found something that could be routine are run again over them. The past's
+/// own findings only inform; `found` is returned, judged.
+pub async fn routine_with_past(
+    ctx: &mut SessionContext,
+    rules: &[&Rule],
+    found: Vec<Finding>,
+    past: Option<&str>,
+    cfg: &detectors::Config,
+) -> Result<Vec<Finding>, DetectError> {
+    scan::register(ctx)?;
+    let mut with_past = match past {
+        Some(past) => {
+            let maybe: Vec<&Rule> = rules
+                .iter()
+                .filter(|r| {
+                    r.severity > Severity::Info
+                        && r.severity <= Severity::Medium
+                        && found.iter().any(|f| f.rule == r.id)
+                })
+                .copied()
+                .collect();
+            if maybe.is_empty() {
+                Vec::new()
+            } else {
+                group_hits(&maybe, scan::scan(ctx, &maybe, "events", past).await?)
+            }
+        }
+        None => Vec::new(),
+    };
+    let n_past = with_past.len();
+    with_past.extend(found);
+    routine_rules(&mut with_past, cfg.routine_days, cfg.routine_window_days);
+    Ok(with_past.split_off(n_past))
 }
 
 /// One row of `keytrail rules list`.

@@ -5,14 +5,18 @@
 //! - **Rules** run over the new events alone: the `events` files those commits added (or,
 //!   when a later rewrite replaced them, the rows whose `sourceobject` the commits read).
 //!   Every finding is new. A rule's matches group into one finding per key within an hour as
-//!   in `keytrail detect`, but only within one batch.
-//! - **Detectors** need a key's history. They run over the *touched* keys (keys that made a
-//!   new event or that a new event changed or minted, and the keys those keys minted) with
-//!   their whole history in the lake, plus the lake's key lifecycle and minting events, twice:
-//!   on the lake as it is and on the lake without the new commits' events. A finding is new
-//!   when its identity (detector, key, first event) is in the first run and not in the second:
-//!   findings that only grew with the new events (a burst that goes on) are not raised again,
-//!   and findings of old events are never raised for the first time here.
+//!   in `keytrail detect`, but only within one batch; whether a match is routine is judged, as
+//!   in `keytrail detect`, against what the same rule matched in the lake before.
+//! - **Detectors** need a key's history. They read the *touched* keys (keys that made a new
+//!   event or that a new event changed or minted, and the keys those keys minted) one by one
+//!   with their whole history, and what they know of the whole lake (keys' lifecycle and
+//!   lineage, principals' first calls, the catalog's days of each call) from every event,
+//!   twice: on the lake as it is and on the lake without the new commits' events. A finding
+//!   is new when its identity (detector, key, first event) is in the first run and not in the
+//!   second: findings that only grew with the new events (a burst that goes on) are not raised
+//!   again, and findings of old events are never raised for the first time here. What a
+//!   detector learns across keys from the keys it reads (the addresses people's long-term keys
+//!   use) comes from the touched keys only.
 //!
 //! The identity of a finding is its rule, its key (else its principal) and its first event:
 //! [`identity`].
@@ -116,13 +120,11 @@ enum Objects {
     Except(Vec<String>),
 }
 
-/// Make `events` in `ctx` the rows of `snap` (restricted by `objects`), and, with `keys`, only
-/// the events of those keys plus the key lifecycle and minting events of other keys.
+/// Make `events` in `ctx` the rows of `snap` (restricted by `objects`).
 async fn use_events(
     ctx: &SessionContext,
     snap: Snapshot,
     objects: Option<&Objects>,
-    keys: Option<&BTreeSet<String>>,
 ) -> Result<(), FollowError> {
     const BASE: &str = "kt_follow_events";
     for t in [Table::Events.name(), Table::KeyDaily.name(), BASE] {
@@ -137,16 +139,16 @@ async fn use_events(
     let q = |e: keytrail_engine::datafusion::error::DataFusionError| {
         FollowError::Engine(keytrail_engine::EngineError::from(e))
     };
-    let mut base: DataFrame = ctx.table(BASE).await.map_err(q)?;
+    let mut df: DataFrame = ctx.table(BASE).await.map_err(q)?;
     let lits = |v: &[String]| v.iter().map(|s| lit(s.clone())).collect::<Vec<Expr>>();
     match objects {
         Some(Objects::Only(v)) => {
-            base = base
+            df = df
                 .filter(col(c::SOURCEOBJECT).in_list(lits(v), false))
                 .map_err(q)?;
         }
         Some(Objects::Except(v)) => {
-            base = base
+            df = df
                 .filter(
                     col(c::SOURCEOBJECT)
                         .in_list(lits(v), true)
@@ -156,29 +158,6 @@ async fn use_events(
         }
         None => {}
     }
-    let df = match keys {
-        None => base,
-        Some(keys) => {
-            let list: Vec<Expr> = keys.iter().map(|k| lit(k.clone())).collect();
-            let held = base
-                .clone()
-                .filter(col(c::ACCESSKEYID).in_list(list.clone(), false))
-                .map_err(q)?;
-            let lifecycle = base
-                .filter(
-                    col(c::KEYSTATUS)
-                        .is_not_null()
-                        .or(col(c::MINTEDKEYID).is_not_null())
-                        .and(
-                            col(c::ACCESSKEYID)
-                                .is_null()
-                                .or(col(c::ACCESSKEYID).in_list(list, true)),
-                        ),
-                )
-                .map_err(q)?;
-            held.union(lifecycle).map_err(q)?
-        }
-    };
     ctx.register_table(Table::Events.name(), df.into_view())
         .map_err(keytrail_engine::EngineError::from)?;
     Ok(())
@@ -284,7 +263,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
         let mut ctx = session.context().clone();
 
         // Rules over the new events.
-        use_events(&ctx, new_snap, new_rows.as_ref(), None).await?;
+        use_events(&ctx, new_snap, new_rows.as_ref()).await?;
         out.events = count(&ctx).await?;
         let mut raised: Vec<Finding> = Vec::new();
         if !d.rules.rules.is_empty() {
@@ -300,7 +279,33 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                 },
             )
             .await?;
-            raised.extend(report.findings);
+            // Judged routine against what the same rules matched in the lake before these
+            // commits, over the days that can make them routine, as `keytrail detect` judges
+            // them against the whole history.
+            let first = report.findings.iter().map(|f| f.time).min();
+            let last = report.findings.iter().map(|f| f.time).max();
+            if let (Some(first), Some(last)) = (first, last) {
+                let days =
+                    i64::from(keytrail_model::time::day_of(first) - d.config.routine_window_days);
+                let past = keytrail_detect::scan::window_sql(
+                    Some(days * keytrail_model::time::DAY_MS),
+                    Some(last),
+                    true,
+                );
+                use_events(&ctx, old_snap.clone(), old_rows.as_ref()).await?;
+                let rules: Vec<&keytrail_detect::Rule> = d.rules.rules.iter().collect();
+                raised.extend(
+                    keytrail_detect::routine_with_past(
+                        &mut ctx,
+                        &rules,
+                        report.findings,
+                        Some(&past),
+                        &d.config,
+                    )
+                    .await?,
+                );
+                raised.retain(|f| f.severity >= d.min_severity);
+            }
         }
 
         if d.detectors {
@@ -314,7 +319,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
             if !touched.is_empty() {
                 // Credentials the touched keys minted: their use after the parent's
                 // deactivation is the parent's story.
-                use_events(&ctx, subset(&snap, |_| true), None, Some(&touched)).await?;
+                use_events(&ctx, subset(&snap, |_| true), None).await?;
                 let list: Vec<String> = touched
                     .iter()
                     .map(|k| format!("'{}'", k.replace('\'', "''")))
@@ -343,11 +348,11 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                         .filter(|f| f.severity >= Severity::Low)
                         .flat_map(|f| f.events.iter().cloned())
                         .collect(),
+                    keys: Some(touched.clone()),
                     ..DetectOptions::default()
                 };
-                use_events(&ctx, subset(&snap, |_| true), None, Some(&touched)).await?;
                 let now = detect_in(&mut ctx, true, &opts).await?;
-                use_events(&ctx, old_snap, old_rows.as_ref(), Some(&touched)).await?;
+                use_events(&ctx, old_snap, old_rows.as_ref()).await?;
                 let before: HashSet<String> = detect_in(&mut ctx, true, &opts)
                     .await?
                     .findings

@@ -39,10 +39,13 @@ pub fn parse_cloudtrail_time(s: &str) -> Option<Millis> {
     None
 }
 
+/// Milliseconds in a day.
+pub const DAY_MS: Millis = 86_400_000;
+
 /// The UTC calendar day of a time, as days since 1970-01-01 (Arrow's `Date32`).
 pub fn day_of(ms: Millis) -> i32 {
     // Floor division so times before 1970 land on the right day.
-    ms.div_euclid(86_400_000) as i32
+    ms.div_euclid(DAY_MS) as i32
 }
 
 /// `YYYY-MM-DD` of a day number, as used in partition directory names.

@@ -224,3 +224,149 @@ fn a_stop_between_writing_findings_and_moving_the_cursor_writes_nothing_twice() 
             .expect("line")
     );
 }
+
+fn key_pair(id: &str, t: i64) -> Value {
+    let mut r = testkit::record(id, KEY, t, "ec2.amazonaws.com", "CreateKeyPair");
+    r["requestParameters"] = json!({"keyName": id});
+    r["readOnly"] = json!(false);
+    r
+}
+
+#[test]
+fn a_rule_match_is_routine_when_the_lake_already_held_one_as_in_detect() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let day = keytrail_model::time::DAY_MS;
+    let t0 = now_millis() - 5 * day;
+    let mut d = detection();
+    d.rules.rules.retain(|r| r.id == "ec2-key-pair-created");
+    assert_eq!(d.rules.rules.len(), 1);
+    d.detectors = false;
+    ingest(&lake, tmp.path(), "a.json.gz", &[key_pair("a-kp", t0)]);
+    ingest(
+        &lake,
+        tmp.path(),
+        "b.json.gz",
+        &[
+            key_pair("b-kp", t0 + 2 * day),
+            use_key("b-use", t0 + 2 * day),
+        ],
+    );
+    // At low: the key pair made two days after another by the same user is routine.
+    let fresh = keytrail_follow::fresh::fresh(&lake, 1, &d).expect("fresh");
+    assert_eq!(fresh.upto, 2);
+    assert_eq!(fresh.events, 2);
+    assert!(fresh.findings.is_empty(), "{:?}", fresh.findings);
+    // Shown at info, with the reason `keytrail detect` gives.
+    d.min_severity = keytrail_detect::Severity::Info;
+    let fresh = keytrail_follow::fresh::fresh(&lake, 1, &d).expect("fresh");
+    let found: Vec<_> = fresh
+        .findings
+        .iter()
+        .map(|r| (r.finding.events[0].as_str(), r.finding.severity))
+        .collect();
+    assert_eq!(found, [("b-kp", keytrail_detect::Severity::Info)]);
+    assert!(
+        fresh.findings[0]
+            .finding
+            .reason
+            .contains("routine: this rule matched the principal on 1 earlier day(s)"),
+        "{}",
+        fresh.findings[0].finding.reason
+    );
+    // The first one, judged over commit 1 alone, is not routine.
+    let fresh = keytrail_follow::fresh::fresh(&lake, 0, &d).expect("fresh");
+    let found: Vec<_> = fresh
+        .findings
+        .iter()
+        .map(|r| (r.finding.events[0].as_str(), r.finding.severity))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("a-kp", keytrail_detect::Severity::Medium),
+            ("b-kp", keytrail_detect::Severity::Info)
+        ]
+    );
+}
+
+/// Eight read calls across five services within minutes: a burst of discovery.
+fn recon(prefix: &str, key: &str, t: i64) -> Vec<Value> {
+    [
+        ("s3.amazonaws.com", "ListBuckets"),
+        ("ec2.amazonaws.com", "DescribeInstances"),
+        ("iam.amazonaws.com", "ListUsers"),
+        ("lambda.amazonaws.com", "ListFunctions"),
+        ("rds.amazonaws.com", "DescribeDBInstances"),
+        ("kms.amazonaws.com", "ListKeys"),
+        ("dynamodb.amazonaws.com", "ListTables"),
+        ("sns.amazonaws.com", "ListTopics"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (src, name))| {
+        testkit::record(
+            &format!("{prefix}-{i}"),
+            key,
+            t + i as i64 * 20_000,
+            src,
+            name,
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn a_principal_s_history_is_the_whole_lake_s_not_only_the_touched_keys() {
+    const OLD: &str = "AKIA2FOLLOWOLDKEYY03";
+    const NEW: &str = "AKIA2FOLLOWNEWKEYY03";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let day = keytrail_model::time::DAY_MS;
+    let t0 = now_millis() - 5 * day;
+    let mut d = detection();
+    d.rules = RuleSet::default();
+    // alice's old key: first seen, then two days later a burst of calls she never made.
+    let mut first = vec![testkit::record(
+        "old-0",
+        OLD,
+        t0,
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+    )];
+    first.extend(recon("old-burst", OLD, t0 + 2 * day));
+    // Her new key, first seen long before its own burst.
+    first.push(testkit::record(
+        "new-0",
+        NEW,
+        t0 + 3_600_000,
+        "sts.amazonaws.com",
+        "GetCallerIdentity",
+    ));
+    ingest(&lake, tmp.path(), "a.json.gz", &first);
+    // The new key makes the same calls a day after the old one: nothing new for alice, though
+    // the old key is not among the keys the new commit touched.
+    ingest(
+        &lake,
+        tmp.path(),
+        "b.json.gz",
+        &recon("new-burst", NEW, t0 + 3 * day),
+    );
+    let bursts = |after: u64| -> Vec<(String, String)> {
+        keytrail_follow::fresh::fresh(&lake, after, &d)
+            .expect("fresh")
+            .findings
+            .iter()
+            .filter(|r| r.finding.rule == "kt-recon-burst")
+            .map(|r| {
+                (
+                    r.finding.key.clone().unwrap_or_default(),
+                    r.finding.events[0].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(bursts(1), Vec::<(String, String)>::new());
+    // Both commits new: the old key's burst, not the new key's.
+    assert_eq!(bursts(0), [(OLD.to_owned(), "old-burst-0".to_owned())]);
+}
