@@ -562,7 +562,12 @@ pub async fn run(
     cfg: &Config,
     keys: Option<&BTreeSet<String>>,
 ) -> Result<Vec<Finding>, DetectError> {
+    let started = std::time::Instant::now();
     let lin = lineage(ctx).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "detectors: key lineage and principals' histories read"
+    );
     let mut b = Builder {
         cfg,
         out: Vec::new(),
@@ -618,6 +623,11 @@ pub async fn run(
             .sort_by(vec![col("k"), col("t"), col("id")])?;
         read_keys(df, &mut b, &lin, &mut people, &mut deferred).await?;
     }
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        keys = keys.map(BTreeSet::len),
+        "detectors: keys read"
+    );
     instances(&mut b, &deferred, &people);
     workloads(&mut b, &lin, &deferred, &people);
     Ok(b.out)

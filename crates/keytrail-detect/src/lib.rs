@@ -418,8 +418,15 @@ pub async fn detect_in(
             .flat_map(|f| f.events.iter().cloned())
             .collect();
         reported.extend(opts.reported.iter().cloned());
+        let started = std::time::Instant::now();
         let mut found = detectors::run(ctx, &opts.config, opts.keys.as_ref()).await?;
+        let detected = started.elapsed();
         found.extend(catalog::run(ctx, &opts.config, &reported).await?);
+        tracing::debug!(
+            detectors_ms = detected.as_millis() as u64,
+            catalog_ms = (started.elapsed() - detected).as_millis() as u64,
+            "detectors and the catalog of abused calls ran"
+        );
         all.extend(found.into_iter().filter(|f| {
             opts.since.is_none_or(|s| f.time >= s) && opts.until.is_none_or(|u| f.time < u)
         }));

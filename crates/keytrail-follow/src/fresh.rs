@@ -202,6 +202,13 @@ async fn count(ctx: &SessionContext) -> Result<u64, FollowError> {
 /// What the commits after `after` raise (see the module's documentation).
 pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowError> {
     keytrail_engine::block_on(d.threads, async {
+        let started = std::time::Instant::now();
+        let phase = |what: &str| {
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "findings of new commits: {what}"
+            );
+        };
         let session = LakeSession::open(
             root,
             &SessionOptions {
@@ -262,6 +269,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
         };
         let mut ctx = session.context().clone();
 
+        phase("lake opened");
         // Rules over the new events.
         use_events(&ctx, new_snap, new_rows.as_ref()).await?;
         out.events = count(&ctx).await?;
@@ -308,6 +316,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
             }
         }
 
+        phase("rules ran over the new events");
         if d.detectors {
             let mut touched = keys_of(
                 &ctx,
@@ -334,6 +343,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                 )
                 .await?;
                 touched.extend(children);
+                phase("touched keys and the keys they minted found");
                 out.touched = touched.len();
                 let opts = DetectOptions {
                     rules: RuleSet::default(),
@@ -352,6 +362,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                     ..DetectOptions::default()
                 };
                 let now = detect_in(&mut ctx, true, &opts).await?;
+                phase("detectors ran over the lake");
                 use_events(&ctx, old_snap, old_rows.as_ref()).await?;
                 let before: HashSet<String> = detect_in(&mut ctx, true, &opts)
                     .await?
@@ -365,6 +376,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                 }));
             }
         }
+        phase("done");
         raised.sort_by(|a, b| {
             (a.time, &a.key, &a.rule, &a.events).cmp(&(b.time, &b.key, &b.rule, &b.events))
         });
