@@ -271,7 +271,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
 
         phase("lake opened");
         // Rules over the new events.
-        use_events(&ctx, new_snap, new_rows.as_ref()).await?;
+        use_events(&ctx, new_snap.clone(), new_rows.as_ref()).await?;
         out.events = count(&ctx).await?;
         let mut raised: Vec<Finding> = Vec::new();
         if !d.rules.rules.is_empty() {
@@ -313,6 +313,8 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                     .await?,
                 );
                 raised.retain(|f| f.severity >= d.min_severity);
+                // The new events again, for the touched keys below.
+                use_events(&ctx, new_snap, new_rows.as_ref()).await?;
             }
         }
 

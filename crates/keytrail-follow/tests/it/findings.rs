@@ -242,7 +242,15 @@ fn a_rule_match_is_routine_when_the_lake_already_held_one_as_in_detect() {
     d.rules.rules.retain(|r| r.id == "ec2-key-pair-created");
     assert_eq!(d.rules.rules.len(), 1);
     d.detectors = false;
-    ingest(&lake, tmp.path(), "a.json.gz", &[key_pair("a-kp", t0)]);
+    ingest(
+        &lake,
+        tmp.path(),
+        "a.json.gz",
+        &[
+            key_pair("a-kp", t0),
+            testkit::record("a-other", ADMIN, t0, "s3.amazonaws.com", "ListBuckets"),
+        ],
+    );
     ingest(
         &lake,
         tmp.path(),
@@ -274,6 +282,11 @@ fn a_rule_match_is_routine_when_the_lake_already_held_one_as_in_detect() {
         "{}",
         fresh.findings[0].finding.reason
     );
+    // The detectors then read the keys the new events touched, not the lake's other keys.
+    d.detectors = true;
+    let fresh = keytrail_follow::fresh::fresh(&lake, 1, &d).expect("fresh");
+    assert_eq!(fresh.touched, 1);
+    d.detectors = false;
     // The first one, judged over commit 1 alone, is not routine.
     let fresh = keytrail_follow::fresh::fresh(&lake, 0, &d).expect("fresh");
     let found: Vec<_> = fresh
