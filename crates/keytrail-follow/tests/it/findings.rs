@@ -232,6 +232,15 @@ fn key_pair(id: &str, t: i64) -> Value {
     r
 }
 
+/// (first event, severity) of each finding raised.
+fn first_events(fresh: &keytrail_follow::fresh::Fresh) -> Vec<(&str, keytrail_detect::Severity)> {
+    fresh
+        .findings
+        .iter()
+        .map(|r| (r.finding.events[0].as_str(), r.finding.severity))
+        .collect()
+}
+
 #[test]
 fn a_rule_match_is_routine_when_the_lake_already_held_one_as_in_detect() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -268,11 +277,7 @@ fn a_rule_match_is_routine_when_the_lake_already_held_one_as_in_detect() {
     // Shown at info, with the reason `keytrail detect` gives.
     d.min_severity = keytrail_detect::Severity::Info;
     let fresh = keytrail_follow::fresh::fresh(&lake, 1, &d).expect("fresh");
-    let found: Vec<_> = fresh
-        .findings
-        .iter()
-        .map(|r| (r.finding.events[0].as_str(), r.finding.severity))
-        .collect();
+    let found = first_events(&fresh);
     assert_eq!(found, [("b-kp", keytrail_detect::Severity::Info)]);
     assert!(
         fresh.findings[0]
@@ -289,11 +294,7 @@ fn a_rule_match_is_routine_when_the_lake_already_held_one_as_in_detect() {
     d.detectors = false;
     // The first one, judged over commit 1 alone, is not routine.
     let fresh = keytrail_follow::fresh::fresh(&lake, 0, &d).expect("fresh");
-    let found: Vec<_> = fresh
-        .findings
-        .iter()
-        .map(|r| (r.finding.events[0].as_str(), r.finding.severity))
-        .collect();
+    let found = first_events(&fresh);
     assert_eq!(
         found,
         [
