@@ -9,6 +9,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use datafusion::functions::core::expr_fn::{coalesce, get_field};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::prelude::SessionContext;
 use datafusion::prelude::{col, lit};
 use futures::StreamExt;
@@ -574,7 +575,7 @@ pub async fn run(
     };
     let mut people: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut deferred: Vec<Deferred> = Vec::new();
-    for (lo, hi) in key_ranges(ctx, cfg.max_sort_events).await? {
+    for (lo, hi) in key_ranges(ctx, cfg.max_sort_events, keys).await? {
         let mut range = col(c::ACCESSKEYID).is_not_null();
         if let Some(keys) = keys {
             let lower = lo.as_ref().map_or(Bound::Unbounded, Bound::Included);
@@ -635,31 +636,47 @@ pub async fn run(
 
 /// Key ranges `[lo, hi)` of about `per_range` events each (from `key_daily`'s counts), so one
 /// range's events are sorted at a time; the lake's files are sorted by key, so each range reads
-/// only the pages that hold its keys.
+/// only the pages that hold its keys. With `keys`, only those keys are counted.
 async fn key_ranges(
     ctx: &SessionContext,
     per_range: u64,
+    keys: Option<&BTreeSet<String>>,
 ) -> Result<Vec<(Option<String>, Option<String>)>, DetectError> {
     #[derive(serde::Deserialize)]
     struct KeyCount {
-        accesskeyid: String,
+        k: String,
         n: i64,
     }
+    if keys.is_some_and(BTreeSet::is_empty) {
+        return Ok(Vec::new());
+    }
     // A session of events alone (rule and detector fixtures) counts them.
-    let counts = if ctx.table_exist(Table::KeyDaily.name())? {
-        "SELECT accesskeyid, sum(events) AS n FROM key_daily GROUP BY 1 ORDER BY 1"
+    let (table, n) = if ctx.table_exist(Table::KeyDaily.name())? {
+        (Table::KeyDaily, sum(col("events")))
     } else {
-        "SELECT accesskeyid, count(*) AS n FROM events WHERE accesskeyid IS NOT NULL GROUP BY 1 ORDER BY 1"
+        (Table::Events, count(lit(1)))
     };
-    let batches = ctx.sql(counts).await?.collect().await?;
+    let mut df = ctx
+        .table(table.name())
+        .await?
+        .filter(col(c::ACCESSKEYID).is_not_null())?;
+    if let Some(keys) = keys {
+        let list = keys.iter().map(|k| lit(k.clone())).collect();
+        df = df.filter(col(c::ACCESSKEYID).in_list(list, false))?;
+    }
+    let batches = df
+        .aggregate(vec![col(c::ACCESSKEYID).alias("k")], vec![n.alias("n")])?
+        .sort(vec![col("k").sort(true, false)])?
+        .collect()
+        .await?;
     let mut out = Vec::new();
     let mut lo: Option<String> = None;
     let mut in_range = 0u64;
     for r in keytrail_engine::rows::from_batches::<KeyCount>(&batches)? {
         let n = u64::try_from(r.n).unwrap_or(0);
         if in_range > 0 && in_range + n > per_range.max(1) {
-            out.push((lo.take(), Some(r.accesskeyid.clone())));
-            lo = Some(r.accesskeyid.clone());
+            out.push((lo.take(), Some(r.k.clone())));
+            lo = Some(r.k.clone());
             in_range = 0;
         }
         in_range += n;

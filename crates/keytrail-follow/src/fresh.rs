@@ -10,8 +10,8 @@
 //! - **Detectors** need a key's history. They read the *touched* keys (keys that made a new
 //!   event or that a new event changed or minted, and the keys those keys minted) one by one
 //!   with their whole history, and what they know of the whole lake (keys' lifecycle and
-//!   lineage, principals' first calls, the catalog's days of each call) from every event,
-//!   twice: on the lake as it is and on the lake without the new commits' events. A finding
+//!   lineage, principals' first calls) from every event (the catalog of abused calls, from
+//!   every call of the touched keys' principals, with any of their keys), twice: on the lake as it is and on the lake without the new commits' events. A finding
 //!   is new when its identity (detector, key, first event) is in the first run and not in the
 //!   second: findings that only grew with the new events (a burst that goes on) are not raised
 //!   again, and findings of old events are never raised for the first time here. What a
@@ -127,7 +127,9 @@ async fn use_events(
     objects: Option<&Objects>,
 ) -> Result<(), FollowError> {
     const BASE: &str = "kt_follow_events";
-    for t in [Table::Events.name(), Table::KeyDaily.name(), BASE] {
+    // `key_daily` stays the whole lake's: the detectors only use its counts to split the
+    // touched keys into ranges that bound their sort.
+    for t in [Table::Events.name(), BASE] {
         ctx.deregister_table(t)
             .map_err(keytrail_engine::EngineError::from)?;
     }
