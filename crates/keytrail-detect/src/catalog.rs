@@ -29,6 +29,7 @@ use futures::StreamExt;
 
 use super::detectors::{Config, principal_of};
 use super::rule::Severity;
+use super::scan::texts;
 use super::{DetectError, Finding, Source};
 
 /// The catalog's text: `eventSource`, `eventName`, tactics, techniques, used in the wild.
@@ -176,11 +177,14 @@ struct Ev {
 }
 
 /// Run the catalog detector over `events` (events of AWS services' own making excluded);
-/// `reported` holds the IDs of events a rule already reported at low or above.
+/// `reported` holds the IDs of events a rule already reported at low or above. With `keys`,
+/// only those keys' findings are made, from the calls of their principals alone (a finding of
+/// a key depends on no other principal's calls, so they are the same as over every call).
 pub async fn run(
     ctx: &SessionContext,
     cfg: &Config,
     reported: &HashSet<String>,
+    keys: Option<&BTreeSet<String>>,
 ) -> Result<Vec<Finding>, DetectError> {
     let cat = catalog();
     let names: BTreeSet<&str> = cat
@@ -196,12 +200,38 @@ pub async fn run(
         .map(|n| super::compile::quote(n))
         .collect::<Vec<_>>()
         .join(", ");
+    const ARN: &str =
+        "coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid'))";
+    let principals = match keys {
+        Some(keys) => {
+            let p = principals_of(ctx, keys, &list).await?;
+            if p.is_empty() {
+                return Ok(Vec::new());
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let only = principals.as_ref().map_or(String::new(), |p| {
+        // A role's sessions are `ROLE/session`: the role's ARN and what starts with it and `/`.
+        let exact: Vec<String> = p.iter().map(|a| super::compile::quote(a)).collect();
+        let mut any = vec![format!("{ARN} IN ({})", exact.join(", "))];
+        if p.contains("?") {
+            any.push(format!("{ARN} IS NULL"));
+        }
+        any.extend(p.iter().filter(|a| a.contains(":assumed-role/")).map(|a| {
+            format!(
+                "starts_with({ARN}, {})",
+                super::compile::quote(&format!("{a}/"))
+            )
+        }));
+        format!(" AND ({})", any.join(" OR "))
+    });
     let sql = format!(
-        "SELECT eventtime AS t, eventid AS id, accesskeyid AS k, \
-         coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid')) AS arn, \
+        "SELECT eventtime AS t, eventid AS id, accesskeyid AS k, {ARN} AS arn, \
          eventsource AS src, eventname AS name, sourceipaddress AS ip, resourceaccountid AS account, \
          errorcode AS error, denied \
-         FROM events WHERE eventname IN ({list}) AND NOT awsservice \
+         FROM events WHERE eventname IN ({list}) AND NOT awsservice{only} \
          ORDER BY eventtime, eventid"
     );
     let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
@@ -224,6 +254,9 @@ pub async fn run(
                 continue;
             }
             let principal = r.arn.as_deref().map(principal_of).unwrap_or("?").to_owned();
+            if principals.as_ref().is_some_and(|p| !p.contains(&principal)) {
+                continue;
+            }
             let e = Ev {
                 t: r.t,
                 id: r.id.unwrap_or_default(),
@@ -375,6 +408,36 @@ pub async fn run(
                 details: BTreeMap::new(),
                 tags: call.tags(),
             });
+        }
+    }
+    if let Some(keys) = keys {
+        out.retain(|f| f.key.as_ref().is_some_and(|k| keys.contains(k)));
+    }
+    Ok(out)
+}
+
+/// The principals ([`principal_of`]) that made calls of the catalog (`list`, quoted) with
+/// `keys`.
+async fn principals_of(
+    ctx: &SessionContext,
+    keys: &BTreeSet<String>,
+    list: &str,
+) -> Result<BTreeSet<String>, DetectError> {
+    if keys.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let quoted: Vec<String> = keys.iter().map(|k| super::compile::quote(k)).collect();
+    let sql = format!(
+        "SELECT DISTINCT coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid')) AS arn \
+         FROM events WHERE accesskeyid IN ({}) AND eventname IN ({list}) AND NOT awsservice",
+        quoted.join(", ")
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut out = BTreeSet::new();
+    for b in &batches {
+        for arn in texts(b, "arn")? {
+            // As the detector names a call with neither.
+            out.insert(arn.as_deref().map_or("?", principal_of).to_owned());
         }
     }
     Ok(out)

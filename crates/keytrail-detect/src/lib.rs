@@ -318,7 +318,8 @@ pub struct DetectOptions {
     pub reported: std::collections::HashSet<String>,
     /// Only these keys' detector findings (`keytrail follow`: the keys new events touched).
     /// What the detectors know of the whole lake (keys' lifecycle and lineage, principals'
-    /// first calls, the catalog's days of each call) still comes from every event.
+    /// first calls) still comes from every event; the catalog of abused calls reads the calls
+    /// of these keys' principals (with any of their keys), all its findings of a key depend on.
     pub keys: Option<std::collections::BTreeSet<String>>,
 }
 
@@ -421,7 +422,7 @@ pub async fn detect_in(
         let started = std::time::Instant::now();
         let mut found = detectors::run(ctx, &opts.config, opts.keys.as_ref()).await?;
         let detected = started.elapsed();
-        found.extend(catalog::run(ctx, &opts.config, &reported).await?);
+        found.extend(catalog::run(ctx, &opts.config, &reported, opts.keys.as_ref()).await?);
         tracing::debug!(
             detectors_ms = detected.as_millis() as u64,
             catalog_ms = (started.elapsed() - detected).as_millis() as u64,

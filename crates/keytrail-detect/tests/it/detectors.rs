@@ -90,6 +90,35 @@ fn run(records: Vec<Value>) -> Vec<Finding> {
     let whole = detect(2_000_000);
     // Read in key buckets (as a large lake is), the findings are the same.
     assert_eq!(detect(2), whole, "bucketed run differs");
+    // The catalog's findings of one key, made from its principals' calls alone (as `keytrail
+    // follow` asks for the keys new events touched), are the same as from every call.
+    let keys: std::collections::BTreeSet<String> = labelled
+        .iter()
+        .filter_map(|(_, v)| v["userIdentity"]["accessKeyId"].as_str().map(str::to_owned))
+        .collect();
+    for k in keys {
+        let mut ctx = session_with(batch.clone(), 2).expect("session");
+        let opts = DetectOptions {
+            min_severity: Severity::Info,
+            keys: Some([k.clone()].into()),
+            ..DetectOptions::default()
+        };
+        let one: Vec<Finding> = block_on(2, async move { detect_in(&mut ctx, true, &opts).await })
+            .expect("detect")
+            .findings
+            .into_iter()
+            .filter(|f| f.rule == "kt-abused-call")
+            .collect();
+        let expected: Vec<&Finding> = whole
+            .iter()
+            .filter(|f| f.rule == "kt-abused-call" && f.key.as_deref() == Some(k.as_str()))
+            .collect();
+        assert_eq!(
+            one.iter().collect::<Vec<_>>(),
+            expected,
+            "catalog of {k} alone"
+        );
+    }
     whole
 }
 
@@ -807,6 +836,68 @@ fn abused_calls_after_refusals_are_medium_unless_routine_or_only_throttled() {
                 ids(&["c-throttled", "c-ok"]),
                 "CreateKey (kms; impact): never made before by this principal".to_owned()
             ),
+        ]
+    );
+}
+
+#[test]
+fn a_role_s_sessions_share_its_history_of_abused_calls_and_no_other_role_s() {
+    const DAY: i64 = 24 * HOUR;
+    let call = |id: &'static str, t: i64, key: &'static str, arn: Option<&str>| {
+        let x = E {
+            src: "kms.amazonaws.com",
+            ..e(id, t, key, "CreateKey", "198.51.100.7")
+        };
+        let identity = match arn {
+            Some(arn) => {
+                json!({"type": "AssumedRole", "principalId": "AROAEXAMPLE:s", "arn": arn, "accountId": ACCOUNT, "accessKeyId": key})
+            }
+            None => json!({"type": "AssumedRole", "accountId": ACCOUNT, "accessKeyId": key}),
+        };
+        record(&x, identity, Value::Null, Value::Null)
+    };
+    let session = |role: &str, s: &str| format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{s}");
+    let found: Vec<(String, Vec<String>, Severity)> = run(vec![
+        call(
+            "admin-s1",
+            10 * HOUR,
+            "ASIAADMINSESSION0001",
+            Some(&session("Admin", "s1")),
+        ),
+        // Another role whose name starts with the first's: its own history.
+        call(
+            "ops-s3",
+            DAY + 10 * HOUR,
+            "ASIAADMINOPSSESSION3",
+            Some(&session("AdminOps", "s3")),
+        ),
+        // The first role's other session: routine, the role made it the day before last.
+        call(
+            "admin-s2",
+            2 * DAY + 10 * HOUR,
+            "ASIAADMINSESSION0002",
+            Some(&session("Admin", "s2")),
+        ),
+        // A caller named by its key alone.
+        call(
+            "nameless",
+            3 * DAY + 10 * HOUR,
+            "ASIANAMELESSSESSION4",
+            None,
+        ),
+    ])
+    .into_iter()
+    .filter(|f| f.rule == "kt-abused-call")
+    .map(|f| (f.key.unwrap_or_default(), f.events, f.severity))
+    .collect();
+    let f = |k: &str, id: &str, s: Severity| (k.to_owned(), vec![id.to_owned()], s);
+    assert_eq!(
+        found,
+        vec![
+            f("ASIAADMINSESSION0001", "admin-s1", Severity::Low),
+            f("ASIAADMINOPSSESSION3", "ops-s3", Severity::Low),
+            f("ASIAADMINSESSION0002", "admin-s2", Severity::Info),
+            f("ASIANAMELESSSESSION4", "nameless", Severity::Low),
         ]
     );
 }
