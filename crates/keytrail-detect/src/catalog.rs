@@ -27,9 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::detectors::{Config, principal_of};
+use super::detectors::{Config, of_principals, principal_of, principals_of};
 use super::rule::Severity;
-use super::scan::texts;
 use super::{DetectError, Finding, Source};
 
 /// The catalog's text: `eventSource`, `eventName`, tactics, techniques, used in the wild.
@@ -204,7 +203,8 @@ pub async fn run(
         "coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid'))";
     let principals = match keys {
         Some(keys) => {
-            let p = principals_of(ctx, keys, &list).await?;
+            let calls = format!("eventname IN ({list}) AND NOT awsservice");
+            let p = principals_of(ctx, keys, ARN, &calls).await?;
             if p.is_empty() {
                 return Ok(Vec::new());
             }
@@ -212,21 +212,9 @@ pub async fn run(
         }
         None => None,
     };
-    let only = principals.as_ref().map_or(String::new(), |p| {
-        // A role's sessions are `ROLE/session`: the role's ARN and what starts with it and `/`.
-        let exact: Vec<String> = p.iter().map(|a| super::compile::quote(a)).collect();
-        let mut any = vec![format!("{ARN} IN ({})", exact.join(", "))];
-        if p.contains("?") {
-            any.push(format!("{ARN} IS NULL"));
-        }
-        any.extend(p.iter().filter(|a| a.contains(":assumed-role/")).map(|a| {
-            format!(
-                "starts_with({ARN}, {})",
-                super::compile::quote(&format!("{a}/"))
-            )
-        }));
-        format!(" AND ({})", any.join(" OR "))
-    });
+    let only = principals
+        .as_ref()
+        .map_or(String::new(), |p| format!(" AND {}", of_principals(ARN, p)));
     let sql = format!(
         "SELECT eventtime AS t, eventid AS id, accesskeyid AS k, {ARN} AS arn, \
          eventsource AS src, eventname AS name, sourceipaddress AS ip, resourceaccountid AS account, \
@@ -412,33 +400,6 @@ pub async fn run(
     }
     if let Some(keys) = keys {
         out.retain(|f| f.key.as_ref().is_some_and(|k| keys.contains(k)));
-    }
-    Ok(out)
-}
-
-/// The principals ([`principal_of`]) that made calls of the catalog (`list`, quoted) with
-/// `keys`.
-async fn principals_of(
-    ctx: &SessionContext,
-    keys: &BTreeSet<String>,
-    list: &str,
-) -> Result<BTreeSet<String>, DetectError> {
-    if keys.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let quoted: Vec<String> = keys.iter().map(|k| super::compile::quote(k)).collect();
-    let sql = format!(
-        "SELECT DISTINCT coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid')) AS arn \
-         FROM events WHERE accesskeyid IN ({}) AND eventname IN ({list}) AND NOT awsservice",
-        quoted.join(", ")
-    );
-    let batches = ctx.sql(&sql).await?.collect().await?;
-    let mut out = BTreeSet::new();
-    for b in &batches {
-        for arn in texts(b, "arn")? {
-            // As the detector names a call with neither.
-            out.insert(arn.as_deref().map_or("?", principal_of).to_owned());
-        }
     }
     Ok(out)
 }

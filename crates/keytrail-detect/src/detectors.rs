@@ -302,11 +302,73 @@ pub fn principal_of(arn: &str) -> &str {
     arn
 }
 
-async fn principal_history(ctx: &SessionContext, l: &mut Lineage) -> Result<(), DetectError> {
-    let sql = "SELECT get_field(useridentity, 'arn') AS arn, eventname AS name, min(eventtime) AS t \
+/// The principals ([`principal_of`]) of the events of `keys` where `cond` holds, `who` (an
+/// SQL expression) naming the caller; `?` stands for a caller `who` leaves null.
+pub(crate) async fn principals_of(
+    ctx: &SessionContext,
+    keys: &BTreeSet<String>,
+    who: &str,
+    cond: &str,
+) -> Result<BTreeSet<String>, DetectError> {
+    if keys.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let quoted: Vec<String> = keys.iter().map(|k| super::compile::quote(k)).collect();
+    let sql = format!(
+        "SELECT DISTINCT {who} AS arn FROM events WHERE accesskeyid IN ({}) AND ({cond})",
+        quoted.join(", ")
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut out = BTreeSet::new();
+    for b in &batches {
+        for arn in texts(b, "arn")? {
+            out.insert(arn.as_deref().map_or("?", principal_of).to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// An SQL condition: the caller `who` (an SQL expression) is one of `principals` (as
+/// [`principals_of`] names them).
+pub(crate) fn of_principals(who: &str, principals: &BTreeSet<String>) -> String {
+    let quote = super::compile::quote;
+    let exact: Vec<String> = principals.iter().map(|a| quote(a)).collect();
+    let mut any = vec![format!("{who} IN ({})", exact.join(", "))];
+    if principals.contains("?") {
+        any.push(format!("{who} IS NULL"));
+    }
+    // A role's sessions are `ROLE/session`: what starts with the role's ARN and `/`.
+    any.extend(
+        principals
+            .iter()
+            .filter(|a| a.contains(":assumed-role/"))
+            .map(|a| format!("starts_with({who}, {})", quote(&format!("{a}/")))),
+    );
+    format!("({})", any.join(" OR "))
+}
+
+/// Principals' first calls; with `keys`, those of the keys' principals only (all that
+/// [`recon_bursts`] asks of a key).
+async fn principal_history(
+    ctx: &SessionContext,
+    l: &mut Lineage,
+    keys: Option<&BTreeSet<String>>,
+) -> Result<(), DetectError> {
+    const ARN: &str = "get_field(useridentity, 'arn')";
+    let mut only = String::new();
+    if let Some(keys) = keys {
+        let p = principals_of(ctx, keys, ARN, "NOT awsservice").await?;
+        if p.is_empty() {
+            return Ok(());
+        }
+        only = format!(" AND {}", of_principals(ARN, &p));
+    }
+    let sql = format!(
+        "SELECT {ARN} AS arn, eventname AS name, min(eventtime) AS t \
          FROM events WHERE accesskeyid IS NOT NULL AND NOT awsservice \
-         AND get_field(useridentity, 'arn') IS NOT NULL GROUP BY 1, 2";
-    let batches = ctx.sql(sql).await?.collect().await?;
+         AND {ARN} IS NOT NULL{only} GROUP BY 1, 2"
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
     for b in &batches {
         let (arns, names, t) = (texts(b, "arn")?, texts(b, "name")?, millis(b, "t")?);
         for i in 0..b.num_rows() {
@@ -338,7 +400,12 @@ struct LineageRow {
     svc: bool,
 }
 
-async fn lineage(ctx: &SessionContext) -> Result<Lineage, DetectError> {
+/// Keys' lifecycle and lineage from every event, and principals' first calls (with `keys`,
+/// of those keys' principals).
+async fn lineage(
+    ctx: &SessionContext,
+    keys: Option<&BTreeSet<String>>,
+) -> Result<Lineage, DetectError> {
     let sql = "SELECT eventtime AS t, eventid AS id, eventname AS name, accesskeyid AS k, \
          get_field(useridentity, 'arn') AS arn, targetkeyid AS target, keystatus AS status, \
          mintedkeyid AS minted, \
@@ -384,7 +451,7 @@ async fn lineage(ctx: &SessionContext) -> Result<Lineage, DetectError> {
     for v in l.changes.values_mut() {
         v.sort_by(|a, b| (a.t, &a.id).cmp(&(b.t, &b.id)));
     }
-    principal_history(ctx, &mut l).await?;
+    principal_history(ctx, &mut l, keys).await?;
     Ok(l)
 }
 
@@ -564,7 +631,7 @@ pub async fn run(
     keys: Option<&BTreeSet<String>>,
 ) -> Result<Vec<Finding>, DetectError> {
     let started = std::time::Instant::now();
-    let lin = lineage(ctx).await?;
+    let lin = lineage(ctx, keys).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "detectors: key lineage and principals' histories read"

@@ -317,9 +317,10 @@ pub struct DetectOptions {
     /// this run's rules report, `kt-abused-call` does not report them again below medium.
     pub reported: std::collections::HashSet<String>,
     /// Only these keys' detector findings (`keytrail follow`: the keys new events touched).
-    /// What the detectors know of the whole lake (keys' lifecycle and lineage, principals'
-    /// first calls) still comes from every event; the catalog of abused calls reads the calls
-    /// of these keys' principals (with any of their keys), all its findings of a key depend on.
+    /// Keys' lifecycle and lineage still come from every event; principals' first calls and
+    /// the catalog of abused calls from every call of these keys' principals (with any of
+    /// their keys), all a finding of these keys depends on. The detectors that compare a key's
+    /// addresses with every other key's compare them with these keys' only.
     pub keys: Option<std::collections::BTreeSet<String>>,
 }
 

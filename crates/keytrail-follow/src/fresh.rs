@@ -9,11 +9,11 @@
 //!   in `keytrail detect`, against what the same rule matched in the lake before.
 //! - **Detectors** need a key's history. They read the *touched* keys (keys that made a new
 //!   event or that a new event changed or minted, and the keys those keys minted) one by one
-//!   with their whole history, and what they know of the whole lake (keys' lifecycle and
-//!   lineage, principals' first calls) from every event (the catalog of abused calls, from
-//!   every call of the touched keys' principals, with any of their keys), twice: on the lake as it is and on the lake without the new commits' events. A finding
-//!   is new when its identity (detector, key, first event) is in the first run and not in the
-//!   second: findings that only grew with the new events (a burst that goes on) are not raised
+//!   with their whole history, keys' lifecycle and lineage from every event, and what the
+//!   touched keys' principals did with any of their keys (first calls, calls of the catalog
+//!   of abused calls), twice: on the lake as it is and on the lake without the new commits'
+//!   events. A finding is new when its identity (detector, key, first event) is in the first
+//!   run and not in the second: findings that only grew with the new events (a burst that goes on) are not raised
 //!   again, and findings of old events are never raised for the first time here. What a
 //!   detector learns across keys from the keys it reads (the addresses people's long-term keys
 //!   use) comes from the touched keys only.
