@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::detectors::{Config, of_principals, principal_of, principals_of};
+use super::detectors::{Config, Scope, WHO, principal_of};
 use super::rule::Severity;
 use super::{DetectError, Finding, Source};
 
@@ -176,14 +176,13 @@ struct Ev {
 }
 
 /// Run the catalog detector over `events` (events of AWS services' own making excluded);
-/// `reported` holds the IDs of events a rule already reported at low or above. With `keys`,
-/// only those keys' findings are made, from the calls of their principals alone (a finding of
-/// a key depends on no other principal's calls, so they are the same as over every call).
+/// `reported` holds the IDs of events a rule already reported at low or above. With `scope`,
+/// only its keys' findings are made, from its principals' calls alone (the same findings).
 pub async fn run(
     ctx: &SessionContext,
     cfg: &Config,
     reported: &HashSet<String>,
-    keys: Option<&BTreeSet<String>>,
+    scope: Option<&Scope>,
 ) -> Result<Vec<Finding>, DetectError> {
     let cat = catalog();
     let names: BTreeSet<&str> = cat
@@ -199,24 +198,9 @@ pub async fn run(
         .map(|n| super::compile::quote(n))
         .collect::<Vec<_>>()
         .join(", ");
-    const ARN: &str =
-        "coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid'))";
-    let principals = match keys {
-        Some(keys) => {
-            let calls = format!("eventname IN ({list}) AND NOT awsservice");
-            let p = principals_of(ctx, keys, ARN, &calls).await?;
-            if p.is_empty() {
-                return Ok(Vec::new());
-            }
-            Some(p)
-        }
-        None => None,
-    };
-    let only = principals
-        .as_ref()
-        .map_or(String::new(), |p| format!(" AND {}", of_principals(ARN, p)));
+    let only = scope.map_or(String::new(), |s| format!(" AND {}", s.sql(true)));
     let sql = format!(
-        "SELECT eventtime AS t, eventid AS id, accesskeyid AS k, {ARN} AS arn, \
+        "SELECT eventtime AS t, eventid AS id, accesskeyid AS k, {WHO} AS arn, \
          eventsource AS src, eventname AS name, sourceipaddress AS ip, resourceaccountid AS account, \
          errorcode AS error, denied \
          FROM events WHERE eventname IN ({list}) AND NOT awsservice{only} \
@@ -242,7 +226,7 @@ pub async fn run(
                 continue;
             }
             let principal = r.arn.as_deref().map(principal_of).unwrap_or("?").to_owned();
-            if principals.as_ref().is_some_and(|p| !p.contains(&principal)) {
+            if scope.is_some_and(|s| !s.has(&principal)) {
                 continue;
             }
             let e = Ev {
@@ -398,8 +382,8 @@ pub async fn run(
             });
         }
     }
-    if let Some(keys) = keys {
-        out.retain(|f| f.key.as_ref().is_some_and(|k| keys.contains(k)));
+    if let Some(s) = scope {
+        out.retain(|f| f.key.as_ref().is_some_and(|k| s.keys.contains(k)));
     }
     Ok(out)
 }

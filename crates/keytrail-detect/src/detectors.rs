@@ -302,67 +302,113 @@ pub fn principal_of(arn: &str) -> &str {
     arn
 }
 
-/// The principals ([`principal_of`]) of the events of `keys` where `cond` holds, `who` (an
-/// SQL expression) naming the caller; `?` stands for a caller `who` leaves null.
-pub(crate) async fn principals_of(
-    ctx: &SessionContext,
-    keys: &BTreeSet<String>,
-    who: &str,
-    cond: &str,
-) -> Result<BTreeSet<String>, DetectError> {
-    if keys.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let quoted: Vec<String> = keys.iter().map(|k| super::compile::quote(k)).collect();
-    let sql = format!(
-        "SELECT DISTINCT {who} AS arn FROM events WHERE accesskeyid IN ({}) AND ({cond})",
-        quoted.join(", ")
-    );
-    let batches = ctx.sql(&sql).await?.collect().await?;
-    let mut out = BTreeSet::new();
-    for b in &batches {
-        for arn in texts(b, "arn")? {
-            out.insert(arn.as_deref().map_or("?", principal_of).to_owned());
+/// The caller of an event as the detectors name principals: its ARN, else its principal ID.
+pub(crate) const WHO: &str =
+    "coalesce(get_field(useridentity, 'arn'), get_field(useridentity, 'principalid'))";
+
+/// What a run made for some keys only (`keytrail follow`'s touched keys) reads beyond their
+/// own events: every call their principals ([`principal_of`]) made, with any of their keys or
+/// with none. A finding of a key depends on no other principal's calls.
+pub struct Scope {
+    /// The keys whose findings are made.
+    pub keys: BTreeSet<String>,
+    /// Their principals; `?` stands for a caller named by neither ARN nor principal ID.
+    principals: BTreeSet<String>,
+    /// Every key those principals used (so the lake's key order and filters skip the rest).
+    their_keys: BTreeSet<String>,
+}
+
+impl Scope {
+    pub async fn of(ctx: &SessionContext, keys: &BTreeSet<String>) -> Result<Scope, DetectError> {
+        let mut scope = Scope {
+            keys: keys.clone(),
+            principals: BTreeSet::new(),
+            their_keys: BTreeSet::new(),
+        };
+        if keys.is_empty() {
+            return Ok(scope);
         }
+        let sql = format!(
+            "SELECT DISTINCT {WHO} AS arn FROM events WHERE accesskeyid IN ({})",
+            quoted(keys)
+        );
+        for b in &ctx.sql(&sql).await?.collect().await? {
+            for arn in texts(b, "arn")? {
+                scope
+                    .principals
+                    .insert(arn.as_deref().map_or("?", principal_of).to_owned());
+            }
+        }
+        if scope.principals.is_empty() {
+            return Ok(scope);
+        }
+        let sql = format!(
+            "SELECT DISTINCT accesskeyid AS k FROM events WHERE accesskeyid IS NOT NULL AND {}",
+            scope.of_principals()
+        );
+        for b in &ctx.sql(&sql).await?.collect().await? {
+            scope
+                .their_keys
+                .extend(texts(b, "k")?.into_iter().flatten());
+        }
+        Ok(scope)
     }
-    Ok(out)
+
+    /// Whether `principal` is one of the keys' principals.
+    pub fn has(&self, principal: &str) -> bool {
+        self.principals.contains(principal)
+    }
+
+    /// An SQL condition on `events`: a call of the keys' principals, made with one of their
+    /// keys or (`keyless`) with none.
+    pub fn sql(&self, keyless: bool) -> String {
+        if self.principals.is_empty() {
+            return "FALSE".to_owned();
+        }
+        let mut by = if self.their_keys.is_empty() {
+            "FALSE".to_owned()
+        } else {
+            format!("accesskeyid IN ({})", quoted(&self.their_keys))
+        };
+        if keyless {
+            by = format!("{by} OR accesskeyid IS NULL");
+        }
+        format!("({by}) AND {}", self.of_principals())
+    }
+
+    fn of_principals(&self) -> String {
+        let quote = super::compile::quote;
+        let mut any = vec![format!("{WHO} IN ({})", quoted(&self.principals))];
+        if self.principals.contains("?") {
+            any.push(format!("{WHO} IS NULL"));
+        }
+        // A role's sessions are `ROLE/session`: what starts with the role's ARN and `/`.
+        any.extend(
+            self.principals
+                .iter()
+                .filter(|a| a.contains(":assumed-role/"))
+                .map(|a| format!("starts_with({WHO}, {})", quote(&format!("{a}/")))),
+        );
+        format!("({})", any.join(" OR "))
+    }
 }
 
-/// An SQL condition: the caller `who` (an SQL expression) is one of `principals` (as
-/// [`principals_of`] names them).
-pub(crate) fn of_principals(who: &str, principals: &BTreeSet<String>) -> String {
-    let quote = super::compile::quote;
-    let exact: Vec<String> = principals.iter().map(|a| quote(a)).collect();
-    let mut any = vec![format!("{who} IN ({})", exact.join(", "))];
-    if principals.contains("?") {
-        any.push(format!("{who} IS NULL"));
-    }
-    // A role's sessions are `ROLE/session`: what starts with the role's ARN and `/`.
-    any.extend(
-        principals
-            .iter()
-            .filter(|a| a.contains(":assumed-role/"))
-            .map(|a| format!("starts_with({who}, {})", quote(&format!("{a}/")))),
-    );
-    format!("({})", any.join(" OR "))
+fn quoted(v: &BTreeSet<String>) -> String {
+    v.iter()
+        .map(|k| super::compile::quote(k))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Principals' first calls; with `keys`, those of the keys' principals only (all that
+/// Principals' first calls; with `scope`, those of its principals only (all that
 /// [`recon_bursts`] asks of a key).
 async fn principal_history(
     ctx: &SessionContext,
     l: &mut Lineage,
-    keys: Option<&BTreeSet<String>>,
+    scope: Option<&Scope>,
 ) -> Result<(), DetectError> {
     const ARN: &str = "get_field(useridentity, 'arn')";
-    let mut only = String::new();
-    if let Some(keys) = keys {
-        let p = principals_of(ctx, keys, ARN, "NOT awsservice").await?;
-        if p.is_empty() {
-            return Ok(());
-        }
-        only = format!(" AND {}", of_principals(ARN, &p));
-    }
+    let only = scope.map_or(String::new(), |s| format!(" AND {}", s.sql(false)));
     let sql = format!(
         "SELECT {ARN} AS arn, eventname AS name, min(eventtime) AS t \
          FROM events WHERE accesskeyid IS NOT NULL AND NOT awsservice \
@@ -400,12 +446,9 @@ struct LineageRow {
     svc: bool,
 }
 
-/// Keys' lifecycle and lineage from every event, and principals' first calls (with `keys`,
-/// of those keys' principals).
-async fn lineage(
-    ctx: &SessionContext,
-    keys: Option<&BTreeSet<String>>,
-) -> Result<Lineage, DetectError> {
+/// Keys' lifecycle and lineage from every event, and principals' first calls (with `scope`,
+/// of its principals).
+async fn lineage(ctx: &SessionContext, scope: Option<&Scope>) -> Result<Lineage, DetectError> {
     let sql = "SELECT eventtime AS t, eventid AS id, eventname AS name, accesskeyid AS k, \
          get_field(useridentity, 'arn') AS arn, targetkeyid AS target, keystatus AS status, \
          mintedkeyid AS minted, \
@@ -451,7 +494,7 @@ async fn lineage(
     for v in l.changes.values_mut() {
         v.sort_by(|a, b| (a.t, &a.id).cmp(&(b.t, &b.id)));
     }
-    principal_history(ctx, &mut l, keys).await?;
+    principal_history(ctx, &mut l, scope).await?;
     Ok(l)
 }
 
@@ -623,15 +666,16 @@ struct Deferred {
     ev: Ev,
 }
 
-/// The stateful detectors over the `events` table of `ctx`; with `keys`, only those keys'
-/// events are read one by one (the lineage and principals' histories are the whole table's).
+/// The stateful detectors over the `events` table of `ctx`; with `scope`, only its keys' events
+/// are read one by one (keys' lineage is the whole table's, principals' histories the scope's).
 pub async fn run(
     ctx: &SessionContext,
     cfg: &Config,
-    keys: Option<&BTreeSet<String>>,
+    scope: Option<&Scope>,
 ) -> Result<Vec<Finding>, DetectError> {
     let started = std::time::Instant::now();
-    let lin = lineage(ctx, keys).await?;
+    let keys = scope.map(|s| &s.keys);
+    let lin = lineage(ctx, scope).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
         "detectors: key lineage and principals' histories read"

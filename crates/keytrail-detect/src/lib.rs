@@ -421,9 +421,13 @@ pub async fn detect_in(
             .collect();
         reported.extend(opts.reported.iter().cloned());
         let started = std::time::Instant::now();
-        let mut found = detectors::run(ctx, &opts.config, opts.keys.as_ref()).await?;
+        let scope = match &opts.keys {
+            Some(keys) => Some(detectors::Scope::of(ctx, keys).await?),
+            None => None,
+        };
+        let mut found = detectors::run(ctx, &opts.config, scope.as_ref()).await?;
         let detected = started.elapsed();
-        found.extend(catalog::run(ctx, &opts.config, &reported, opts.keys.as_ref()).await?);
+        found.extend(catalog::run(ctx, &opts.config, &reported, scope.as_ref()).await?);
         tracing::debug!(
             detectors_ms = detected.as_millis() as u64,
             catalog_ms = (started.elapsed() - detected).as_millis() as u64,
