@@ -2,7 +2,9 @@
 //! What `keytrail follow --findings` spends per commit: `cargo run --release -p
 //! keytrail-benches --example fresh -- LAKE [AFTER]` finds what the commits after AFTER (default:
 //! all but the last) raise, with the bundled rules and the detectors, and logs each phase's
-//! time (`KEYTRAIL_LOG`, default `debug`).
+//! time (`KEYTRAIL_LOG`, default `debug`). With `FRESH_FINDINGS=FILE`, each finding raised is
+//! appended to FILE as one JSON line (`id`, `rule`, `key`, `principal`, `first`: its first
+//! event).
 
 use std::time::Instant;
 
@@ -29,6 +31,24 @@ fn main() {
     };
     let started = Instant::now();
     let fresh = keytrail_follow::fresh::fresh(&lake, after, &detection).unwrap();
+    if let Ok(file) = std::env::var("FRESH_FINDINGS") {
+        use std::io::Write;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .unwrap();
+        for r in &fresh.findings {
+            let line = serde_json::json!({
+                "id": r.id,
+                "rule": r.finding.rule,
+                "key": r.finding.key,
+                "principal": r.finding.principal,
+                "first": r.finding.events.first(),
+            });
+            writeln!(out, "{line}").unwrap();
+        }
+    }
     println!(
         "commits {after}..{}: {} events, {} touched keys, {} findings in {:.2} s",
         fresh.upto,
