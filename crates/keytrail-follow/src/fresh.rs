@@ -13,10 +13,10 @@
 //!   touched keys' principals did with any of their keys (first calls, calls of the catalog
 //!   of abused calls), twice: on the lake as it is and on the lake without the new commits'
 //!   events. A finding is new when its identity (detector, key, first event) is in the first
-//!   run and not in the second: findings that only grew with the new events (a burst that goes on) are not raised
-//!   again, and findings of old events are never raised for the first time here. What a
-//!   detector learns across keys from the keys it reads (the addresses people's long-term keys
-//!   use) comes from the touched keys only.
+//!   run and not in the second: findings that only grew with the new events (a burst that
+//!   goes on) are not raised again, and findings of old events are never raised for the first
+//!   time here. What a detector learns across keys from the keys it reads (the addresses
+//!   people's long-term keys use) comes from the touched keys only.
 //!
 //! The identity of a finding is its rule, its key (else its principal) and its first event:
 //! [`identity`].
