@@ -285,7 +285,14 @@ pub struct IngestArgs {
     pub s3: S3Args,
     #[command(flatten)]
     pub custody: crate::cmd::verify_logs::IngestCustodyArgs,
-    /// Lake in S3: where the run's files are written before they are uploaded
+    #[command(flatten)]
+    pub s3_lake: S3LakeArgs,
+}
+
+/// How a lake in S3 is written (`ingest`, `follow`).
+#[derive(Debug, Args)]
+pub struct S3LakeArgs {
+    /// Lake in S3: where a run's files are written before they are uploaded
     /// [default: the system's temporary directory]
     #[arg(long, value_name = "DIR", help_heading = "S3")]
     pub work_dir: Option<PathBuf>,

@@ -230,6 +230,12 @@ impl LakeSession {
         &self.snapshot
     }
 
+    /// `table` over `snapshot` (part of this session's snapshot), read from where this
+    /// session reads its files: to register a table of some of the lake's files.
+    pub fn table(&self, table: Table, snapshot: Arc<Snapshot>) -> LakeTable {
+        LakeTable::with_storage(table, snapshot, self.storage.clone())
+    }
+
     /// Plan one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame, EngineError> {
         Ok(self.ctx.sql(sql).await?)

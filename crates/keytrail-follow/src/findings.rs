@@ -2,14 +2,16 @@
 //!
 //! Findings are appended to a file (or stdout), one JSON object per line, each with its
 //! identity (`id`, see [`crate::fresh::identity`]). What has been written is recorded in a
-//! *findings cursor*, `LAKE/_keytrail/follow/findings-<hash of the destination>.json`:
-//! the last commit whose findings are written (`seq`) and the length of the findings file at
-//! that moment (`offset`). After each commit:
+//! *findings cursor*, `LAKE/_keytrail/follow/findings-<hash of the destination>.json` (in the
+//! lake's directory, or in its bucket for a lake in S3): the last commit whose findings are
+//! written (`seq`) and the length of the findings file at that moment (`offset`). After each
+//! commit:
 //!
 //! 1. the findings of the commits after `seq` are computed from the lake;
 //! 2. those whose identity is already in the file *after `offset`* are left out, the rest are
 //!    appended and the file is synced;
-//! 3. the cursor is replaced atomically (temporary file, sync, rename, sync of the directory).
+//! 3. the cursor is replaced atomically (temporary file, sync, rename, sync of the directory;
+//!    in S3 one PUT, which replaces an object whole).
 //!
 //! A process killed between the commit and 2 computes the same findings again at its next
 //! start (the commit is after `seq`). Killed during 2, the file ends with an incomplete line:
@@ -24,6 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use keytrail_ingest::s3lake::S3Lake;
 use keytrail_lake::crash_point;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,80 @@ impl Sink {
 
 const CURSOR_FORMAT: u32 = 1;
 
+/// Where the findings cursor is kept: with the lake's own records, so that it lives as long
+/// as the commits it counts.
+#[derive(Clone, Debug)]
+pub enum CursorHome {
+    /// A lake directory: `LAKE/_keytrail/follow/`.
+    Dir(PathBuf),
+    /// A lake in S3: `PREFIX/_keytrail/follow/` in its bucket, through `rt` (the caller's
+    /// runtime; the log is used from outside it).
+    S3 {
+        lake: S3Lake,
+        rt: tokio::runtime::Handle,
+    },
+}
+
+impl From<&Path> for CursorHome {
+    fn from(lake: &Path) -> Self {
+        CursorHome::Dir(lake.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for CursorHome {
+    fn from(lake: &PathBuf) -> Self {
+        CursorHome::Dir(lake.clone())
+    }
+}
+
+const CURSOR_DIR: &str = "_keytrail/follow";
+
+impl CursorHome {
+    /// The cursor `file` as messages name it: a path, or `s3://bucket/prefix/...`.
+    fn name(&self, file: &str) -> PathBuf {
+        match self {
+            CursorHome::Dir(lake) => lake.join(CURSOR_DIR).join(file),
+            CursorHome::S3 { lake, .. } => {
+                PathBuf::from(lake.name_of(&format!("{CURSOR_DIR}/{file}")))
+            }
+        }
+    }
+
+    fn load(&self, file: &str) -> Result<Option<Vec<u8>>, FollowError> {
+        let failed = |reason: String| FollowError::Cursor {
+            path: self.name(file),
+            reason,
+        };
+        match self {
+            CursorHome::Dir(_) => match std::fs::read(self.name(file)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(failed(e.to_string())),
+            },
+            CursorHome::S3 { lake, rt } => rt
+                .block_on(lake.read(&format!("{CURSOR_DIR}/{file}")))
+                .map_err(|e| failed(e.to_string())),
+        }
+    }
+
+    fn save(&self, file: &str, c: &Cursor) -> Result<(), FollowError> {
+        let text = serde_json::to_vec_pretty(c).map_err(|e| FollowError::Cursor {
+            path: self.name(file),
+            reason: e.to_string(),
+        })?;
+        match self {
+            CursorHome::Dir(_) => keytrail_lake::write_atomic(&self.name(file), &text)?,
+            CursorHome::S3 { lake, rt } => rt
+                .block_on(lake.write(&format!("{CURSOR_DIR}/{file}"), text))
+                .map_err(|e| FollowError::Cursor {
+                    path: self.name(file),
+                    reason: e.to_string(),
+                })?,
+        }
+        Ok(())
+    }
+}
+
 /// The findings cursor as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
@@ -81,7 +158,9 @@ struct Line<'a> {
 /// The findings output and its cursor.
 pub struct FindingsLog {
     sink: Sink,
-    cursor_path: PathBuf,
+    home: CursorHome,
+    /// The cursor's file name in `home`.
+    cursor_file: String,
     cursor: Cursor,
     /// Identities written after the cursor's offset (by a process killed before it moved the
     /// cursor, or by this one).
@@ -97,15 +176,20 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FollowError + '_ {
 }
 
 impl FindingsLog {
-    /// Open the output and its cursor in the lake at `lake`. A new cursor starts at commit
+    /// Open the output and its cursor in `home` (the lake). A new cursor starts at commit
     /// `last_seq`: findings of what the lake already holds are `keytrail detect`'s.
-    pub fn open(lake: &Path, sink: Sink, last_seq: u64) -> Result<FindingsLog, FollowError> {
+    pub fn open(
+        home: impl Into<CursorHome>,
+        sink: Sink,
+        last_seq: u64,
+    ) -> Result<FindingsLog, FollowError> {
+        let home = home.into();
         let name = sink.name()?;
-        let dir = lake.join("_keytrail").join("follow");
-        let cursor_path = dir.join(format!(
+        let cursor_file = format!(
             "findings-{:016x}.json",
             xxhash_rust::xxh3::xxh3_64(name.as_bytes())
-        ));
+        );
+        let cursor_path = home.name(&cursor_file);
         let file = match &sink {
             Sink::File(p) => {
                 if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -122,8 +206,8 @@ impl FindingsLog {
             }
             Sink::Stdout => None,
         };
-        let cursor = match std::fs::read(&cursor_path) {
-            Ok(bytes) => {
+        let cursor = match home.load(&cursor_file)? {
+            Some(bytes) => {
                 let c: Cursor =
                     serde_json::from_slice(&bytes).map_err(|e| FollowError::Cursor {
                         path: cursor_path.clone(),
@@ -140,7 +224,7 @@ impl FindingsLog {
                 }
                 c
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 let offset = match (&file, &sink) {
                     (Some(f), Sink::File(p)) => f.metadata().map_err(io(p))?.len(),
                     _ => 0,
@@ -152,20 +236,15 @@ impl FindingsLog {
                     offset,
                     written: 0,
                 };
-                save(&cursor_path, &c)?;
+                home.save(&cursor_file, &c)?;
                 tracing::info!(cursor = %cursor_path.display(), seq = last_seq, "new findings cursor: findings of commits after {last_seq}");
                 c
-            }
-            Err(e) => {
-                return Err(FollowError::Cursor {
-                    path: cursor_path,
-                    reason: e.to_string(),
-                });
             }
         };
         let mut log = FindingsLog {
             sink,
-            cursor_path,
+            home,
+            cursor_file,
             cursor,
             after_cursor: HashSet::new(),
             file,
@@ -233,8 +312,9 @@ impl FindingsLog {
         &self.cursor
     }
 
-    pub fn cursor_path(&self) -> &Path {
-        &self.cursor_path
+    /// Where the cursor is: a path, or `s3://bucket/prefix/...`.
+    pub fn cursor_path(&self) -> PathBuf {
+        self.home.name(&self.cursor_file)
     }
 
     /// Append the findings of `fresh` that are not written yet, then move the cursor to
@@ -297,19 +377,10 @@ impl FindingsLog {
                 written: self.cursor.written + ids.len() as u64,
                 ..self.cursor.clone()
             };
-            save(&self.cursor_path, &next)?;
+            self.home.save(&self.cursor_file, &next)?;
             self.cursor = next;
             self.after_cursor.clear();
         }
         Ok(ids.len())
     }
-}
-
-fn save(path: &Path, c: &Cursor) -> Result<(), FollowError> {
-    let text = serde_json::to_vec_pretty(c).map_err(|e| FollowError::Cursor {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    keytrail_lake::write_atomic(path, &text)?;
-    Ok(())
 }

@@ -22,13 +22,12 @@
 //! [`identity`].
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 
 use keytrail_detect::{DetectOptions, Finding, RuleSet, Severity, detect_in, detectors};
 use keytrail_engine::datafusion::logical_expr::Expr;
 use keytrail_engine::datafusion::prelude::{DataFrame, SessionContext, col, lit};
-use keytrail_engine::{LakeSession, LakeTable, SessionOptions};
+use keytrail_engine::{LakeLocation, LakeSession, SessionOptions};
 use keytrail_lake::{DataFile, Snapshot};
 use keytrail_model::Table;
 use keytrail_model::schema::col as c;
@@ -120,8 +119,10 @@ enum Objects {
     Except(Vec<String>),
 }
 
-/// Make `events` in `ctx` the rows of `snap` (restricted by `objects`).
+/// Make `events` in `ctx` the rows of `snap` (restricted by `objects`), read as `session`
+/// reads its files.
 async fn use_events(
+    session: &LakeSession,
     ctx: &SessionContext,
     snap: Snapshot,
     objects: Option<&Objects>,
@@ -133,11 +134,8 @@ async fn use_events(
         ctx.deregister_table(t)
             .map_err(keytrail_engine::EngineError::from)?;
     }
-    ctx.register_table(
-        BASE,
-        Arc::new(LakeTable::new(Table::Events, Arc::new(snap))),
-    )
-    .map_err(keytrail_engine::EngineError::from)?;
+    ctx.register_table(BASE, Arc::new(session.table(Table::Events, Arc::new(snap))))
+        .map_err(keytrail_engine::EngineError::from)?;
     let q = |e: keytrail_engine::datafusion::error::DataFusionError| {
         FollowError::Engine(keytrail_engine::EngineError::from(e))
     };
@@ -201,8 +199,14 @@ async fn count(ctx: &SessionContext) -> Result<u64, FollowError> {
         .map_or(0, |r| u64::try_from(r.n).unwrap_or(0)))
 }
 
-/// What the commits after `after` raise (see the module's documentation).
-pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowError> {
+/// What the commits after `after` of the lake at `lake` (a directory, or a lake in S3) raise
+/// (see the module's documentation).
+pub fn fresh(
+    lake: impl Into<LakeLocation>,
+    after: u64,
+    d: &Detection,
+) -> Result<Fresh, FollowError> {
+    let lake = lake.into();
     keytrail_engine::block_on(d.threads, async {
         let started = std::time::Instant::now();
         let phase = |what: &str| {
@@ -212,7 +216,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
             );
         };
         let session = LakeSession::open(
-            root,
+            &lake,
             &SessionOptions {
                 threads: d.threads,
                 ..SessionOptions::default()
@@ -273,7 +277,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
 
         phase("lake opened");
         // Rules over the new events.
-        use_events(&ctx, new_snap.clone(), new_rows.as_ref()).await?;
+        use_events(&session, &ctx, new_snap.clone(), new_rows.as_ref()).await?;
         out.events = count(&ctx).await?;
         let mut raised: Vec<Finding> = Vec::new();
         if !d.rules.rules.is_empty() {
@@ -302,7 +306,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                     Some(last),
                     true,
                 );
-                use_events(&ctx, old_snap.clone(), old_rows.as_ref()).await?;
+                use_events(&session, &ctx, old_snap.clone(), old_rows.as_ref()).await?;
                 let rules: Vec<&keytrail_detect::Rule> = d.rules.rules.iter().collect();
                 raised.extend(
                     keytrail_detect::routine_with_past(
@@ -316,7 +320,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                 );
                 raised.retain(|f| f.severity >= d.min_severity);
                 // The new events again, for the touched keys below.
-                use_events(&ctx, new_snap, new_rows.as_ref()).await?;
+                use_events(&session, &ctx, new_snap, new_rows.as_ref()).await?;
             }
         }
 
@@ -332,10 +336,10 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
             if !touched.is_empty() {
                 // Credentials the touched keys minted: their use after the parent's
                 // deactivation is the parent's story.
-                use_events(&ctx, subset(&snap, |_| true), None).await?;
+                use_events(&session, &ctx, subset(&snap, |_| true), None).await?;
                 let list: Vec<String> = touched
                     .iter()
-                    .map(|k| format!("'{}'", k.replace('\'', "''")))
+                    .map(|k| keytrail_detect::compile::quote(k))
                     .collect();
                 let children = keys_of(
                     &ctx,
@@ -367,7 +371,7 @@ pub fn fresh(root: &Path, after: u64, d: &Detection) -> Result<Fresh, FollowErro
                 };
                 let now = detect_in(&mut ctx, true, &opts).await?;
                 phase("detectors ran over the lake");
-                use_events(&ctx, old_snap, old_rows.as_ref()).await?;
+                use_events(&session, &ctx, old_snap, old_rows.as_ref()).await?;
                 let before: HashSet<String> = detect_in(&mut ctx, true, &opts)
                     .await?
                     .findings

@@ -20,6 +20,11 @@
 //! detectors run over the new events ([`fresh`]) and each new finding is appended once to the
 //! findings output ([`findings`]), across restarts.
 //!
+//! The lake is a directory or a lake in S3 (`ingest.remote_lake`): then each batch commits
+//! through a working copy made for it and published as `keytrail ingest --lake s3://...`
+//! publishes ([`keytrail_ingest::s3lake`]), the findings read the lake in place, and the
+//! findings cursor is kept in the lake's bucket.
+//!
 //! Nothing here holds state that the lake, the queue and the findings cursor do not: a follower
 //! killed at any point and started again loses nothing and writes nothing twice.
 
@@ -36,8 +41,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::config::SharedCredentialsProvider;
 use futures::StreamExt;
+use keytrail_engine::{LakeLocation, S3Access, S3Location};
 use keytrail_ingest::s3::{S3Source, S3Uri};
+use keytrail_ingest::s3lake::S3Lake;
 use keytrail_ingest::source::{NameKind, looks_like_log};
 use keytrail_ingest::{Decider, IngestOptions, Input, Location, NoProgress, ObjectRef, RunSummary};
 use keytrail_lake::{Lake, crash_point};
@@ -46,7 +54,7 @@ use keytrail_model::time::{day_of, format_millis, now_millis};
 use serde::Serialize;
 
 pub use error::FollowError;
-pub use findings::{FindingsLog, Sink};
+pub use findings::{CursorHome, FindingsLog, Sink};
 pub use fresh::{Detection, Fresh, Raised};
 pub use notice::{Named, Notice};
 pub use queue::Queue;
@@ -66,7 +74,15 @@ pub struct FollowOptions {
     pub source: Source,
     /// How every batch is ingested: the lake, the filter, threads, limits, and how to reach S3
     /// (`inputs` is set per batch; `s3.accounts` and `s3.regions` also filter notifications).
+    /// With `remote_lake` set the lake is in S3, and `lake` is set per batch to its working
+    /// copy.
     pub ingest: IngestOptions,
+    /// A lake in S3: where each batch's working copy is made (the system's temporary
+    /// directory when `None`).
+    pub work_dir: Option<PathBuf>,
+    /// A lake in S3: the credentials (and region) the query engine reads it with when the
+    /// findings are computed; found as `ingest.s3` says when `None` (tests give their own).
+    pub lake_credentials: Option<(SharedCredentialsProvider, String)>,
     /// Where findings go; `None`: no detection.
     pub findings: Option<Sink>,
     pub detection: Detection,
@@ -94,6 +110,8 @@ impl FollowOptions {
         FollowOptions {
             source,
             ingest: IngestOptions::with_inputs(Vec::new(), lake),
+            work_dir: None,
+            lake_credentials: None,
             findings: None,
             detection: Detection::default(),
             batch_window: Duration::from_secs(10),
@@ -232,6 +250,8 @@ struct Follower<'a> {
     opts: &'a FollowOptions,
     rt: tokio::runtime::Runtime,
     s3: aws_sdk_s3::Client,
+    /// The lake, when it is in S3, and how the query engine signs its reads of it.
+    remote: Option<(S3Lake, SharedCredentialsProvider, String)>,
     log: Option<FindingsLog>,
     totals: Counters,
     lag: Option<f64>,
@@ -253,16 +273,6 @@ pub fn follow(
     stop: &AtomicBool,
     observer: &mut dyn FnMut(&Status),
 ) -> Result<Counters, FollowError> {
-    let lake_path = &opts.ingest.lake;
-    let lake = Lake::create(lake_path)?;
-    let recovery = lake.recover()?;
-    for run in &recovery.rolled_forward {
-        tracing::warn!(run = %run, "finished publishing a run that had committed before it was stopped");
-    }
-    for run in &recovery.discarded {
-        tracing::warn!(run = %run, "deleted the files of a run that was stopped before it committed");
-    }
-    let last_seq = lake.manifest()?.last_seq();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("keytrail-follow")
@@ -273,8 +283,49 @@ pub fn follow(
         Some(c) => c.clone(),
         None => rt.block_on(keytrail_ingest::s3::connect(&opts.ingest.s3)),
     };
+    let remote = match &opts.ingest.remote_lake {
+        None => None,
+        Some(uri) => {
+            let (creds, region) = match &opts.lake_credentials {
+                Some(c) => c.clone(),
+                None => rt.block_on(keytrail_ingest::s3access::provider(&opts.ingest.s3))?,
+            };
+            let lake = S3Lake::new(s3.clone(), uri.clone(), opts.ingest.s3_lake.clone());
+            Some((lake, creds, region))
+        }
+    };
+    // Create the lake if it does not exist, finish or clean up runs stopped half-way.
+    let (rolled_forward, discarded, last_seq) = match &remote {
+        None => {
+            let lake = Lake::create(&opts.ingest.lake)?;
+            let recovery = lake.recover()?;
+            let last = lake.manifest()?.last_seq();
+            (recovery.rolled_forward, recovery.discarded, last)
+        }
+        Some((lake, ..)) => {
+            let work = working_copy(opts.work_dir.as_deref())?;
+            let pulled = rt.block_on(lake.pull(&work.path().join("lake")))?;
+            let last = pulled.manifest.last_seq();
+            (pulled.rolled_forward, pulled.discarded, last)
+        }
+    };
+    for run in &rolled_forward {
+        tracing::warn!(run = %run, "finished publishing a run that had committed before it was stopped");
+    }
+    for run in &discarded {
+        tracing::warn!(run = %run, "deleted the files of a run that was stopped before it committed");
+    }
     let log = match &opts.findings {
-        Some(sink) => Some(FindingsLog::open(lake_path, sink.clone(), last_seq)?),
+        Some(sink) => {
+            let home = match &remote {
+                None => CursorHome::Dir(opts.ingest.lake.clone()),
+                Some((lake, ..)) => CursorHome::S3 {
+                    lake: lake.clone(),
+                    rt: rt.handle().clone(),
+                },
+            };
+            Some(FindingsLog::open(home, sink.clone(), last_seq)?)
+        }
         None => None,
     };
     let mode = match opts.source {
@@ -285,6 +336,7 @@ pub fn follow(
         opts,
         rt,
         s3,
+        remote,
         log,
         totals: Counters::default(),
         lag: None,
@@ -378,18 +430,43 @@ impl Follower<'_> {
         let Some(log) = self.log.as_mut() else {
             return Ok(0);
         };
-        let fresh = fresh::fresh(&self.opts.ingest.lake, log.seq(), &self.opts.detection)?;
+        let lake = match &self.remote {
+            None => LakeLocation::Dir(self.opts.ingest.lake.clone()),
+            Some((remote, creds, region)) => {
+                let a = self.rt.block_on(keytrail_ingest::s3access::access(
+                    creds,
+                    region.clone(),
+                    &self.opts.ingest.s3,
+                ))?;
+                let mut access = S3Access::new(a.region, a.access_key_id, a.secret_access_key);
+                access.session_token = a.session_token;
+                access.endpoint = a.endpoint_url;
+                let uri = remote.uri();
+                LakeLocation::S3(S3Location::new(uri.bucket.clone(), &uri.prefix, access))
+            }
+        };
+        let fresh = fresh::fresh(lake, log.seq(), &self.opts.detection)?;
         let n = log.append(&fresh)? as u64;
         self.totals.findings += n;
         Ok(n)
     }
 
-    /// One ordinary ingest commit of `objects`.
+    /// One ordinary ingest commit of `objects` (into a lake in S3: through a working copy made
+    /// for it, deleted after).
     fn ingest(&mut self, objects: Vec<ObjectRef>) -> Result<RunSummary, FollowError> {
         let mut o = self.opts.ingest.clone();
         o.inputs = objects.into_iter().map(Input::Object).collect();
         o.s3_client = Some(self.s3.clone());
+        let work = match &self.remote {
+            Some(_) => {
+                let w = working_copy(self.opts.work_dir.as_deref())?;
+                o.lake = w.path().join("lake");
+                Some(w)
+            }
+            None => None,
+        };
         let s = keytrail_ingest::ingest(&o, &NoProgress)?;
+        drop(work);
         crash_point("follow-after-commit");
         self.totals.commits += u64::from(s.commit.is_some());
         self.totals.objects_read += s.objects.read;
@@ -896,7 +973,10 @@ impl Follower<'_> {
                 found.insert(o.uri(), o);
             }
         }
-        let manifest = Lake::open(&self.opts.ingest.lake)?.manifest()?;
+        let manifest = match &self.remote {
+            None => Lake::open(&self.opts.ingest.lake)?.manifest()?,
+            Some((lake, ..)) => self.rt.block_on(lake.read_manifest())?,
+        };
         let index = manifest.index();
         let decider = Decider::new(&self.opts.ingest.filter, &index);
         let new: Vec<ObjectRef> = found
@@ -958,6 +1038,18 @@ impl Follower<'_> {
         report.seconds = started.elapsed().as_secs_f64();
         Ok(Some(report))
     }
+}
+
+/// An empty directory for a working copy of a lake in S3, in `dir` or the system's temporary
+/// directory; deleted when dropped.
+fn working_copy(dir: Option<&std::path::Path>) -> Result<tempfile::TempDir, FollowError> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("keytrail-follow-");
+    match dir {
+        Some(d) => b.tempdir_in(d),
+        None => b.tempdir(),
+    }
+    .map_err(|e| FollowError::Config(format!("cannot make a working copy of the lake: {e}")))
 }
 
 #[cfg(test)]

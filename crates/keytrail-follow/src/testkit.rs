@@ -123,6 +123,29 @@ impl Moto {
         aws_sdk_sqs::Client::from_conf(conf)
     }
 
+    /// The server's credentials and region, as a follower of a lake in S3 takes them.
+    pub fn credentials(&self) -> (aws_sdk_s3::config::SharedCredentialsProvider, String) {
+        (
+            aws_sdk_s3::config::SharedCredentialsProvider::new(
+                aws_sdk_s3::config::Credentials::new(
+                    ACCESS_KEY,
+                    SECRET,
+                    None,
+                    None,
+                    "keytrail-testkit",
+                ),
+            ),
+            REGION.to_owned(),
+        )
+    }
+
+    /// The lake under `s3://bucket/prefix` of the server, as the query engine reaches it.
+    pub fn lake(&self, bucket: &str, prefix: &str) -> keytrail_engine::LakeLocation {
+        let mut access = keytrail_engine::S3Access::new(REGION, ACCESS_KEY, SECRET);
+        access.endpoint = Some(self.endpoint());
+        keytrail_engine::LakeLocation::S3(keytrail_engine::S3Location::new(bucket, prefix, access))
+    }
+
     /// The environment a `keytrail` process needs to reach the server with the default
     /// credential chain (nothing waits on instance metadata).
     pub fn env(&self) -> Vec<(&'static str, String)> {

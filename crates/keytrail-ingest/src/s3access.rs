@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use aws_sdk_s3::config::ProvideCredentials;
+use aws_sdk_s3::config::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_s3::error::DisplayErrorContext;
 
 use crate::error::IngestError;
@@ -39,6 +39,16 @@ impl fmt::Debug for S3Access {
 /// Resolve the credentials and region `opts` lead to, as [`crate::s3::connect`] does for its
 /// client.
 pub async fn resolve(opts: &S3Options) -> Result<S3Access, IngestError> {
+    let (provider, region) = provider(opts).await?;
+    access(&provider, region, opts).await
+}
+
+/// The credentials provider and region `opts` lead to, for a caller that needs credentials
+/// as values more than once: each [`access`] asks the provider again, so temporary
+/// credentials (roles, SSO, instance profiles) are renewed as they expire.
+pub async fn provider(
+    opts: &S3Options,
+) -> Result<(SharedCredentialsProvider, String), IngestError> {
     let config = sdk_config(opts).await;
     let region = config
         .region()
@@ -46,6 +56,15 @@ pub async fn resolve(opts: &S3Options) -> Result<S3Access, IngestError> {
     let provider = config.credentials_provider().ok_or_else(|| {
         IngestError::Config("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give --profile".into())
     })?;
+    Ok((provider, region))
+}
+
+/// The credentials `provider` gives now, with `region` and `opts`' endpoint.
+pub async fn access(
+    provider: &SharedCredentialsProvider,
+    region: String,
+    opts: &S3Options,
+) -> Result<S3Access, IngestError> {
     let creds = provider.provide_credentials().await.map_err(|e| {
         IngestError::Config(format!(
             "cannot find AWS credentials{}: {}",

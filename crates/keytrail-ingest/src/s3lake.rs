@@ -169,6 +169,32 @@ impl S3Lake {
         Ok(Some(bytes.to_vec()))
     }
 
+    /// The bytes of `rel` (a path relative to the lake's root, e.g. a follower's state under
+    /// `_keytrail/`); `None` when it does not exist.
+    pub async fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, IngestError> {
+        self.get(&self.key(rel)).await
+    }
+
+    /// Write `rel` whole, replacing what is there: one PUT, so a reader sees the old bytes
+    /// or the new ones, never a part.
+    pub async fn write(&self, rel: &str, bytes: Vec<u8>) -> Result<(), IngestError> {
+        let key = self.key(rel);
+        self.client
+            .put_object()
+            .bucket(&self.uri.bucket)
+            .key(&key)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| s3_error(self.display(&key), "cannot write", e))?;
+        Ok(())
+    }
+
+    /// How messages name `rel`: `s3://bucket/prefix/rel`.
+    pub fn name_of(&self, rel: &str) -> String {
+        self.display(&self.key(rel))
+    }
+
     /// PUT `bytes` only if `key` does not exist yet (`If-None-Match: *`). `Ok(false)` when it
     /// existed (412 Precondition Failed).
     async fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, IngestError> {

@@ -15,7 +15,7 @@ use keytrail_detect::Severity;
 use keytrail_follow::{Detection, FollowOptions, Sink, Source, Status, StatusKind, follow};
 use keytrail_ingest::s3::S3Uri;
 
-use crate::flags::{RuleSourceArgs, S3Args};
+use crate::flags::{RuleSourceArgs, S3Args, S3LakeArgs};
 use crate::output::{parse_size, status, thousands};
 
 #[derive(Debug, Args)]
@@ -28,8 +28,8 @@ pub struct FollowArgs {
     /// (raw or in an SNS envelope)
     #[arg(long, value_name = "URL", conflicts_with = "buckets")]
     pub queue_url: Option<String>,
-    /// The lake: a directory (created if it does not exist)
-    #[arg(long, value_name = "DIR")]
+    /// The lake: a directory, or s3://BUCKET[/PREFIX] (created if it does not exist)
+    #[arg(long, value_name = "DIR|S3URI")]
     pub lake: String,
     /// Append each new finding as one JSON line to FILE (`-`: stdout); without it, no
     /// detection runs
@@ -77,6 +77,8 @@ pub struct FollowArgs {
     pub json: bool,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub s3_lake: S3LakeArgs,
 }
 
 fn parse_severity(s: &str) -> Result<Severity, String> {
@@ -107,12 +109,6 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 }
 
 pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    if S3Uri::parse(&args.lake).is_some() {
-        bail!(
-            "--lake {}: follow writes a local lake; a lake in S3 is not supported by follow yet",
-            args.lake
-        );
-    }
     if args.s3.shard.is_some() || args.s3.shard_count.is_some() {
         bail!("--shard: follow reads every object it is told of; run one follower per queue");
     }
@@ -137,6 +133,12 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let mut opts = FollowOptions::new(source, PathBuf::from(&args.lake));
     crate::cmd::ingest::s3_options(&args.s3, &mut opts.ingest)?;
+    // A lake in S3: each batch commits through a working copy of its own in --work-dir.
+    if let Some(uri) = S3Uri::parse(&args.lake) {
+        opts.ingest.remote_lake = Some(uri?);
+        opts.work_dir = args.s3_lake.work_dir.clone();
+        crate::cmd::ingest::s3_lake_options(&args.s3_lake, &mut opts.ingest)?;
+    }
     opts.ingest.filter =
         crate::cmd::ingest::filter(&args.keys, args.key_file.as_deref(), None, None)?;
     if let Some(t) = args.threads {

@@ -9,7 +9,7 @@ use keytrail_ingest::{IngestOptions, Input, RunSummary, Shard, ShardError, inges
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
 use keytrail_model::{AccessKeyId, FilterSpec};
 
-use crate::flags::{IngestArgs, S3Args};
+use crate::flags::{IngestArgs, S3Args, S3LakeArgs};
 use crate::output::{bytes, parse_size, stdout, thousands};
 use crate::progress::Bar;
 
@@ -131,7 +131,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             let uri = uri?;
             let mut b = tempfile::Builder::new();
             b.prefix("keytrail-lake-");
-            let dir = match &args.work_dir {
+            let dir = match &args.s3_lake.work_dir {
                 Some(d) => b.tempdir_in(d),
                 None => b.tempdir(),
             }
@@ -146,11 +146,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     s3_options(&args.s3, &mut opts)?;
     if let Some((_, uri)) = &work {
         opts.remote_lake = Some(uri.clone());
-        let part = parse_size(&args.part_size).context("--part-size")?;
-        if part < 5 << 20 {
-            bail!("--part-size must be at least 5M (S3's smallest part)");
-        }
-        opts.s3_lake.part_size = part;
+        s3_lake_options(&args.s3_lake, &mut opts)?;
     }
     opts.filter = filter(
         &args.keys,
@@ -285,4 +281,14 @@ pub fn render(s: &RunSummary) -> String {
         }
     }
     out
+}
+
+/// `--part-size` for a lake in S3.
+pub fn s3_lake_options(args: &S3LakeArgs, opts: &mut IngestOptions) -> anyhow::Result<()> {
+    let part = parse_size(&args.part_size).context("--part-size")?;
+    if part < 5 << 20 {
+        bail!("--part-size must be at least 5M (S3's smallest part)");
+    }
+    opts.s3_lake.part_size = part;
+    Ok(())
 }

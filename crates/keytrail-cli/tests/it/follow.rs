@@ -251,11 +251,33 @@ impl Trail {
     }
 }
 
+/// A lake in moto's S3, when `lake` is `s3://BUCKET/PREFIX`.
+fn in_s3(lake: &Path) -> Option<keytrail_engine::LakeLocation> {
+    let (bucket, prefix) = lake.to_str()?.strip_prefix("s3://")?.split_once('/')?;
+    Some(Moto::shared().lake(bucket, prefix))
+}
+
+/// The lake's event IDs, sorted; `lake` is a directory or `s3://BUCKET/PREFIX` in moto.
 fn event_ids(lake: &Path) -> Vec<String> {
-    let mut v: Vec<String> = rows(lake, "events")
-        .into_iter()
-        .filter_map(|r| r.event_id)
-        .collect();
+    let mut v: Vec<String> = match in_s3(lake) {
+        None => rows(lake, "events")
+            .into_iter()
+            .filter_map(|r| r.event_id)
+            .collect(),
+        Some(location) => {
+            let (_, batches) = keytrail_engine::sql(
+                location,
+                "SELECT eventid FROM events",
+                &keytrail_engine::SessionOptions::default(),
+            )
+            .expect("sql");
+            keytrail_engine::rows::from_batches::<EventId>(&batches)
+                .expect("rows")
+                .into_iter()
+                .filter_map(|r| r.eventid)
+                .collect()
+        }
+    };
     v.sort();
     v
 }
@@ -352,10 +374,21 @@ fn follow_to_the_end(t: &Trail, url: &str, lake: &Path, findings: &Path) {
 }
 
 fn lake_seq(lake: &Path) -> u64 {
-    keytrail_lake::Lake::open(lake)
-        .and_then(|l| l.manifest())
-        .map(|m| m.last_seq())
-        .unwrap_or(0)
+    match in_s3(lake) {
+        None => keytrail_lake::Lake::open(lake)
+            .and_then(|l| l.manifest())
+            .map(|m| m.last_seq())
+            .unwrap_or(0),
+        Some(location) => keytrail_engine::block_on::<_, keytrail_engine::EngineError>(2, async {
+            let session = keytrail_engine::LakeSession::open(
+                location,
+                &keytrail_engine::SessionOptions::default(),
+            )
+            .await?;
+            Ok(session.manifest().last_seq())
+        })
+        .unwrap_or(0),
+    }
 }
 
 fn check(t: &Trail, url: &str, lake: &Path, findings: &Path, what: &str) {
@@ -365,7 +398,14 @@ fn check(t: &Trail, url: &str, lake: &Path, findings: &Path, what: &str) {
     let (found, distinct) = findings_of(&text);
     assert_eq!(found, expected_findings(), "{what}: findings\n{text}");
     assert!(distinct, "{what}: no finding written twice\n{text}");
-    let out = run_code(keytrail().args(["lake", "verify", "--lake"]).arg(lake), 0);
+    let mut verify = keytrail();
+    verify.args(["lake", "verify", "--lake"]).arg(lake);
+    if in_s3(lake).is_some() {
+        verify
+            .args(["--endpoint-url", &t.moto.endpoint()])
+            .envs(t.moto.env());
+    }
+    let out = run_code(&mut verify, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: every file matches the manifest"));
 }
 
@@ -394,6 +434,35 @@ fn killed_at_every_point_of_a_batch_then_restarted() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (lake, findings) = (tmp.path().join("lake"), tmp.path().join("f.jsonl"));
         let args = follow_args(&url, &lake, &findings, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let f = Follower::start(t.moto, &args, Some(point));
+        let (code, _, stderr) = f.finish();
+        assert_eq!(code, None, "{point}: killed by a signal; stderr:\n{stderr}");
+        assert!(stderr.contains(point), "{point}: stopped there:\n{stderr}");
+        follow_to_the_end(&t, &url, &lake, &findings);
+        check(&t, &url, &lake, &findings, point);
+    }
+}
+
+#[test]
+fn a_lake_in_s3_killed_at_every_point_of_a_batch_then_restarted() {
+    let t = trail(12);
+    let bucket = unique("s3lakefollow");
+    t.rt.block_on(testkit::create_bucket(&t.moto.s3(), &bucket));
+    for point in [
+        "s3-before-commit",
+        "s3-after-commit",
+        "follow-after-commit",
+        "follow-mid-findings",
+        "follow-after-findings",
+    ] {
+        let url = t.queue();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let lake = PathBuf::from(format!("s3://{bucket}/{point}"));
+        let findings = tmp.path().join("f.jsonl");
+        // A killed follower leaves its batch's working copy behind: in the test's directory.
+        let work = tmp.path().display().to_string();
+        let args = follow_args(&url, &lake, &findings, &["--work-dir", &work]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let f = Follower::start(t.moto, &args, Some(point));
         let (code, _, stderr) = f.finish();
@@ -546,12 +615,115 @@ fn polling_from_the_command_line() {
 }
 
 #[test]
+fn polling_into_a_lake_in_s3() {
+    let moto = Moto::shared();
+    let rt = testkit::runtime();
+    let s3 = moto.s3();
+    let bucket = unique("polls3lake");
+    rt.block_on(testkit::create_bucket(&s3, &bucket));
+    let now = now_millis();
+    let key = testkit::log_key(ACCOUNT, REGION, now - 60_000, "NOW");
+    let stop = stop_logging("s3lake-stop", "AKIA2FOLLOWCLIPOLL02", now - 30_000);
+    let records = vec![
+        testkit::record(
+            "s3lake-use",
+            "AKIA2FOLLOWCLIPOLL02",
+            now - 60_000,
+            "s3.amazonaws.com",
+            "ListBuckets",
+        ),
+        stop,
+    ];
+    rt.block_on(testkit::put(
+        &s3,
+        &bucket,
+        &key,
+        testkit::log_object(&records),
+    ));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let findings = tmp.path().join("findings.jsonl");
+    let (uri, lake) = (format!("s3://{bucket}"), format!("s3://{bucket}/lake"));
+    let (findings_s, work) = (
+        findings.display().to_string(),
+        tmp.path().display().to_string(),
+    );
+    let mut f = Follower::start(
+        moto,
+        &[
+            &uri,
+            "--lake",
+            &lake,
+            "--findings",
+            &findings_s,
+            "--work-dir",
+            &work,
+            "--poll-interval",
+            "300ms",
+        ],
+        None,
+    );
+    f.wait("the object read and its findings written", 60, |s| {
+        s["totals"]["objects_read"] == 1 && s["findings_commit"] == 1
+    });
+    let (code, _, stderr) = f.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+    // The lake is in the bucket (read in place), the findings cursor too; nothing is left in
+    // the working directory but the findings file.
+    let (_, batches) = keytrail_engine::sql(
+        moto.lake(&bucket, "lake"),
+        "SELECT eventid FROM events ORDER BY eventid",
+        &keytrail_engine::SessionOptions::default(),
+    )
+    .expect("sql");
+    let ids: Vec<String> = keytrail_engine::rows::from_batches::<EventId>(&batches)
+        .expect("rows")
+        .into_iter()
+        .filter_map(|r| r.eventid)
+        .collect();
+    assert_eq!(ids, ["s3lake-stop", "s3lake-use"]);
+    let text = std::fs::read_to_string(&findings).expect("findings");
+    let (found, distinct) = findings_of(&text);
+    assert!(distinct, "{text}");
+    assert_eq!(
+        found,
+        [("cloudtrail-stopped".to_owned(), "s3lake-stop".to_owned())],
+        "{text}"
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, ["findings.jsonl"]);
+    let cursors = rt
+        .block_on(
+            s3.list_objects_v2()
+                .bucket(&bucket)
+                .prefix("lake/_keytrail/follow/findings-")
+                .send(),
+        )
+        .expect("list");
+    assert_eq!(cursors.contents().len(), 1);
+}
+
+#[derive(serde::Deserialize)]
+struct EventId {
+    eventid: Option<String>,
+}
+
+#[test]
 fn usage_errors() {
     for (args, says) in [
         (vec!["--lake", "/tmp/x"], "--queue-url"),
         (
-            vec!["--queue-url", "https://q", "--lake", "s3://b/lake"],
-            "not supported by follow yet",
+            vec![
+                "--queue-url",
+                "https://q",
+                "--lake",
+                "s3://b/lake",
+                "--part-size",
+                "1M",
+            ],
+            "at least 5M",
         ),
         (
             vec![

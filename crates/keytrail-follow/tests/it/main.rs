@@ -4,4 +4,5 @@
 mod findings;
 mod poll;
 mod queue;
+mod s3lake;
 mod util;

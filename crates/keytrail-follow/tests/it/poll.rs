@@ -58,7 +58,7 @@ fn polling_reads_yesterday_and_today_and_picks_up_late_objects() {
     assert_eq!(totals.commits, 2, "{totals:?}");
     assert_eq!(totals.objects_read, 3, "{totals:?}");
     assert_eq!(
-        event_ids(&env.lake()),
+        event_ids(env.lake()),
         [
             "late-0",
             "late-1",

@@ -61,7 +61,7 @@ fn every_message_format_is_read_and_every_message_deleted() {
         .map(|r| r["eventID"].as_str().expect("id").to_owned())
         .collect();
     want.sort();
-    assert_eq!(event_ids(&env.lake()), want);
+    assert_eq!(event_ids(env.lake()), want);
     let mut objects: Vec<String> = [&ct_raw, &ct_sns, &ev_raw, &ev_sns]
         .iter()
         .map(|k| format!("s3://{b}/{k}"))
@@ -107,7 +107,7 @@ fn a_poison_message_goes_to_the_dead_letter_queue_and_the_follower_goes_on() {
     assert_eq!(totals.not_understood, 2, "{totals:?}");
     assert_eq!(env.counts(&url), (0, 0));
     assert_eq!(
-        event_ids(&env.lake()),
+        event_ids(env.lake()),
         ["good-0", "good-1", "later-0"].map(String::from)
     );
 }
@@ -134,7 +134,7 @@ fn a_message_is_deleted_only_once_its_object_is_committed() {
     f.stop();
     assert_eq!(env.counts(&url), (0, 0));
     assert_eq!(
-        event_ids(&env.lake()),
+        event_ids(env.lake()),
         ["late-0", "late-1"].map(String::from)
     );
 }

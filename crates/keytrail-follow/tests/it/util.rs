@@ -150,7 +150,7 @@ impl Running {
 }
 
 /// The event IDs of the lake, sorted (repeats kept).
-pub fn event_ids(lake: &Path) -> Vec<String> {
+pub fn event_ids(lake: impl Into<keytrail_engine::LakeLocation>) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Row {
         eventid: Option<String>,

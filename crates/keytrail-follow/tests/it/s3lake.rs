@@ -1,0 +1,214 @@
+//! A lake in S3: batches commit to the bucket through working copies, findings read the lake
+//! in place, and the findings cursor lives in the lake's bucket.
+
+use keytrail_detect::RuleSet;
+use keytrail_follow::testkit::{self, ACCOUNT, Moto, REGION};
+use keytrail_follow::{Detection, FollowOptions, Sink, Source};
+use keytrail_ingest::s3::S3Uri;
+use keytrail_ingest::{IngestOptions, Input};
+use keytrail_model::time::now_millis;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const KEY: &str = "AKIA2FOLLOWTESTKEY05";
+const ADMIN: &str = "AKIA2FOLLOWADMINKY05";
+const MIN: i64 = 60_000;
+const PREFIX: &str = "lakes/main";
+
+fn stop_logging(id: &str, t: i64) -> Value {
+    let mut r = testkit::record(id, KEY, t, "cloudtrail.amazonaws.com", "StopLogging");
+    r["requestParameters"] =
+        json!({"name": "arn:aws:cloudtrail:us-east-1:123456789012:trail/main"});
+    r["readOnly"] = json!(false);
+    r
+}
+
+fn deactivate(id: &str, t: i64) -> Value {
+    let mut r = testkit::record(id, ADMIN, t, "iam.amazonaws.com", "UpdateAccessKey");
+    r["userIdentity"]["arn"] = json!(format!("arn:aws:iam::{ACCOUNT}:user/admin"));
+    r["userIdentity"]["userName"] = json!("admin");
+    r["requestParameters"] = json!({"accessKeyId": KEY, "status": "Inactive", "userName": "alice"});
+    r["readOnly"] = json!(false);
+    r
+}
+
+fn use_key(id: &str, t: i64) -> Value {
+    testkit::record(id, KEY, t, "s3.amazonaws.com", "ListBuckets")
+}
+
+fn lake_uri(env: &Env) -> S3Uri {
+    S3Uri {
+        bucket: env.bucket.clone(),
+        prefix: PREFIX.to_owned(),
+    }
+}
+
+/// A follower of `url` into the lake under `s3://BUCKET/lakes/main`, findings to `out`.
+fn options(env: &Env, url: &str, out: &std::path::Path) -> FollowOptions {
+    let moto = Moto::shared();
+    let mut o = env.options(Source::Queue(url.to_owned()));
+    o.ingest.remote_lake = Some(lake_uri(env));
+    o.ingest.s3.endpoint_url = Some(moto.endpoint());
+    o.lake_credentials = Some(moto.credentials());
+    let work = env.tmp.path().join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    o.work_dir = Some(work);
+    o.findings = Some(Sink::File(out.to_path_buf()));
+    o.detection = Detection {
+        rules: RuleSet::bundled().expect("bundled rules"),
+        threads: 2,
+        ..Detection::default()
+    };
+    o
+}
+
+/// (rule, first event) of each line.
+fn summary(lines: &[Value]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|l| {
+            (
+                l["rule"].as_str().expect("rule").to_owned(),
+                l["events"][0].as_str().expect("event").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// The findings cursor the lake's bucket holds: (seq, written).
+fn cursor(env: &Env) -> (u64, u64) {
+    let listed = env
+        .rt
+        .block_on(
+            env.s3
+                .list_objects_v2()
+                .bucket(&env.bucket)
+                .prefix(format!("{PREFIX}/_keytrail/follow/"))
+                .send(),
+        )
+        .expect("list");
+    let keys: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys.len(), 1, "one findings cursor: {keys:?}");
+    let body = env
+        .rt
+        .block_on(async {
+            env.s3
+                .get_object()
+                .bucket(&env.bucket)
+                .key(keys[0])
+                .send()
+                .await
+                .expect("get")
+                .body
+                .collect()
+                .await
+        })
+        .expect("body")
+        .to_vec();
+    let c: keytrail_follow::findings::Cursor = serde_json::from_slice(&body).expect("cursor");
+    (c.seq, c.written)
+}
+
+#[test]
+fn a_lake_in_s3_is_followed_and_its_findings_cursor_kept_in_the_bucket() {
+    let env = Env::new("s3lake");
+    let url = env.queue(None);
+    let t0 = now_millis() - 6 * 3_600_000;
+    let out = env.tmp.path().join("findings.jsonl");
+    let lake = Moto::shared().lake(&env.bucket, PREFIX);
+    let send = |tag: &str, t: i64, records: &[Value]| {
+        let key = testkit::log_key(ACCOUNT, REGION, t, tag);
+        env.put(&key, records);
+        env.send(&url, &testkit::cloudtrail_notice(&env.bucket, &[&key]));
+    };
+
+    // 1: a follower creates the lake in the bucket; logging stopped raises a finding.
+    let f = start(options(&env, &url, &out));
+    send(
+        "B1",
+        t0,
+        &[use_key("b1-0", t0), stop_logging("b1-stop", t0 + 5 * MIN)],
+    );
+    f.wait("the first batch committed", 60, |s| {
+        s.totals.commits == 1 && s.findings_commit == Some(1)
+    });
+    f.stop();
+    assert_eq!(
+        summary(&findings(&out)),
+        pairs(&[("cloudtrail-stopped", "b1-stop")])
+    );
+    assert_eq!(event_ids(&lake), ["b1-0", "b1-stop"]);
+    assert_eq!(cursor(&env), (1, 1));
+
+    // 2: another writer commits while no follower runs (`keytrail ingest --lake s3://...`).
+    let dir = env.tmp.path().join("by-ingest");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let name = testkit::log_key(ACCOUNT, REGION, t0 + 10 * MIN, "B2");
+    let file = dir.join(name.rsplit('/').next().expect("file name"));
+    std::fs::write(
+        &file,
+        testkit::log_object(&[
+            deactivate("b2-deact", t0 + 10 * MIN),
+            use_key("b2-use-0", t0 + 11 * MIN),
+        ]),
+    )
+    .expect("write");
+    let mut o = IngestOptions::with_inputs(vec![Input::Local(file)], dir.join("work"));
+    o.remote_lake = Some(lake_uri(&env));
+    o.s3_client = Some(env.s3.clone());
+    let s = keytrail_ingest::ingest(&o, &keytrail_ingest::NoProgress).expect("ingest");
+    assert_eq!(s.commit, Some(2));
+
+    // 3: started again, the follower writes that commit's findings (its cursor, read back
+    // from the bucket, is at 1), then goes on with the queue.
+    let f = start(options(&env, &url, &out));
+    f.wait("the other writer's findings", 60, |s| {
+        s.findings_commit == Some(2)
+    });
+    send(
+        "B3",
+        t0 + 20 * MIN,
+        &[stop_logging("b3-stop", t0 + 20 * MIN)],
+    );
+    f.wait("the third batch committed", 60, |s| {
+        s.totals.commits == 1 && s.findings_commit == Some(3)
+    });
+    f.stop();
+    let lines = findings(&out);
+    assert_eq!(
+        summary(&lines),
+        pairs(&[
+            ("cloudtrail-stopped", "b1-stop"),
+            ("kt-abused-call", "b2-deact"),
+            ("kt-key-used-after-deactivation", "b2-use-0"),
+            ("cloudtrail-stopped", "b3-stop"),
+        ])
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["commit"].as_u64())
+            .collect::<Vec<_>>(),
+        [Some(1), Some(2), Some(2), Some(3)]
+    );
+    assert_eq!(cursor(&env), (3, 4));
+    assert_eq!(
+        event_ids(&lake),
+        ["b1-0", "b1-stop", "b2-deact", "b2-use-0", "b3-stop"]
+    );
+    // Each batch's working copy is gone; every message was deleted.
+    assert_eq!(
+        std::fs::read_dir(env.tmp.path().join("work"))
+            .expect("work dir")
+            .count(),
+        0
+    );
+    assert_eq!(env.counts(&url), (0, 0));
+}
