@@ -6,7 +6,8 @@
 //!    detect` over it.
 //! 3. Backlog: a queue holding one CloudTrail notification per object, then `keytrail follow`
 //!    started, timed until every object is committed, every message deleted and (with
-//!    `--findings`) the findings of every commit written. Without and with findings.
+//!    `--findings`) the findings of every commit written. Without and with findings, and with
+//!    `--s3-lake` also with findings into a lake in S3 (a bucket of the same server).
 //! 4. Latency: over the lake the backlog left, objects delivered one at a time, each holding an
 //!    event a rule raises (made with the lake's busiest key, so the detectors read a long
 //!    history): the time from sending the notification to its findings line in the file, for
@@ -215,10 +216,15 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
 
     // Backlog.
     let mut history = PathBuf::new();
-    for findings in [false, true] {
+    let mut cases = vec![(false, false), (true, false)];
+    if args.iter().any(|a| a == "--s3-lake") {
+        rt.block_on(testkit::create_bucket(&s3, "lake"));
+        cases.push((true, true));
+    }
+    for (findings, in_s3) in cases {
         let url = rt.block_on(testkit::create_queue(
             &sqs,
-            &format!("backlog-{findings}"),
+            &format!("backlog-{findings}-{in_s3}"),
             None,
         ));
         let bodies: Vec<String> = logs
@@ -226,13 +232,19 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
             .map(|k| testkit::cloudtrail_notice(bucket, &[k]))
             .collect();
         rt.block_on(testkit::send_all(&sqs, &url, &bodies));
-        let lake = work.join(format!("backlog-{findings}"));
-        let out = work.join(format!("findings-{findings}.jsonl"));
+        let lake = if in_s3 {
+            PathBuf::from("s3://lake/backlog")
+        } else {
+            work.join(format!("backlog-{findings}"))
+        };
+        let out = work.join(format!("findings-{findings}-{in_s3}.jsonl"));
         let mut a: Vec<String> = vec![
             "--queue-url".into(),
             url.clone(),
             "--lake".into(),
             lake.display().to_string(),
+            "--work-dir".into(),
+            work.display().to_string(),
             "--batch-window".into(),
             "1s".into(),
         ];
@@ -245,7 +257,13 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
             if let Some(s) = f.last() {
                 let read = s["totals"]["objects_read"].as_u64()
                     == Some(summary["objects"]["read"].as_u64().unwrap_or(0));
-                let caught_up = !findings || s["findings_commit"].as_u64() == Some(lake_seq(&lake));
+                // A lake in S3 is new: its last commit is the follower's last.
+                let seq = if in_s3 {
+                    s["totals"]["commits"].as_u64()
+                } else {
+                    Some(lake_seq(&lake))
+                };
+                let caught_up = !findings || s["findings_commit"].as_u64() == seq;
                 if read && caught_up && rt.block_on(testkit::counts(&sqs, &url)) == (0, 0) {
                     break s;
                 }
@@ -259,9 +277,10 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
         f.stop()?;
         let tot = &status["totals"];
         println!(
-            "backlog of {} messages, `keytrail follow`{}: {} events in {secs:.2}s = {:.0} objects/s, {:.0} events/s; {} batches, {} commits, {} findings",
+            "backlog of {} messages, `keytrail follow`{}{}: {} events in {secs:.2}s = {:.0} objects/s, {:.0} events/s; {} batches, {} commits, {} findings",
             bodies.len(),
             if findings { " --findings" } else { "" },
+            if in_s3 { " --lake s3://" } else { "" },
             tot["events"],
             bodies.len() as f64 / secs,
             tot["events"].as_f64().unwrap_or(0.0) / secs,
@@ -269,7 +288,7 @@ pub fn run(dir: &Path, args: &[String]) -> anyhow::Result<()> {
             tot["commits"],
             tot["findings"],
         );
-        if findings {
+        if findings && !in_s3 {
             history = lake;
         }
     }

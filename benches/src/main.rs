@@ -10,7 +10,7 @@
 //!                                                     the same, through a local S3 endpoint
 //!                                                     serving DIR as a bucket, each request
 //!                                                     delayed by the latency
-//! keytrail-bench follow DIR [--keytrail BIN] [--samples N]
+//! keytrail-bench follow DIR [--keytrail BIN] [--samples N] [--s3-lake]
 //!                                                     `keytrail follow` against moto's S3 and
 //!                                                     SQS: a backlog of DIR's objects beside
 //!                                                     one-shot ingest, then the latency from
