@@ -312,6 +312,9 @@ pub(crate) const WHO: &str =
 pub struct Scope {
     /// The keys whose findings are made.
     pub keys: BTreeSet<String>,
+    /// The keys read one by one: `keys`, and the other sessions of the EC2 instances some of
+    /// them are credentials of (the instance detector judges an instance's sessions together).
+    read: BTreeSet<String>,
     /// Their principals; `?` stands for a caller named by neither ARN nor principal ID.
     principals: BTreeSet<String>,
     /// Every key those principals used (so the lake's key order and filters skip the rest).
@@ -322,22 +325,24 @@ impl Scope {
     pub async fn of(ctx: &SessionContext, keys: &BTreeSet<String>) -> Result<Scope, DetectError> {
         let mut scope = Scope {
             keys: keys.clone(),
+            read: keys.clone(),
             principals: BTreeSet::new(),
             their_keys: BTreeSet::new(),
         };
         if keys.is_empty() {
             return Ok(scope);
         }
-        let sql = format!(
-            "SELECT DISTINCT {WHO} AS arn FROM events WHERE accesskeyid IN ({})",
-            quoted(keys)
+        let sessions = format!(
+            "SELECT DISTINCT accesskeyid AS k, {WHO} AS who, get_field(useridentity, 'arn') AS arn, \
+             get_field(get_field(useridentity, 'sessioncontext'), 'ec2roledelivery') IS NOT NULL AS ec2 \
+             FROM events WHERE accesskeyid IN"
         );
-        for b in &ctx.sql(&sql).await?.collect().await? {
-            for arn in texts(b, "arn")? {
-                scope
-                    .principals
-                    .insert(arn.as_deref().map_or("?", principal_of).to_owned());
-            }
+        let mut instances = BTreeSet::new();
+        for s in Session::all(ctx, &format!("{sessions} ({})", quoted(keys))).await? {
+            scope
+                .principals
+                .insert(s.who.as_deref().map_or("?", principal_of).to_owned());
+            instances.extend(s.instance());
         }
         if scope.principals.is_empty() {
             return Ok(scope);
@@ -350,6 +355,15 @@ impl Scope {
             scope
                 .their_keys
                 .extend(texts(b, "k")?.into_iter().flatten());
+        }
+        // The instances' other sessions, among their roles' keys.
+        if !instances.is_empty() {
+            let sql = format!("{sessions} ({})", quoted(&scope.their_keys));
+            for s in Session::all(ctx, &sql).await? {
+                if s.instance().is_some_and(|i| instances.contains(&i)) {
+                    scope.read.extend(s.k);
+                }
+            }
         }
         Ok(scope)
     }
@@ -390,6 +404,26 @@ impl Scope {
                 .map(|a| format!("starts_with({WHO}, {})", quote(&format!("{a}/")))),
         );
         format!("({})", any.join(" OR "))
+    }
+}
+
+/// A key's caller as [`Scope::of`] reads it.
+#[derive(serde::Deserialize)]
+struct Session {
+    k: Option<String>,
+    who: Option<String>,
+    arn: Option<String>,
+    ec2: Option<bool>,
+}
+
+impl Session {
+    async fn all(ctx: &SessionContext, sql: &str) -> Result<Vec<Session>, DetectError> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(keytrail_engine::rows::from_batches::<Session>(&batches)?)
+    }
+
+    fn instance(&self) -> Option<String> {
+        instance_of_session(self.arn.as_deref()?, self.ec2.unwrap_or(false))
     }
 }
 
@@ -573,14 +607,19 @@ fn workload_kind(lin: &Lineage, key: &str, evs: &[&Ev]) -> Option<Workload> {
 
 /// The instance a key belongs to, when it is an EC2 instance's role credentials.
 fn instance_of(e: &Ev) -> Option<String> {
-    let arn = e.arn.as_deref().unwrap_or_default();
+    instance_of_session(e.arn.as_deref().unwrap_or_default(), e.ec2)
+}
+
+/// The EC2 instance whose role credentials a session ARN (`ec2`: delivered by EC2's instance
+/// metadata) is: its ID when the session is named after it, else the session itself.
+fn instance_of_session(arn: &str, ec2: bool) -> Option<String> {
     let session = arn.rsplit('/').next().unwrap_or_default();
     let looks_like_instance = session.len() >= 10
         && session.starts_with("i-")
         && session[2..].bytes().all(|b| b.is_ascii_hexdigit());
     if looks_like_instance {
         Some(session.to_owned())
-    } else if e.ec2 {
+    } else if ec2 {
         Some(arn.to_owned())
     } else {
         None
@@ -674,7 +713,7 @@ pub async fn run(
     scope: Option<&Scope>,
 ) -> Result<Vec<Finding>, DetectError> {
     let started = std::time::Instant::now();
-    let keys = scope.map(|s| &s.keys);
+    let keys = scope.map(|s| &s.read);
     let lin = lineage(ctx, scope).await?;
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
@@ -742,6 +781,11 @@ pub async fn run(
     );
     instances(&mut b, &deferred, &people);
     workloads(&mut b, &lin, &deferred, &people);
+    if let Some(s) = scope {
+        // The findings of the keys asked for, not of the other sessions read with them.
+        b.out
+            .retain(|f| f.key.as_deref().is_none_or(|k| s.keys.contains(k)));
+    }
     Ok(b.out)
 }
 

@@ -108,12 +108,11 @@ fn run(records: Vec<Value>) -> Vec<Finding> {
             keys: Some([k.clone()].into()),
             ..DetectOptions::default()
         };
-        let one: Vec<Finding> = block_on(2, async move { detect_in(&mut ctx, true, &opts).await })
-            .expect("detect")
-            .findings
-            .into_iter()
-            .filter(alone)
-            .collect();
+        let alone_run: Vec<Finding> =
+            block_on(2, async move { detect_in(&mut ctx, true, &opts).await })
+                .expect("detect")
+                .findings;
+        let one: Vec<Finding> = alone_run.iter().filter(|f| alone(f)).cloned().collect();
         let expected: Vec<&Finding> = whole
             .iter()
             .filter(|f| alone(f) && f.key.as_deref() == Some(k.as_str()))
@@ -123,6 +122,26 @@ fn run(records: Vec<Value>) -> Vec<Finding> {
             expected,
             "findings of {k} alone"
         );
+        // An instance's sessions are judged together (the other sessions are read with the
+        // key): what the key alone raises, the whole run raises too, with the same evidence.
+        // (Fewer may be raised alone: an address is also flagged when a person's key used it,
+        // and only the people whose keys were read are known.)
+        let elsewhere = |fs: &[Finding]| -> Vec<(Option<String>, Vec<String>)> {
+            fs.iter()
+                .filter(|f| {
+                    f.rule == keytrail_detect::detectors::INSTANCE_ELSEWHERE
+                        && f.key.as_deref() == Some(k.as_str())
+                })
+                .map(|f| (f.key.clone(), f.events.clone()))
+                .collect()
+        };
+        let whole_of_k = elsewhere(&whole);
+        for f in elsewhere(&alone_run) {
+            assert!(
+                whole_of_k.contains(&f),
+                "{k} alone raises {f:?}, the whole run only {whole_of_k:?}"
+            );
+        }
     }
     whole
 }
@@ -424,6 +443,37 @@ fn instance_credentials_used_from_another_address() {
         format!(
             "credentials of EC2 instance {inst} (role web, key {k1}) used from 198.51.100.77, outside AWS (in no published AWS range; the instance's own address is 52.23.148.12)"
         )
+    );
+}
+
+#[test]
+fn an_instance_s_sessions_are_judged_together() {
+    // Two sessions of one instance's role credentials; the address outside AWS that the first
+    // used is used again by the second: one finding, of the first session's key, as when the
+    // second session's key is read alone (`run` checks it).
+    let (k1, k3) = ("ASIAAAAAAAAAAAAAAAA1", "ASIAAAAAAAAAAAAAAAA3");
+    let inst = "i-0123456789abcdef0";
+    let at = |id: &str, t: i64, k: &str, ip: &str| {
+        record(
+            &e(id, t, k, "GetObject", ip),
+            instance_identity(k, inst, true),
+            Value::Null,
+            Value::Null,
+        )
+    };
+    let records = vec![
+        at("i1", 0, k1, "52.23.148.12"),
+        at("i3", 30 * MIN, k1, "198.51.100.77"),
+        at("m1", 6 * HOUR, k3, "198.51.100.77"),
+        at("m2", 6 * HOUR + MIN, k3, "52.23.148.12"),
+    ];
+    let found: Vec<Finding> = run(records)
+        .into_iter()
+        .filter(|f| f.rule == "kt-instance-credentials-elsewhere")
+        .collect();
+    assert_eq!(
+        summary(&found),
+        vec![s("kt-instance-credentials-elsewhere", k1, &["i3", "m1"])]
     );
 }
 
