@@ -309,6 +309,7 @@ pub(crate) const WHO: &str =
 /// What a run made for some keys only (`keytrail follow`'s touched keys) reads beyond their
 /// own events: every call their principals ([`principal_of`]) made, with any of their keys or
 /// with none. A finding of a key depends on no other principal's calls.
+#[derive(Debug)]
 pub struct Scope {
     /// The keys whose findings are made.
     pub keys: BTreeSet<String>,

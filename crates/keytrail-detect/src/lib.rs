@@ -319,9 +319,13 @@ pub struct DetectOptions {
     /// Only these keys' detector findings (`keytrail follow`: the keys new events touched).
     /// Keys' lifecycle and lineage still come from every event; principals' first calls and
     /// the catalog of abused calls from every call of these keys' principals (with any of
-    /// their keys), all a finding of these keys depends on. The detectors that compare a key's
-    /// addresses with every other key's compare them with these keys' only.
+    /// their keys), all a finding of these keys depends on; an EC2 instance's other sessions
+    /// are read with its session's key. The addresses of people's keys that the detectors
+    /// compare a key's with are those of the keys read.
     pub keys: Option<std::collections::BTreeSet<String>>,
+    /// With `keys`: their [`detectors::Scope`], already named (over a lake holding every
+    /// event the run reads), so it is not named again.
+    pub scope: Option<std::sync::Arc<detectors::Scope>>,
 }
 
 impl Default for DetectOptions {
@@ -336,6 +340,7 @@ impl Default for DetectOptions {
             threads: SessionOptions::default().threads,
             reported: std::collections::HashSet::new(),
             keys: None,
+            scope: None,
         }
     }
 }
@@ -421,13 +426,14 @@ pub async fn detect_in(
             .collect();
         reported.extend(opts.reported.iter().cloned());
         let started = std::time::Instant::now();
-        let scope = match &opts.keys {
-            Some(keys) => Some(detectors::Scope::of(ctx, keys).await?),
-            None => None,
+        let scope = match (&opts.scope, &opts.keys) {
+            (Some(s), _) => Some(std::sync::Arc::clone(s)),
+            (None, Some(keys)) => Some(std::sync::Arc::new(detectors::Scope::of(ctx, keys).await?)),
+            (None, None) => None,
         };
-        let mut found = detectors::run(ctx, &opts.config, scope.as_ref()).await?;
+        let mut found = detectors::run(ctx, &opts.config, scope.as_deref()).await?;
         let detected = started.elapsed();
-        found.extend(catalog::run(ctx, &opts.config, &reported, scope.as_ref()).await?);
+        found.extend(catalog::run(ctx, &opts.config, &reported, scope.as_deref()).await?);
         tracing::debug!(
             detectors_ms = detected.as_millis() as u64,
             catalog_ms = (started.elapsed() - detected).as_millis() as u64,

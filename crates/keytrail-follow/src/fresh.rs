@@ -353,6 +353,11 @@ pub fn fresh(
                 touched.extend(children);
                 phase("touched keys and the keys they minted found");
                 out.touched = touched.len();
+                // Named once over the lake as it is; the run without the new events reads the
+                // same principals and sessions (the keys new events made have no older
+                // events, so nothing of theirs is found there either way).
+                let scope = Arc::new(detectors::Scope::of(&ctx, &touched).await?);
+                phase("the touched keys' principals and sessions named");
                 let opts = DetectOptions {
                     rules: RuleSet::default(),
                     detectors: true,
@@ -367,6 +372,7 @@ pub fn fresh(
                         .flat_map(|f| f.events.iter().cloned())
                         .collect(),
                     keys: Some(touched.clone()),
+                    scope: Some(scope),
                     ..DetectOptions::default()
                 };
                 let now = detect_in(&mut ctx, true, &opts).await?;
