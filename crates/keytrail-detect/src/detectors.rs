@@ -22,6 +22,8 @@ use super::scan::{millis, texts};
 use super::{DetectError, Finding, Source};
 use keytrail_model::KeyStatus;
 use keytrail_model::awsip::AwsRanges;
+pub use keytrail_model::facts::principal_of;
+use keytrail_model::facts::role_session;
 
 /// Thresholds of the detectors.
 #[derive(Clone, Debug)]
@@ -289,17 +291,6 @@ struct Lineage {
     /// event. Temporary keys are short-lived; their principal's history is the baseline.
     principal_names: HashMap<(String, String), i64>,
     principal_first: HashMap<String, i64>,
-}
-
-/// The principal whose history a key shares: the role of a role session
-/// (`arn:aws:sts::1:assumed-role/R/s` → `arn:aws:sts::1:assumed-role/R`), else the ARN.
-pub fn principal_of(arn: &str) -> &str {
-    if let Some(i) = arn.find(":assumed-role/")
-        && let Some(j) = arn[i + 14..].find('/')
-    {
-        return &arn[..i + 14 + j];
-    }
-    arn
 }
 
 /// The caller of an event as the detectors name principals: its ARN, else its principal ID.
@@ -587,7 +578,7 @@ fn workload_marker(ua: Option<&str>) -> Option<Workload> {
 /// The workload a role session's name says it is: CodeBuild names its sessions
 /// `AWSCodeBuild-<build id>`.
 fn workload_of_session(arn: Option<&str>) -> Option<Workload> {
-    let session = arn?.split(":assumed-role/").nth(1)?.split('/').nth(1)?;
+    let session = role_session(arn?)?.session?;
     session
         .starts_with("AWSCodeBuild-")
         .then_some(Workload::CodeBuild)
@@ -628,10 +619,8 @@ fn instance_of_session(arn: &str, ec2: bool) -> Option<String> {
 }
 
 fn role_of(arn: Option<&str>) -> String {
-    // arn:aws:sts::123:assumed-role/Role/session
-    arn.and_then(|a| a.split(":assumed-role/").nth(1))
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("?")
+    arn.and_then(role_session)
+        .map_or("?", |r| r.role)
         .to_owned()
 }
 

@@ -229,6 +229,46 @@ pub fn arn_account(arn: &str) -> Option<&str> {
     is_account(account).then_some(account)
 }
 
+/// A role session's ARN taken apart: `arn:aws:sts::1:assumed-role/R/s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleSession<'a> {
+    /// `arn:aws:sts::1:assumed-role/R`
+    pub role_arn: &'a str,
+    /// `R`
+    pub role: &'a str,
+    /// `s`, when the ARN names one.
+    pub session: Option<&'a str>,
+}
+
+/// The role and session of an assumed-role ARN; `None` for any other ARN.
+pub fn role_session(arn: &str) -> Option<RoleSession<'_>> {
+    const MARK: &str = ":assumed-role/";
+    let start = arn.find(MARK)? + MARK.len();
+    let rest = &arn[start..];
+    let (role, session) = match rest.split_once('/') {
+        Some((role, session)) => (role, Some(session)),
+        None => (rest, None),
+    };
+    Some(RoleSession {
+        role_arn: &arn[..start + role.len()],
+        role,
+        session,
+    })
+}
+
+/// The principal whose history a caller shares: the role of a role session
+/// (`arn:aws:sts::1:assumed-role/R/s` → `arn:aws:sts::1:assumed-role/R`), else the ARN itself.
+pub fn principal_of(arn: &str) -> &str {
+    match role_session(arn) {
+        Some(RoleSession {
+            role_arn,
+            session: Some(_),
+            ..
+        }) => role_arn,
+        _ => arn,
+    }
+}
+
 /// The account that made the call: `userIdentity.accountId`; else the account an access key
 /// ID encodes; else the account of `userIdentity.arn`. AWS services acting on their own have
 /// none.
@@ -493,6 +533,32 @@ mod tests {
             event_name: Some(name),
             ..EventView::default()
         }
+    }
+
+    #[test]
+    fn role_sessions_and_their_principal() {
+        let arn = "arn:aws:sts::111122223333:assumed-role/ops/alice";
+        assert_eq!(
+            role_session(arn),
+            Some(RoleSession {
+                role_arn: "arn:aws:sts::111122223333:assumed-role/ops",
+                role: "ops",
+                session: Some("alice"),
+            })
+        );
+        assert_eq!(
+            principal_of(arn),
+            "arn:aws:sts::111122223333:assumed-role/ops"
+        );
+        let bare = "arn:aws:sts::111122223333:assumed-role/ops";
+        assert_eq!(
+            role_session(bare).map(|r| (r.role, r.session)),
+            Some(("ops", None))
+        );
+        assert_eq!(principal_of(bare), bare);
+        let user = "arn:aws:iam::111122223333:user/alice";
+        assert_eq!(role_session(user), None);
+        assert_eq!(principal_of(user), user);
     }
 
     #[test]
