@@ -573,32 +573,43 @@ fn findings_to_stdout_and_sigterm_while_waiting() {
     assert_eq!(found, expected_findings(), "{stdout}");
 }
 
-#[test]
-fn polling_from_the_command_line() {
-    let moto = Moto::shared();
+/// A new bucket holding one log object delivered a minute ago in today's folder, of the
+/// records `records(now)` makes.
+fn bucket_with_an_object_of_now(
+    name: &str,
+    records: impl FnOnce(i64) -> Vec<Value>,
+) -> (tokio::runtime::Runtime, aws_sdk_s3::Client, String) {
     let rt = testkit::runtime();
-    let s3 = moto.s3();
-    let bucket = unique("pollcli");
+    let s3 = Moto::shared().s3();
+    let bucket = unique(name);
     rt.block_on(testkit::create_bucket(&s3, &bucket));
     let now = now_millis();
     let key = testkit::log_key(ACCOUNT, REGION, now - 60_000, "NOW");
-    let records: Vec<Value> = (0..5)
-        .map(|i| {
-            testkit::record(
-                &format!("p{i}"),
-                "AKIA2FOLLOWCLIPOLL01",
-                now - 60_000 + i,
-                "s3.amazonaws.com",
-                "ListBuckets",
-            )
-        })
-        .collect();
     rt.block_on(testkit::put(
         &s3,
         &bucket,
         &key,
-        testkit::log_object(&records),
+        testkit::log_object(&records(now)),
     ));
+    (rt, s3, bucket)
+}
+
+#[test]
+fn polling_from_the_command_line() {
+    let moto = Moto::shared();
+    let (_, _, bucket) = bucket_with_an_object_of_now("pollcli", |now| {
+        (0..5)
+            .map(|i| {
+                testkit::record(
+                    &format!("p{i}"),
+                    "AKIA2FOLLOWCLIPOLL01",
+                    now - 60_000 + i,
+                    "s3.amazonaws.com",
+                    "ListBuckets",
+                )
+            })
+            .collect()
+    });
     let tmp = tempfile::tempdir().expect("tmp");
     let lake: PathBuf = tmp.path().join("lake");
     let uri = format!("s3://{bucket}");
@@ -617,29 +628,18 @@ fn polling_from_the_command_line() {
 #[test]
 fn polling_into_a_lake_in_s3() {
     let moto = Moto::shared();
-    let rt = testkit::runtime();
-    let s3 = moto.s3();
-    let bucket = unique("polls3lake");
-    rt.block_on(testkit::create_bucket(&s3, &bucket));
-    let now = now_millis();
-    let key = testkit::log_key(ACCOUNT, REGION, now - 60_000, "NOW");
-    let stop = stop_logging("s3lake-stop", "AKIA2FOLLOWCLIPOLL02", now - 30_000);
-    let records = vec![
-        testkit::record(
-            "s3lake-use",
-            "AKIA2FOLLOWCLIPOLL02",
-            now - 60_000,
-            "s3.amazonaws.com",
-            "ListBuckets",
-        ),
-        stop,
-    ];
-    rt.block_on(testkit::put(
-        &s3,
-        &bucket,
-        &key,
-        testkit::log_object(&records),
-    ));
+    let (rt, s3, bucket) = bucket_with_an_object_of_now("polls3lake", |now| {
+        vec![
+            testkit::record(
+                "s3lake-use",
+                "AKIA2FOLLOWCLIPOLL02",
+                now - 60_000,
+                "s3.amazonaws.com",
+                "ListBuckets",
+            ),
+            stop_logging("s3lake-stop", "AKIA2FOLLOWCLIPOLL02", now - 30_000),
+        ]
+    });
     let tmp = tempfile::tempdir().expect("tmp");
     let findings = tmp.path().join("findings.jsonl");
     let (uri, lake) = (format!("s3://{bucket}"), format!("s3://{bucket}/lake"));
@@ -669,18 +669,7 @@ fn polling_into_a_lake_in_s3() {
     assert_eq!(code, Some(0), "{stderr}");
     // The lake is in the bucket (read in place), the findings cursor too; nothing is left in
     // the working directory but the findings file.
-    let (_, batches) = keytrail_engine::sql(
-        moto.lake(&bucket, "lake"),
-        "SELECT eventid FROM events ORDER BY eventid",
-        &keytrail_engine::SessionOptions::default(),
-    )
-    .expect("sql");
-    let ids: Vec<String> = keytrail_engine::rows::from_batches::<EventId>(&batches)
-        .expect("rows")
-        .into_iter()
-        .filter_map(|r| r.eventid)
-        .collect();
-    assert_eq!(ids, ["s3lake-stop", "s3lake-use"]);
+    assert_eq!(event_ids(Path::new(&lake)), ["s3lake-stop", "s3lake-use"]);
     let text = std::fs::read_to_string(&findings).expect("findings");
     let (found, distinct) = findings_of(&text);
     assert!(distinct, "{text}");

@@ -13,9 +13,9 @@ use crate::util::*;
 
 const KEY: &str = "AKIA2FOLLOWTESTKEY03";
 const ADMIN: &str = "AKIA2FOLLOWADMINKY03";
-const MIN: i64 = 60_000;
+pub(crate) const MIN: i64 = 60_000;
 
-fn stop_logging(id: &str, t: i64) -> Value {
+pub(crate) fn stop_logging(id: &str, t: i64) -> Value {
     let mut r = testkit::record(id, KEY, t, "cloudtrail.amazonaws.com", "StopLogging");
     r["requestParameters"] =
         json!({"name": "arn:aws:cloudtrail:us-east-1:123456789012:trail/main"});
@@ -23,7 +23,7 @@ fn stop_logging(id: &str, t: i64) -> Value {
     r
 }
 
-fn deactivate(id: &str, t: i64) -> Value {
+pub(crate) fn deactivate(id: &str, t: i64) -> Value {
     let mut r = testkit::record(id, ADMIN, t, "iam.amazonaws.com", "UpdateAccessKey");
     r["userIdentity"]["arn"] = json!(format!("arn:aws:iam::{ACCOUNT}:user/admin"));
     r["userIdentity"]["userName"] = json!("admin");
@@ -32,12 +32,12 @@ fn deactivate(id: &str, t: i64) -> Value {
     r
 }
 
-fn use_key(id: &str, t: i64) -> Value {
+pub(crate) fn use_key(id: &str, t: i64) -> Value {
     testkit::record(id, KEY, t, "s3.amazonaws.com", "ListBuckets")
 }
 
 /// (rule, first event) of each line.
-fn summary(lines: &[Value]) -> Vec<(String, String)> {
+pub(crate) fn summary(lines: &[Value]) -> Vec<(String, String)> {
     lines
         .iter()
         .map(|l| {
@@ -49,7 +49,7 @@ fn summary(lines: &[Value]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn detection() -> Detection {
+pub(crate) fn detection() -> Detection {
     Detection {
         rules: RuleSet::bundled().expect("bundled rules"),
         threads: 2,

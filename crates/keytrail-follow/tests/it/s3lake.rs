@@ -1,41 +1,17 @@
 //! A lake in S3: batches commit to the bucket through working copies, findings read the lake
 //! in place, and the findings cursor lives in the lake's bucket.
 
-use keytrail_detect::RuleSet;
 use keytrail_follow::testkit::{self, ACCOUNT, Moto, REGION};
-use keytrail_follow::{Detection, FollowOptions, Sink, Source};
+use keytrail_follow::{FollowOptions, Sink, Source};
 use keytrail_ingest::s3::S3Uri;
 use keytrail_ingest::{IngestOptions, Input};
 use keytrail_model::time::now_millis;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::findings::{MIN, deactivate, detection, stop_logging, summary, use_key};
 use crate::util::*;
 
-const KEY: &str = "AKIA2FOLLOWTESTKEY05";
-const ADMIN: &str = "AKIA2FOLLOWADMINKY05";
-const MIN: i64 = 60_000;
 const PREFIX: &str = "lakes/main";
-
-fn stop_logging(id: &str, t: i64) -> Value {
-    let mut r = testkit::record(id, KEY, t, "cloudtrail.amazonaws.com", "StopLogging");
-    r["requestParameters"] =
-        json!({"name": "arn:aws:cloudtrail:us-east-1:123456789012:trail/main"});
-    r["readOnly"] = json!(false);
-    r
-}
-
-fn deactivate(id: &str, t: i64) -> Value {
-    let mut r = testkit::record(id, ADMIN, t, "iam.amazonaws.com", "UpdateAccessKey");
-    r["userIdentity"]["arn"] = json!(format!("arn:aws:iam::{ACCOUNT}:user/admin"));
-    r["userIdentity"]["userName"] = json!("admin");
-    r["requestParameters"] = json!({"accessKeyId": KEY, "status": "Inactive", "userName": "alice"});
-    r["readOnly"] = json!(false);
-    r
-}
-
-fn use_key(id: &str, t: i64) -> Value {
-    testkit::record(id, KEY, t, "s3.amazonaws.com", "ListBuckets")
-}
 
 fn lake_uri(env: &Env) -> S3Uri {
     S3Uri {
@@ -55,25 +31,8 @@ fn options(env: &Env, url: &str, out: &std::path::Path) -> FollowOptions {
     std::fs::create_dir_all(&work).expect("work dir");
     o.work_dir = Some(work);
     o.findings = Some(Sink::File(out.to_path_buf()));
-    o.detection = Detection {
-        rules: RuleSet::bundled().expect("bundled rules"),
-        threads: 2,
-        ..Detection::default()
-    };
+    o.detection = detection();
     o
-}
-
-/// (rule, first event) of each line.
-fn summary(lines: &[Value]) -> Vec<(String, String)> {
-    lines
-        .iter()
-        .map(|l| {
-            (
-                l["rule"].as_str().expect("rule").to_owned(),
-                l["events"][0].as_str().expect("event").to_owned(),
-            )
-        })
-        .collect()
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
