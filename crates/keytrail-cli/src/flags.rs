@@ -269,12 +269,17 @@ pub struct IngestArgs {
     /// Decoding threads [default: all cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Largest decompressed object to read, e.g. 512M, 2G
+    /// Largest text held whole, e.g. 512M: a document without an array of records, or one
+    /// record or line (objects of any size are read record by record)
     #[arg(long, value_name = "SIZE", default_value = "1G")]
     pub max_object_size: String,
     /// Largest single record to read, e.g. 1M
     #[arg(long, value_name = "SIZE", default_value = "1M")]
     pub max_event_size: String,
+    /// Objects stored or decompressed larger than SIZE are read record by record rather than
+    /// whole (hidden: for tests and benchmarks)
+    #[arg(long, value_name = "SIZE", default_value = "64M", hide = true)]
+    pub stream_above: String,
     /// Decoded rows held in memory before a partition is written out, e.g. 96M
     #[arg(long, value_name = "SIZE", default_value = "96M")]
     pub buffer_size: String,

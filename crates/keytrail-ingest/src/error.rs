@@ -12,7 +12,9 @@ pub enum ObjectError {
     Empty,
     #[error("gzip data is corrupt or truncated: {0}")]
     Gzip(String),
-    #[error("decompressed size passes the limit of {limit} bytes (--max-object-size)")]
+    #[error(
+        "a text that must be held whole (a document without an array of records) passes the limit of {limit} bytes (--max-object-size)"
+    )]
     TooLarge { limit: usize },
     #[error("not JSON: {0}")]
     NotJson(String),

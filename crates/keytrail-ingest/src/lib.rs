@@ -16,6 +16,7 @@ pub mod s3lake;
 pub mod shard;
 pub mod source;
 pub mod split;
+pub mod stream;
 pub mod summary;
 mod writer;
 
@@ -299,6 +300,7 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
 
     let pool = decode_pool(opts.threads)?;
     let txn = Arc::new(lake.begin(opts.filter.clone())?);
+    let decider = decider.with_spool_dir(txn.scratch_dir());
     summary.run_id = Some(txn.run_id().to_owned());
     let mut writer = LakeWriter::new(Arc::clone(&txn), opts.buffer_bytes, opts.threads);
     let mut records: Vec<ObjectRecord> = Vec::new();
@@ -307,7 +309,7 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
             Done::Read {
                 object,
                 content_hash,
-                decoded,
+                mut decoded,
             } => {
                 summary.bytes_read += object.size;
                 summary.events += decoded.counts;
@@ -318,9 +320,11 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                         .or_default() += n;
                 }
                 let room = MAX_SKIPPED_SAMPLES.saturating_sub(summary.skipped_record_samples.len());
-                summary
-                    .skipped_record_samples
-                    .extend(decoded.skipped_samples.into_iter().take(room));
+                summary.skipped_record_samples.extend(
+                    std::mem::take(&mut decoded.skipped_samples)
+                        .into_iter()
+                        .take(room),
+                );
                 let verdict = coverage
                     .as_ref()
                     .map(|c| c.status_of(&object.display(), &content_hash).to_owned());
@@ -343,9 +347,18 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                 });
                 summary.objects.read += 1;
                 if opts.limits.index_keys {
-                    summary.key_index.push((object.clone(), decoded.keys));
+                    summary
+                        .key_index
+                        .push((object.clone(), std::mem::take(&mut decoded.keys)));
                 }
-                for (table, day, batch) in decoded.batches {
+                let display = object.display();
+                for batch in decoded.into_batches() {
+                    // The rows of an object read record by record come back from its spool;
+                    // failing to read them back fails the run (some are already handed on).
+                    let (table, day, batch) = batch.map_err(|e| IngestError::Object {
+                        object: display.clone(),
+                        reason: e.to_string(),
+                    })?;
                     writer.accept(table, day, batch)?;
                 }
             }

@@ -4,6 +4,8 @@
 //! slower than the decoders, they wait, so memory stays bounded whatever the input size.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -55,6 +57,8 @@ pub struct Decider<'a> {
     filter: EventFilter,
     index: &'a ManifestIndex,
     claimed: Mutex<HashMap<String, String>>,
+    /// Where objects read record by record keep their rows until they are whole.
+    spool_dir: PathBuf,
 }
 
 impl<'a> Decider<'a> {
@@ -63,7 +67,26 @@ impl<'a> Decider<'a> {
             filter: filter.compile(),
             index,
             claimed: Mutex::new(HashMap::new()),
+            spool_dir: std::env::temp_dir(),
         }
+    }
+
+    /// Spool the rows of objects read record by record under `dir` (the run's staging folder)
+    /// instead of the system's temporary folder.
+    pub fn with_spool_dir(mut self, dir: PathBuf) -> Decider<'a> {
+        self.spool_dir = dir;
+        self
+    }
+
+    /// The rule for content the lake has never seen: what an object read record by record is
+    /// decoded with before its hash is known.
+    fn rule_for_new_content(&self) -> Difference {
+        Difference::new(self.filter.clone(), &[])
+    }
+
+    /// Whether the lake holds this content already (read before, under some filter).
+    fn knows_content(&self, hash: &str) -> bool {
+        self.index.content(hash).is_some()
     }
 
     /// Before reading: skip an object the lake holds under the same name and version.
@@ -165,7 +188,16 @@ pub fn handle_bytes(
         }
     };
     panic_point("decode", &object);
-    match decode_object(&object, &bytes, &rule, limits, scratch) {
+    let decoded = match decode_object(&object, &bytes, &rule, limits, scratch) {
+        // Too much text to hold: read it again, record by record.
+        Err(ObjectError::TooLarge { .. }) => {
+            scratch.clear();
+            crate::stream::stream(&object, &bytes[..], &rule, limits, &decider.spool_dir)
+                .map(|(d, _)| d)
+        }
+        other => other,
+    };
+    match decoded {
         Ok(decoded) if decoded.shape == crate::decode::Shape::Digest => Done::Skipped {
             object,
             reason: SkipReason::Digest,
@@ -177,6 +209,91 @@ pub fn handle_bytes(
             decoded,
         },
         Err(error) => Done::Failed { object, error },
+    }
+}
+
+/// Read an object record by record ([`crate::stream`]) from what `open` gives (its stored
+/// bytes from the start; called again if the object must be read twice). The content hash is
+/// only known at the end, so it is decoded as content the lake lacks, then checked as
+/// [`handle_bytes`] checks it first: content already in the lake under another name, or
+/// already read in this run, is skipped (its spooled rows dropped); content the lake read
+/// before under other filters is read again with the rule that writes only what it lacks.
+pub fn handle_stream(
+    object: ObjectRef,
+    open: &mut dyn FnMut() -> Result<Box<dyn Read + Send + 'static>, ObjectError>,
+    decider: &Decider<'_>,
+    limits: Limits,
+) -> Done {
+    panic_point("decode", &object);
+    let mut read = |rule: &Difference| {
+        let stored = open()?;
+        crate::stream::stream(&object, stored, rule, limits, &decider.spool_dir)
+    };
+    let (decoded, hash) = match read(&decider.rule_for_new_content()) {
+        Ok(r) => r,
+        Err(error) => return Done::Failed { object, error },
+    };
+    if decoded.shape == crate::decode::Shape::Digest {
+        return Done::Skipped {
+            object,
+            reason: SkipReason::Digest,
+            detail: None,
+        };
+    }
+    let known = decider.knows_content(&hash);
+    let rule = match decider.after_read(&object, &hash) {
+        Ok(rule) => rule,
+        Err((reason, detail)) => {
+            return Done::Skipped {
+                object,
+                reason,
+                detail,
+            };
+        }
+    };
+    let decoded = if known {
+        drop(decoded);
+        match read(&rule) {
+            Ok((d, again)) if again == hash => d,
+            Ok(_) => {
+                return Done::Failed {
+                    object,
+                    error: ObjectError::Changed,
+                };
+            }
+            Err(error) => return Done::Failed { object, error },
+        }
+    } else {
+        decoded
+    };
+    Done::Read {
+        object,
+        content_hash: hash,
+        decoded,
+    }
+}
+
+/// Read a local object: whole, or record by record when it is stored larger than
+/// [`Limits::stream_above`].
+fn handle_local(
+    object: ObjectRef,
+    decider: &Decider<'_>,
+    limits: Limits,
+    scratch: &mut Vec<u8>,
+) -> Done {
+    match &object.location {
+        Location::Local(path) if object.size > limits.stream_above as u64 => {
+            let path = path.clone();
+            let mut open = || -> Result<Box<dyn Read + Send>, ObjectError> {
+                let f = std::fs::File::open(&path).map_err(|e| ObjectError::Read(e.to_string()))?;
+                Ok(Box::new(f))
+            };
+            handle_stream(object, &mut open, decider, limits)
+        }
+        _ => {
+            let bytes = read_local(&object);
+            handle_bytes(object, bytes, decider, limits, scratch)
+        }
     }
 }
 
@@ -279,7 +396,9 @@ pub fn run_s3(
                                     .catch_unwind()
                                     .await
                                     .unwrap_or_else(|payload| {
-                                        Err(ObjectError::Panic(panic_message(payload.as_ref())))
+                                        Some(Err(ObjectError::Panic(panic_message(
+                                            payload.as_ref(),
+                                        ))))
                                     });
                                     let Ok(place) = places.acquire_owned().await else {
                                         return;
@@ -295,7 +414,34 @@ pub fn run_s3(
                             break;
                         }
                         let tx = tx.clone();
+                        let (source, handle) = (source.clone(), rt.handle().clone());
                         decode.spawn(move |_| {
+                            let Some(bytes) = bytes else {
+                                // Large: read record by record from the body.
+                                let done = guarded(&object.clone(), || {
+                                    let Location::S3 { bucket, key } = object.location.clone()
+                                    else {
+                                        return Done::Failed {
+                                            object,
+                                            error: ObjectError::Read("not an S3 object".into()),
+                                        };
+                                    };
+                                    let etag = object.etag.clone();
+                                    let mut open =
+                                        || -> Result<Box<dyn Read + Send>, ObjectError> {
+                                            Ok(Box::new(source.reader(
+                                                &bucket,
+                                                &key,
+                                                etag.clone(),
+                                                handle.clone(),
+                                            )))
+                                        };
+                                    handle_stream(object, &mut open, decider, limits)
+                                });
+                                let _ = tx.send(done);
+                                drop(place);
+                                return;
+                            };
                             let bytes = bytes.map(|(b, etag)| {
                                 // The ETag of what was read, should the object have changed
                                 // since it was listed.
@@ -332,21 +478,17 @@ pub fn run_s3(
     result
 }
 
-/// One GET, refused before it starts when the listing says the object is larger than any
-/// object keytrail reads.
+/// One GET of an object read whole; `None` for an object the listing says is larger than
+/// [`Limits::stream_above`], which is read record by record from its body instead.
 async fn fetch(
     source: &crate::s3::S3Source,
     object: &ObjectRef,
     limits: Limits,
-) -> Result<(Vec<u8>, Option<String>), ObjectError> {
+) -> Option<Result<(Vec<u8>, Option<String>), ObjectError>> {
     match &object.location {
-        Location::S3 { .. } if object.size > limits.max_object_bytes as u64 => {
-            Err(ObjectError::TooLarge {
-                limit: limits.max_object_bytes,
-            })
-        }
-        Location::S3 { bucket, key } => source.get(bucket, key).await,
-        Location::Local(_) => Err(ObjectError::Read("not an S3 object".into())),
+        Location::S3 { .. } if object.size > limits.stream_above as u64 => None,
+        Location::S3 { bucket, key } => Some(source.get(bucket, key).await),
+        Location::Local(_) => Some(Err(ObjectError::Read("not an S3 object".into()))),
     }
 }
 
@@ -414,8 +556,7 @@ pub fn run_local(
                             return;
                         }
                         let done = guarded(&object.clone(), || {
-                            let bytes = read_local(&object);
-                            handle_bytes(object, bytes, decider, limits, scratch)
+                            handle_local(object, decider, limits, scratch)
                         });
                         // The collector hung up only when it stopped on an error.
                         let _ = tx.send(done);

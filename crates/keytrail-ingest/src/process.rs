@@ -11,7 +11,7 @@ use keytrail_model::{
     Difference, Event, EventBatchBuilder, EventError, Table, Verdict, decode_event,
 };
 
-use crate::decode::{Shape, decompress, split};
+use crate::decode::{Shape, Split, decompress, split};
 use crate::error::ObjectError;
 use crate::source::{NameKind, ObjectRef};
 use crate::summary::EventCounts;
@@ -19,8 +19,12 @@ use crate::summary::EventCounts;
 /// Limits applied to every object.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Largest decompressed object read (bytes).
+    /// Largest text held whole (bytes): a document without an array of records, one line of
+    /// JSON lines, one record. Objects themselves may be of any size.
     pub max_object_bytes: usize,
+    /// Objects stored larger than this, or whose text is, are read record by record
+    /// ([`crate::stream`]) instead of whole.
+    pub stream_above: usize,
     /// Largest single record (bytes of JSON); CloudTrail's own limit is 256 KB.
     pub max_event_bytes: usize,
     /// Also list the distinct access keys each object holds, kept or not (the index that lets
@@ -32,6 +36,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_object_bytes: 1 << 30,
+            stream_above: 64 << 20,
             max_event_bytes: 1 << 20,
             index_keys: false,
         }
@@ -59,6 +64,21 @@ pub struct Decoded {
     pub skipped_samples: Vec<SkippedRecord>,
     /// With [`Limits::index_keys`]: the distinct access keys of the object's events, sorted.
     pub keys: Vec<String>,
+    /// The rows of an object read record by record ([`crate::stream`]), kept on disk until
+    /// the object was read to its end; `batches` is then empty.
+    pub spooled: Option<crate::stream::Spooled>,
+}
+
+impl Decoded {
+    /// Every batch of the object, `(table, UTC day, rows)`: those held, then those spooled.
+    pub fn into_batches(
+        self,
+    ) -> impl Iterator<Item = Result<(Table, i32, RecordBatch), ObjectError>> {
+        self.batches
+            .into_iter()
+            .map(Ok)
+            .chain(self.spooled.into_iter().flatten())
+    }
 }
 
 /// The `accessKeyId` a request's JSON text names.
@@ -76,7 +96,9 @@ fn named_key(request: &str) -> Option<&str> {
 /// How many skipped records of one object are listed by index in the summary.
 const SAMPLES_PER_OBJECT: usize = 5;
 
-/// Decompress, cut and decode one object; `scratch` is a reusable buffer.
+/// Decompress, cut and decode one object; `scratch` is a reusable buffer. Fails with
+/// [`ObjectError::TooLarge`] when the text passes [`Limits::stream_above`] (or
+/// `--max-object-size`, if smaller): such an object is read record by record instead.
 pub fn decode_object(
     object: &ObjectRef,
     bytes: &[u8],
@@ -84,8 +106,27 @@ pub fn decode_object(
     limits: Limits,
     scratch: &mut Vec<u8>,
 ) -> Result<Decoded, ObjectError> {
-    decompress(bytes, scratch, limits.max_object_bytes)?;
+    decompress(
+        bytes,
+        scratch,
+        limits.max_object_bytes.min(limits.stream_above),
+    )?;
     let split = split(scratch, limits.max_event_bytes)?;
+    let shape = split.shape.unwrap_or(Shape::Event);
+    let mut decoded = decode_records(object, split, rule, limits)?;
+    decoded.shape = shape;
+    Ok(decoded)
+}
+
+/// The rows, counts and skipped records of records cut out of an object (all of it, or a
+/// stretch of it when it is read record by record). Record numbers in the samples count from
+/// the first record of `split`.
+pub(crate) fn decode_records(
+    object: &ObjectRef,
+    split: Split<'_>,
+    rule: &Difference,
+    limits: Limits,
+) -> Result<Decoded, ObjectError> {
     let shape = split.shape.unwrap_or(Shape::Event);
     let display = object.display();
     let insight_file = object.name_kind() == NameKind::Insight;
@@ -201,5 +242,6 @@ pub fn decode_object(
             keys.dedup();
             keys
         },
+        spooled: None,
     })
 }

@@ -454,6 +454,112 @@ impl S3Source {
     }
 }
 
+/// An S3 object's body as a [`std::io::Read`], for an object read record by record on a
+/// thread outside the runtime (a decoding worker). A body that breaks off is asked for again
+/// from where it broke off (a ranged GET of the same ETag, so a changed object is refused),
+/// with backoff, up to the options' body attempts; the SDK retries each GET itself.
+pub struct BodyReader {
+    source: S3Source,
+    bucket: String,
+    key: String,
+    etag: Option<String>,
+    rt: tokio::runtime::Handle,
+    body: Option<aws_sdk_s3::primitives::ByteStream>,
+    chunk: bytes::Bytes,
+    pos: u64,
+    breaks: u32,
+    done: bool,
+}
+
+impl S3Source {
+    /// A reader of `s3://bucket/key` from its first byte; `etag`, when known, is the version
+    /// that must be read.
+    pub fn reader(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: Option<String>,
+        rt: tokio::runtime::Handle,
+    ) -> BodyReader {
+        BodyReader {
+            source: self.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            etag,
+            rt,
+            body: None,
+            chunk: bytes::Bytes::new(),
+            pos: 0,
+            breaks: 0,
+            done: false,
+        }
+    }
+}
+
+impl BodyReader {
+    fn open(&mut self) -> std::io::Result<()> {
+        let mut get = self
+            .source
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&self.key);
+        if self.pos > 0 {
+            get = get.range(format!("bytes={}-", self.pos));
+        }
+        if let Some(etag) = &self.etag {
+            get = get.if_match(format!("\"{etag}\""));
+        }
+        let out = self.rt.block_on(get.send()).map_err(|e| {
+            std::io::Error::other(format!("GET failed: {}", DisplayErrorContext(e)))
+        })?;
+        if self.etag.is_none() {
+            self.etag = out.e_tag().map(|e| e.trim_matches('"').to_owned());
+        }
+        self.body = Some(out.body);
+        Ok(())
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = out.len().min(self.chunk.len());
+                out[..n].copy_from_slice(&self.chunk.split_to(n));
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if self.done || out.is_empty() {
+                return Ok(0);
+            }
+            if self.body.is_none() {
+                self.open()?;
+            }
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            match self.rt.block_on(body.next()) {
+                Some(Ok(b)) => self.chunk = b,
+                None => self.done = true,
+                Some(Err(e)) => {
+                    self.body = None;
+                    self.breaks += 1;
+                    let why = DisplayErrorContext(e).to_string();
+                    tracing::debug!(bucket = %self.bucket, key = %self.key, at = self.pos, "body read broke off: {why}");
+                    if self.breaks >= self.source.opts.body_attempts.max(1) {
+                        return Err(std::io::Error::other(format!(
+                            "reading the body failed {} times: {why}",
+                            self.breaks
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(100 << self.breaks.min(6)));
+                }
+            }
+        }
+    }
+}
+
 /// Day folders `<region>YYYY/MM/DD/` from the window's first day to its last day plus one
 /// (CloudTrail files a late event of 23:58 in the next day's folder).
 pub fn day_prefixes(region_prefix: &str, window: &TimeWindow) -> Vec<String> {

@@ -633,6 +633,10 @@ impl Splitter {
         self.state = State::AfterDoc;
         if self.doc_held {
             self.doc_held = false;
+            if self.pos - self.doc_start > self.hold as u64 {
+                // Whole in this window, but more than may be held.
+                return Err(ObjectError::TooLarge { limit: self.hold });
+            }
             let doc = &buf[(self.doc_start - base) as usize..(self.pos - base) as usize];
             return Ok(Some(Step::Item(Item::Document(doc))));
         }

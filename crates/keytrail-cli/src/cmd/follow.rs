@@ -69,7 +69,8 @@ pub struct FollowArgs {
     /// Decoding and query threads [default: all cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Largest decompressed object to read, e.g. 512M, 2G
+    /// Largest text held whole, e.g. 512M: a document without an array of records, or one
+    /// record or line (objects of any size are read record by record)
     #[arg(long, value_name = "SIZE", default_value = "1G")]
     pub max_object_size: String,
     /// Status lines on stderr as JSON objects

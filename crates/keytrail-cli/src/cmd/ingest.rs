@@ -163,6 +163,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     opts.limits.max_object_bytes =
         parse_size(&args.max_object_size).context("--max-object-size")?;
     opts.limits.max_event_bytes = parse_size(&args.max_event_size).context("--max-event-size")?;
+    opts.limits.stream_above = parse_size(&args.stream_above).context("--stream-above")?;
     opts.buffer_bytes = parse_size(&args.buffer_size).context("--buffer-size")?;
     opts.verify_logs = crate::cmd::verify_logs::ingest_options(&args.custody)?;
 

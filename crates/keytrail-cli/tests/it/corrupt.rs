@@ -144,8 +144,19 @@ fn limits_turn_oversized_input_into_reasons() {
             .expect("r")
             .contains("984 bytes")
     );
-    // A 1 KiB object limit fails the whole object.
+    // `--max-object-size` bounds what is held whole. An array is read record by record, so
+    // its one record of 1.6 kB is skipped alone under a 1 KiB limit...
     let other = testdata().join("stratus/aws.persistence.iam-backdoor-role.json");
-    let s = ingest_json(&[&other], &lake, &["--max-object-size", "1K"], 1);
+    let s = ingest_json(&[&other], &lake, &["--max-object-size", "1K"], 0);
+    assert_balanced(&s);
+    assert_eq!(s["objects"]["read"], 1);
+    assert_eq!(s["skipped_records_by_reason"]["too-large"], 1);
+    // ...while the same event as a document of its own must be held whole, and fails.
+    let text = std::fs::read_to_string(&other).expect("read");
+    let alone = tmp.path().join("alone.json");
+    let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+    std::fs::write(&alone, inner).expect("write");
+    let s = ingest_json(&[&alone], &lake, &["--max-object-size", "1K"], 1);
     assert_eq!(s["failures"][0]["code"], "too-large");
+    assert_eq!(s["objects"]["failed"], 1);
 }

@@ -16,6 +16,10 @@ fn clean_rows(logs: &Path, tmp: &Path) -> (Vec<Row>, Vec<String>) {
 }
 
 fn crash_then_rerun(point: &str) {
+    crash_then_rerun_with(point, &[]);
+}
+
+fn crash_then_rerun_with(point: &str, args: &[&str]) {
     let tmp = tempfile::tempdir().expect("tmp");
     let logs = testdata().join("stratus");
     let lake = tmp.path().join("lake");
@@ -25,6 +29,7 @@ fn crash_then_rerun(point: &str) {
         .arg("--lake")
         .arg(&lake)
         .arg("--quiet")
+        .args(args)
         .env("KEYTRAIL_CRASH_AT", point));
     assert!(!out.status.success(), "{point}: the run was killed");
     assert_eq!(
@@ -53,6 +58,13 @@ fn crash_then_rerun(point: &str) {
 #[test]
 fn killed_before_the_commit_record() {
     crash_then_rerun("before-commit");
+}
+
+#[test]
+fn killed_while_reading_an_object_record_by_record() {
+    // Every object is read record by record, so the first stretch of the first one is
+    // spooled when the run dies.
+    crash_then_rerun_with("mid-stream", &["--stream-above", "1", "--threads", "1"]);
 }
 
 #[test]

@@ -20,4 +20,5 @@ mod s3query;
 mod s3server;
 mod shard;
 mod sigma;
+mod stream;
 mod util;

@@ -1,0 +1,590 @@
+//! Objects read record by record: a JSON-lines export, a JSON array or a `{"Records": [...]}`
+//! object of any size, gzipped or plain, from a file, an S3 body or bytes in memory.
+//!
+//! The text is decompressed as it is read and cut by the resumable [`Splitter`] through a
+//! window of bounded size: a stretch of [`CHUNK`] bytes, plus whatever the splitter must still
+//! hold (a record cut at the window's end, or a document without an array of records, which is
+//! read whole up to `--max-object-size`). While the records of one stretch are decoded, on
+//! every idle worker of the pool, the next stretch is read.
+//!
+//! An object is all or nothing, whatever its size: its rows go to a spool, an unnamed file in
+//! the run's staging folder (gone when it is closed, or when the process dies), and reach the
+//! lake only once the object was read to its end. The content hash is computed over the stored
+//! bytes as they pass, so the manifest records the object exactly as one read whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek};
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use keytrail_model::redact::is_suspicious;
+use keytrail_model::{Difference, EventSeed, Table};
+use rayon::prelude::*;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::decode::{Shape, Split, Text, add_item};
+use crate::error::ObjectError;
+use crate::process::{Decoded, Limits, SkippedRecord, decode_records};
+use crate::source::ObjectRef;
+use crate::split::{Item, Splitter, Step};
+
+/// How much text is read per stretch.
+pub const CHUNK: usize = 8 << 20;
+
+/// How many samples of skipped records one object keeps (as for objects read whole).
+const SAMPLES: usize = 5;
+
+/// The stored bytes, hashed as they pass; an error of the reader underneath is kept, so it is
+/// told apart from corrupt gzip.
+struct Hashing<R> {
+    inner: R,
+    hasher: Xxh3,
+    failed: Option<String>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Read until `buf` has grown by `want` bytes or the text ends; `true` at the end.
+fn fill(text: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> std::io::Result<bool> {
+    let start = buf.len();
+    let goal = start + want;
+    buf.resize(goal, 0);
+    let mut at = start;
+    let eof = loop {
+        if at == goal {
+            break false;
+        }
+        match text.read(&mut buf[at..]) {
+            Ok(0) => break true,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(at);
+                return Err(e);
+            }
+        }
+    };
+    buf.truncate(at);
+    Ok(eof)
+}
+
+/// The rows of a streamed object, in the order they were decoded, on disk until the object is
+/// whole.
+pub struct Spooled {
+    order: std::vec::IntoIter<(Table, i32)>,
+    readers: BTreeMap<Table, StreamReader<BufReader<File>>>,
+}
+
+impl std::fmt::Debug for Spooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spooled({} batches)", self.order.len())
+    }
+}
+
+impl Iterator for Spooled {
+    type Item = Result<(Table, i32, RecordBatch), ObjectError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (table, day) = self.order.next()?;
+        let batch = match self.readers.get_mut(&table).and_then(Iterator::next) {
+            Some(Ok(b)) => Ok((table, day, b)),
+            Some(Err(e)) => Err(spool_error(e)),
+            None => Err(ObjectError::Read(
+                "internal: the spool holds fewer batches than were written".into(),
+            )),
+        };
+        if batch.is_err() {
+            // Nothing more can be trusted.
+            self.order = Vec::new().into_iter();
+        }
+        Some(batch)
+    }
+}
+
+fn spool_error(e: impl std::fmt::Display) -> ObjectError {
+    ObjectError::Read(format!("the spool of its rows failed: {e}"))
+}
+
+/// Where a streamed object's rows wait: one Arrow IPC stream per table.
+struct Spool<'d> {
+    dir: &'d Path,
+    writers: BTreeMap<Table, StreamWriter<BufWriter<File>>>,
+    order: Vec<(Table, i32)>,
+}
+
+impl Spool<'_> {
+    fn add(&mut self, table: Table, day: i32, batch: &RecordBatch) -> Result<(), ObjectError> {
+        let writer = match self.writers.entry(table) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                std::fs::create_dir_all(self.dir).map_err(spool_error)?;
+                let file = tempfile::tempfile_in(self.dir).map_err(spool_error)?;
+                let w =
+                    StreamWriter::try_new(BufWriter::with_capacity(1 << 20, file), &batch.schema())
+                        .map_err(spool_error)?;
+                e.insert(w)
+            }
+        };
+        writer.write(batch).map_err(spool_error)?;
+        self.order.push((table, day));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<Spooled>, ObjectError> {
+        if self.order.is_empty() {
+            return Ok(None);
+        }
+        let mut readers = BTreeMap::new();
+        for (table, mut w) in self.writers {
+            w.finish().map_err(spool_error)?;
+            let mut file = w
+                .into_inner()
+                .map_err(spool_error)?
+                .into_inner()
+                .map_err(|e| spool_error(e.error()))?;
+            file.rewind().map_err(spool_error)?;
+            let r = StreamReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+                .map_err(spool_error)?;
+            readers.insert(table, r);
+        }
+        Ok(Some(Spooled {
+            order: self.order.into_iter(),
+            readers,
+        }))
+    }
+}
+
+/// What the stretches decoded so far add up to.
+struct Sum<'d> {
+    decoded: Decoded,
+    keys: BTreeSet<String>,
+    spool: Spool<'d>,
+}
+
+impl Sum<'_> {
+    fn add(&mut self, part: Decoded) -> Result<(), ObjectError> {
+        let d = &mut self.decoded;
+        let first = d.counts.read;
+        d.counts += part.counts;
+        for (reason, n) in part.skipped_by_reason {
+            *d.skipped_by_reason.entry(reason).or_default() += n;
+        }
+        let room = SAMPLES.saturating_sub(d.skipped_samples.len());
+        d.skipped_samples
+            .extend(
+                part.skipped_samples
+                    .into_iter()
+                    .take(room)
+                    .map(|s| SkippedRecord {
+                        record: s.record + first,
+                        ..s
+                    }),
+            );
+        self.keys.extend(part.keys);
+        for (table, day, batch) in &part.batches {
+            self.spool.add(*table, *day, batch)?;
+            keytrail_lake::crash_point("mid-stream");
+        }
+        Ok(())
+    }
+}
+
+/// Decode the items of one stretch on the pool's idle workers, in order.
+fn decode_stretch(
+    object: &ObjectRef,
+    items: Vec<Item<'_>>,
+    window: &[u8],
+    rule: &Difference,
+    limits: Limits,
+) -> Result<(Vec<Decoded>, Option<Shape>), ObjectError> {
+    let text = Text::new(window);
+    let seed = EventSeed {
+        scrub: is_suspicious(window),
+        max_bytes: limits.max_event_bytes,
+    };
+    let per = items
+        .len()
+        .div_ceil(4 * rayon::current_num_threads().max(1))
+        .max(64);
+    let mut groups: Vec<Vec<Item<'_>>> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        groups.push(items.by_ref().take(per).collect());
+    }
+    let parts: Vec<Result<(Decoded, Option<Shape>), ObjectError>> = groups
+        .into_par_iter()
+        .map(|group| {
+            let mut split = Split::default();
+            let mut shape = None;
+            for item in group {
+                if let Some(s) = add_item(item, &text, seed, &mut split)? {
+                    shape = Some(s);
+                }
+            }
+            Ok((decode_records(object, split, rule, limits)?, shape))
+        })
+        .collect();
+    let mut shape = None;
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (d, s) = p?;
+        shape = shape.or(s);
+        out.push(d);
+    }
+    Ok((out, shape))
+}
+
+/// Read one object from `stored` (its bytes as stored: gzip or plain) record by record; the
+/// rows are spooled under `spool_dir`. Returns what was decoded and the content hash of the
+/// stored bytes.
+pub fn stream<R: Read + Send>(
+    object: &ObjectRef,
+    stored: R,
+    rule: &Difference,
+    limits: Limits,
+    spool_dir: &Path,
+) -> Result<(Decoded, String), ObjectError> {
+    stream_by(object, stored, rule, limits, spool_dir, CHUNK)
+}
+
+/// [`stream`], reading `chunk` bytes of text per stretch.
+fn stream_by<R: Read + Send>(
+    object: &ObjectRef,
+    stored: R,
+    rule: &Difference,
+    limits: Limits,
+    spool_dir: &Path,
+    chunk: usize,
+) -> Result<(Decoded, String), ObjectError> {
+    let mut stored = Hashing {
+        inner: stored,
+        hasher: Xxh3::new(),
+        failed: None,
+    };
+    let mut head = Vec::with_capacity(2);
+    fill(&mut stored, &mut head, 2).map_err(|e| ObjectError::Read(e.to_string()))?;
+    if head.is_empty() {
+        return Err(ObjectError::Empty);
+    }
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let result = {
+        let raw = std::io::Cursor::new(head).chain(&mut stored);
+        let mut text: Box<dyn Read + Send + '_> = if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+                1 << 20,
+                raw,
+            )))
+        } else {
+            Box::new(raw)
+        };
+        read_records(object, &mut *text, rule, limits, spool_dir, chunk)
+    };
+    let decoded = result.map_err(|e| match e {
+        Failure::Object(e) => e,
+        Failure::Io(e) => match stored.failed.take() {
+            Some(read) => ObjectError::Read(read),
+            None if gzip => ObjectError::Gzip(e.to_string()),
+            None => ObjectError::Read(e.to_string()),
+        },
+    })?;
+    let hash = format!("xxh3:{:032x}", stored.hasher.digest128());
+    Ok((decoded, hash))
+}
+
+enum Failure {
+    Object(ObjectError),
+    Io(std::io::Error),
+}
+
+impl From<ObjectError> for Failure {
+    fn from(e: ObjectError) -> Self {
+        Failure::Object(e)
+    }
+}
+
+fn read_records(
+    object: &ObjectRef,
+    text: &mut (dyn Read + Send),
+    rule: &Difference,
+    limits: Limits,
+    spool_dir: &Path,
+    chunk: usize,
+) -> Result<Decoded, Failure> {
+    let mut splitter = Splitter::new(limits.max_object_bytes);
+    let mut sum = Sum {
+        decoded: Decoded {
+            shape: Shape::Event,
+            batches: Vec::new(),
+            counts: Default::default(),
+            skipped_by_reason: BTreeMap::new(),
+            skipped_samples: Vec::new(),
+            keys: Vec::new(),
+            spooled: None,
+        },
+        keys: BTreeSet::new(),
+        spool: Spool {
+            dir: spool_dir,
+            writers: BTreeMap::new(),
+            order: Vec::new(),
+        },
+    };
+    let mut doc_shape = None;
+    let chunk = chunk.max(1);
+    let mut buf: Vec<u8> = Vec::with_capacity(chunk);
+    let mut next: Vec<u8> = Vec::new();
+    // Absolute offset of `buf[0]` in the text.
+    let mut base = 0u64;
+    let mut eof = fill(text, &mut buf, chunk).map_err(Failure::Io)?;
+    loop {
+        let mut items = Vec::new();
+        let mut end = false;
+        loop {
+            match splitter.next(&buf, base, eof)? {
+                Step::Item(item) => items.push(item),
+                Step::More => break,
+                Step::End => {
+                    end = true;
+                    break;
+                }
+            }
+        }
+        let keep = usize::try_from(splitter.keep_from().saturating_sub(base))
+            .unwrap_or(buf.len())
+            .min(buf.len());
+        if end || items.is_empty() {
+            let decoded = if items.is_empty() {
+                Vec::new()
+            } else {
+                let (parts, shape) = decode_stretch(object, items, &buf, rule, limits)?;
+                doc_shape = doc_shape.or(shape);
+                parts
+            };
+            for part in decoded {
+                sum.add(part)?;
+            }
+            if end {
+                break;
+            }
+            if eof {
+                return Err(ObjectError::NotJson(
+                    "internal: the splitter asked for more at the end of the text".into(),
+                )
+                .into());
+            }
+            // Nothing complete in the window: read on into it, twice as far each time, so a
+            // long text held whole is read in linear time.
+            buf.drain(..keep);
+            base += keep as u64;
+            let want = buf.len().max(chunk);
+            eof = fill(text, &mut buf, want).map_err(Failure::Io)?;
+            continue;
+        }
+        // Decode this stretch while the next one is read behind what must be kept.
+        next.clear();
+        next.extend_from_slice(&buf[keep..]);
+        let (decoded, filled) = rayon::join(
+            || decode_stretch(object, items, &buf, rule, limits),
+            || fill(text, &mut next, chunk),
+        );
+        let (parts, shape) = decoded?;
+        doc_shape = doc_shape.or(shape);
+        for part in parts {
+            sum.add(part)?;
+        }
+        eof = filled.map_err(Failure::Io)?;
+        std::mem::swap(&mut buf, &mut next);
+        base += keep as u64;
+    }
+    let Sum {
+        mut decoded,
+        keys,
+        spool,
+    } = sum;
+    decoded.shape = splitter.shape().or(doc_shape).unwrap_or(Shape::Event);
+    decoded.keys = keys.into_iter().collect();
+    decoded.spooled = spool.finish()?;
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use arrow::compute::concat_batches;
+    use keytrail_model::FilterSpec;
+
+    use super::*;
+    use crate::process::decode_object;
+    use crate::source::Location;
+
+    fn testdata() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+    }
+
+    fn object(name: &str, size: usize) -> ObjectRef {
+        ObjectRef {
+            location: Location::Local(PathBuf::from(name)),
+            size: size as u64,
+            modified: None,
+            etag: None,
+        }
+    }
+
+    /// Everything a reader of the object sees: outcome, shape, counts, skipped records and
+    /// the rows per table and day.
+    fn outcome(d: Result<Decoded, ObjectError>) -> String {
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => return format!("failed: {}", e.reason()),
+        };
+        let mut rows: BTreeMap<(Table, i32), Vec<RecordBatch>> = BTreeMap::new();
+        let head = format!(
+            "{:?} {:?} {:?} {:?} {:?}",
+            d.shape, d.counts, d.skipped_by_reason, d.skipped_samples, d.keys
+        );
+        for b in d.into_batches() {
+            let (t, day, b) = b.expect("spool");
+            rows.entry((t, day)).or_default().push(b);
+        }
+        let rows: Vec<String> = rows
+            .into_iter()
+            .map(|((t, day), bs)| {
+                let b = concat_batches(&bs[0].schema(), &bs).expect("concat");
+                format!("{t:?} {day} {} rows {:?}", b.num_rows(), b.columns())
+            })
+            .collect();
+        format!("{head}\n{}", rows.join("\n"))
+    }
+
+    #[test]
+    fn any_stretch_gives_what_reading_whole_gives() {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for dir in ["corrupt", "stratus", "otrf"] {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(testdata().join(dir))
+                .expect("testdata")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e != "md" && e != "py"))
+                .collect();
+            found.sort();
+            files.extend(found.into_iter().take(12));
+        }
+        let spool = tempfile::tempdir().expect("tmp");
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        let limits = Limits {
+            max_event_bytes: 4096,
+            index_keys: true,
+            ..Limits::default()
+        };
+        let mut checked = 0;
+        for path in &files {
+            let bytes = std::fs::read(path).expect("read");
+            let o = object(&path.display().to_string(), bytes.len());
+            let mut scratch = Vec::new();
+            let whole = outcome(decode_object(&o, &bytes, &rule, limits, &mut scratch));
+            let small = scratch.len() < 64 << 10;
+            let chunks: &[usize] = if small {
+                &[1, 7, 100, 4096, 1 << 20]
+            } else {
+                &[4096, 1 << 16]
+            };
+            for &chunk in chunks {
+                let streamed = stream_by(&o, &bytes[..], &rule, limits, spool.path(), chunk);
+                let hash = streamed.as_ref().ok().map(|(_, h)| h.clone());
+                let streamed = outcome(streamed.map(|(d, _)| d));
+                assert_eq!(
+                    streamed,
+                    whole,
+                    "{} in stretches of {chunk}",
+                    path.display()
+                );
+                if let Some(h) = hash {
+                    assert_eq!(h, crate::pipeline::content_hash(&bytes));
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "{checked} files");
+        // The spool's files are gone with their readers.
+        assert_eq!(std::fs::read_dir(spool.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn records_too_large_to_hold_are_skipped_and_documents_fail() {
+        let event = |i: usize, pad: usize| {
+            format!(
+                r#"{{"eventVersion":"1.09","eventTime":"2024-01-01T00:00:{i:02}Z","eventName":"E{i}","eventSource":"s3.amazonaws.com","requestParameters":{{"pad":"{}"}}}}"#,
+                "x".repeat(pad)
+            )
+        };
+        let records = format!(
+            r#"{{"Records":[{},{},{}]}}"#,
+            event(1, 10),
+            event(2, 5000),
+            event(3, 10)
+        );
+        let spool = tempfile::tempdir().expect("tmp");
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        let limits = Limits {
+            max_object_bytes: 1000,
+            ..Limits::default()
+        };
+        let o = object("big.json", records.len());
+        let (d, _) = stream_by(&o, records.as_bytes(), &rule, limits, spool.path(), 64)
+            .expect("read record by record");
+        assert_eq!(d.counts.read, 3);
+        assert_eq!(d.counts.written, 2);
+        assert_eq!(d.skipped_samples[0].record, 1);
+        // One event of 5 kB read whole: more than may be held, whether the window holds it
+        // whole or not.
+        let one = event(4, 5000);
+        for chunk in [64, 1 << 20] {
+            let e = stream_by(&o, one.as_bytes(), &rule, limits, spool.path(), chunk);
+            assert!(
+                matches!(e, Err(ObjectError::TooLarge { limit: 1000 })),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_text_cut_short_fails_the_object_and_keeps_nothing() {
+        let lines: String = (0..200)
+            .map(|i| {
+                format!(
+                    "{{\"eventTime\":\"2024-01-01T00:{:02}:{:02}Z\",\"eventName\":\"E\"}}\n",
+                    i / 60,
+                    i % 60
+                )
+            })
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, lines.as_bytes()).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let cut = &gz[..gz.len() * 9 / 10];
+        let spool = tempfile::tempdir().expect("tmp");
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        let o = object("cut.jsonl.gz", cut.len());
+        let e = stream_by(&o, cut, &rule, Limits::default(), spool.path(), 256);
+        assert!(matches!(e, Err(ObjectError::Gzip(_))), "{e:?}");
+        assert_eq!(std::fs::read_dir(spool.path()).expect("dir").count(), 0);
+        let (d, _) =
+            stream_by(&o, &gz[..], &rule, Limits::default(), spool.path(), 256).expect("whole");
+        assert_eq!(d.counts.written, 200);
+    }
+}
