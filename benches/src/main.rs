@@ -15,6 +15,9 @@
 //!                                                     SQS: a backlog of DIR's objects beside
 //!                                                     one-shot ingest, then the latency from
 //!                                                     notification to findings line
+//! keytrail-bench jsonl DIR OUT [--gzip]               the events of DIR's delivery files as
+//!                                                     one JSON-lines object (the streaming
+//!                                                     benchmark's large object)
 //! keytrail-bench s3-serve DIR [--latency-ms 20]       only serve DIR as a bucket (until
 //!                                                     killed), so a client in another
 //!                                                     process can be timed on its own
@@ -199,6 +202,22 @@ fn main() -> anyhow::Result<()> {
             }
         }
         "follow" => keytrail_benches::follow::run(&dir, &args)?,
+        "jsonl" => {
+            let out = PathBuf::from(args.get(2).context("usage: jsonl DIR OUT [--gzip]")?);
+            let t = Instant::now();
+            let (events, bytes) = keytrail_benches::synth::to_json_lines(
+                &dir,
+                &out,
+                args.iter().any(|a| a == "--gzip"),
+            )?;
+            println!(
+                "{} events, {:.1} MB of JSON lines in {} ({:.1}s)",
+                events,
+                bytes as f64 / 1e6,
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+        }
         other => bail!("unknown command {other}"),
     }
     Ok(())

@@ -1523,3 +1523,49 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
     )?;
     Ok((g, keys))
 }
+
+/// Every event of the delivery files under `dir` (gzipped `{"Records": [...]}`, in name order)
+/// as one JSON-lines file `out`, gzipped with `gzip`: the same events as one large object.
+/// Returns the events and the bytes of JSON written.
+pub fn to_json_lines(dir: &Path, out: &Path, gzip: bool) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufWriter, Read};
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(".json.gz") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let mut w: Box<dyn Write> = if gzip {
+        Box::new(flate2::write::GzEncoder::new(
+            file,
+            flate2::Compression::fast(),
+        ))
+    } else {
+        Box::new(file)
+    };
+    let (mut events, mut bytes) = (0u64, 0u64);
+    let mut text = Vec::new();
+    for f in files {
+        text.clear();
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(&f)?).read_to_end(&mut text)?;
+        let doc: Value = serde_json::from_slice(&text)?;
+        for r in doc["Records"].as_array().into_iter().flatten() {
+            let line = serde_json::to_vec(r)?;
+            w.write_all(&line)?;
+            w.write_all(b"\n")?;
+            events += 1;
+            bytes += line.len() as u64 + 1;
+        }
+    }
+    w.flush()?;
+    drop(w);
+    Ok((events, bytes))
+}
