@@ -1524,7 +1524,7 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
     Ok((g, keys))
 }
 
-/// Every event of the delivery files under `dir` (gzipped `{"Records": [...]}`, in name order)
+/// Every event of the delivery files under `dir` (gzipped `{"Records": [...]}`)
 /// as one JSON-lines file `out`, gzipped with `gzip`: the same events as one large object.
 /// Returns the events and the bytes of JSON written.
 pub fn to_json_lines(dir: &Path, out: &Path, gzip: bool) -> anyhow::Result<(u64, u64)> {
@@ -1541,7 +1541,15 @@ pub fn to_json_lines(dir: &Path, out: &Path, gzip: bool) -> anyhow::Result<(u64,
             }
         }
     }
-    files.sort();
+    // In delivery-time order (the fourth `_` field of CloudTrail's names), as an export of a
+    // SIEM or of `lookup-events` holds events in time order rather than account by account.
+    files.sort_by_cached_key(|p| {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (name.split('_').nth(3).unwrap_or("").to_owned(), name)
+    });
     let file = BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
     let mut w: Box<dyn Write> = if gzip {
         Box::new(flate2::write::GzEncoder::new(

@@ -355,11 +355,11 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                 for batch in decoded.into_batches() {
                     // The rows of an object read record by record come back from its spool;
                     // failing to read them back fails the run (some are already handed on).
-                    let (table, day, batch) = batch.map_err(|e| IngestError::Object {
+                    let (table, day, batch, bytes) = batch.map_err(|e| IngestError::Object {
                         object: display.clone(),
                         reason: e.to_string(),
                     })?;
-                    writer.accept(table, day, batch)?;
+                    writer.accept(table, day, batch, bytes)?;
                 }
             }
             Done::Skipped {

@@ -69,14 +69,21 @@ pub struct Decoded {
     pub spooled: Option<crate::stream::Spooled>,
 }
 
+/// One batch of an object's rows for the writer: its table, UTC day, rows, and the bytes of
+/// memory it held when it was decoded (what the writer's budget counts; a batch read back
+/// from a spool shares one buffer between its columns, which Arrow would count once per
+/// column).
+pub type Rows = (Table, i32, RecordBatch, usize);
+
 impl Decoded {
-    /// Every batch of the object, `(table, UTC day, rows)`: those held, then those spooled.
-    pub fn into_batches(
-        self,
-    ) -> impl Iterator<Item = Result<(Table, i32, RecordBatch), ObjectError>> {
+    /// Every batch of the object: those held, then those spooled.
+    pub fn into_batches(self) -> impl Iterator<Item = Result<Rows, ObjectError>> {
         self.batches
             .into_iter()
-            .map(Ok)
+            .map(|(t, d, b)| {
+                let bytes = b.get_array_memory_size();
+                Ok((t, d, b, bytes))
+            })
             .chain(self.spooled.into_iter().flatten())
     }
 }

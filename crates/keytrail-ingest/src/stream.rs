@@ -27,7 +27,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::decode::{Shape, Split, Text, add_item};
 use crate::error::ObjectError;
-use crate::process::{Decoded, Limits, SkippedRecord, decode_records};
+use crate::process::{Decoded, Limits, Rows, SkippedRecord, decode_records};
 use crate::source::ObjectRef;
 use crate::split::{Item, Splitter, Step};
 
@@ -87,7 +87,7 @@ fn fill(text: &mut dyn Read, buf: &mut Vec<u8>, want: usize) -> std::io::Result<
 /// The rows of a streamed object, in the order they were decoded, on disk until the object is
 /// whole.
 pub struct Spooled {
-    order: std::vec::IntoIter<(Table, i32)>,
+    order: std::vec::IntoIter<(Table, i32, usize)>,
     readers: BTreeMap<Table, StreamReader<BufReader<File>>>,
 }
 
@@ -98,12 +98,12 @@ impl std::fmt::Debug for Spooled {
 }
 
 impl Iterator for Spooled {
-    type Item = Result<(Table, i32, RecordBatch), ObjectError>;
+    type Item = Result<Rows, ObjectError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (table, day) = self.order.next()?;
+        let (table, day, bytes) = self.order.next()?;
         let batch = match self.readers.get_mut(&table).and_then(Iterator::next) {
-            Some(Ok(b)) => Ok((table, day, b)),
+            Some(Ok(b)) => Ok((table, day, b, bytes)),
             Some(Err(e)) => Err(spool_error(e)),
             None => Err(ObjectError::Read(
                 "internal: the spool holds fewer batches than were written".into(),
@@ -125,7 +125,7 @@ fn spool_error(e: impl std::fmt::Display) -> ObjectError {
 struct Spool<'d> {
     dir: &'d Path,
     writers: BTreeMap<Table, StreamWriter<BufWriter<File>>>,
-    order: Vec<(Table, i32)>,
+    order: Vec<(Table, i32, usize)>,
 }
 
 impl Spool<'_> {
@@ -142,7 +142,7 @@ impl Spool<'_> {
             }
         };
         writer.write(batch).map_err(spool_error)?;
-        self.order.push((table, day));
+        self.order.push((table, day, batch.get_array_memory_size()));
         Ok(())
     }
 
@@ -459,7 +459,7 @@ mod tests {
             d.shape, d.counts, d.skipped_by_reason, d.skipped_samples, d.keys
         );
         for b in d.into_batches() {
-            let (t, day, b) = b.expect("spool");
+            let (t, day, b, _) = b.expect("spool");
             rows.entry((t, day)).or_default().push(b);
         }
         let rows: Vec<String> = rows

@@ -142,17 +142,18 @@ impl LakeWriter {
         Ok(())
     }
 
+    /// Take a batch of `table`'s rows of UTC `day` that holds `bytes` of memory.
     pub fn accept(
         &mut self,
         table: Table,
         day: i32,
         batch: RecordBatch,
+        bytes: usize,
     ) -> Result<(), IngestError> {
         self.drain()?;
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let bytes = batch.get_array_memory_size();
         let part = self.parts.entry((table, day)).or_default();
         part.batches.push(batch);
         part.bytes += bytes;

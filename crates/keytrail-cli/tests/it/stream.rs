@@ -1,6 +1,6 @@
 //! Objects read record by record (stored, or decompressed, larger than
 //! `Limits::stream_above`): the same rows, counts and manifest as reading them whole, all or
-//! nothing, from files and from S3, with a body that breaks off read on from where it broke.
+//! nothing, from files and from S3 (its GETs retried when they break).
 //! The threshold is lowered here so that small objects take the streaming path.
 
 use std::io::Write as _;
@@ -205,7 +205,7 @@ fn a_large_object_cut_short_writes_nothing_and_the_run_goes_on() {
 }
 
 #[test]
-fn a_large_s3_object_whose_body_breaks_off_is_read_on_from_where_it_broke() {
+fn a_large_s3_object_is_read_from_its_body_and_broken_gets_are_retried() {
     let server = S3Server::start();
     let key = "AWSLogs/111111111111/CloudTrail/us-east-1/2024/03/01/111111111111_CloudTrail_us-east-1_20240301T0000Z_EXPORT.json.gz";
     let body = gzip(&records(&events(3000, "s3")));
@@ -232,10 +232,10 @@ fn a_large_s3_object_whose_body_breaks_off_is_read_on_from_where_it_broke() {
         .iter()
         .filter(|l| l.get_key() == Some(key))
         .count();
-    assert_eq!(
-        gets, 3,
-        "the first GET and two more from where each broke off"
-    );
+    // The test server's truncation closes the connection before the client has any of the
+    // body, so the SDK sends the GET again; a body that breaks off after part of it was read
+    // (asked for again from that byte) is not produced by this server.
+    assert_eq!(gets, 3, "the first GET and one more for each broken one");
     let file = tmp.path().join("local.json.gz");
     std::fs::write(&file, &body).expect("write");
     let whole = tmp.path().join("whole");
