@@ -64,7 +64,7 @@ fn gets(log: &[crate::s3server::Logged]) -> BTreeMap<String, usize> {
     m
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(bytes).expect("gzip");
     e.finish().expect("gzip")

@@ -3,13 +3,13 @@
 //! nothing, from files and from S3 (its GETs retried when they break).
 //! The threshold is lowered here so that small objects take the streaming path.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use keytrail_ingest::s3::S3Options;
 use keytrail_ingest::{IngestOptions, Input, NoProgress, RunSummary, SkipReason, ingest};
 use keytrail_model::FilterSpec;
 
+use crate::s3::gzip;
 use crate::s3server::{Fault, S3Server};
 use crate::util::*;
 
@@ -52,12 +52,6 @@ fn events(n: usize, tag: &str) -> Vec<serde_json::Value> {
             })
         })
         .collect()
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(bytes).expect("gzip");
-    e.finish().expect("gzip")
 }
 
 /// JSON lines, one of them broken.
