@@ -23,6 +23,7 @@ pub fn decode(data: &[u8]) {
     let limits = Limits {
         // Small enough that a gzip bomb stops quickly; large enough for every seed.
         max_object_bytes: 8 << 20,
+        stream_above: 8 << 20,
         max_event_bytes: 256 << 10,
         index_keys: true,
     };
