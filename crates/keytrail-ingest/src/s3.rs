@@ -511,7 +511,12 @@ impl BodyReader {
             get = get.if_match(format!("\"{etag}\""));
         }
         let out = self.rt.block_on(get.send()).map_err(|e| {
-            std::io::Error::other(format!("GET failed: {}", DisplayErrorContext(e)))
+            // 412: the object is no longer the version read so far.
+            if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) {
+                std::io::Error::other(crate::stream::ObjectChanged)
+            } else {
+                std::io::Error::other(format!("GET failed: {}", DisplayErrorContext(e)))
+            }
         })?;
         if self.etag.is_none() {
             self.etag = out.e_tag().map(|e| e.trim_matches('"').to_owned());

@@ -37,12 +37,19 @@ pub const CHUNK: usize = 8 << 20;
 /// How many samples of skipped records one object keeps (as for objects read whole).
 const SAMPLES: usize = 5;
 
+/// What a reader of stored bytes fails with (as the inner error of a [`std::io::Error`]) when
+/// the object is no longer the version it was reading: the object fails as
+/// [`ObjectError::Changed`].
+#[derive(Debug, thiserror::Error)]
+#[error("the object changed while it was read")]
+pub struct ObjectChanged;
+
 /// The stored bytes, hashed as they pass; an error of the reader underneath is kept, so it is
 /// told apart from corrupt gzip.
 struct Hashing<R> {
     inner: R,
     hasher: Xxh3,
-    failed: Option<String>,
+    failed: Option<ObjectError>,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -53,7 +60,11 @@ impl<R: Read> Read for Hashing<R> {
                 Ok(n)
             }
             Err(e) => {
-                self.failed = Some(e.to_string());
+                self.failed = Some(if e.get_ref().is_some_and(|i| i.is::<ObjectChanged>()) {
+                    ObjectError::Changed
+                } else {
+                    ObjectError::Read(e.to_string())
+                });
                 Err(e)
             }
         }
@@ -278,7 +289,12 @@ fn stream_by<R: Read + Send>(
         failed: None,
     };
     let mut head = Vec::with_capacity(2);
-    fill(&mut stored, &mut head, 2).map_err(|e| ObjectError::Read(e.to_string()))?;
+    if let Err(e) = fill(&mut stored, &mut head, 2) {
+        return Err(stored
+            .failed
+            .take()
+            .unwrap_or_else(|| ObjectError::Read(e.to_string())));
+    }
     if head.is_empty() {
         return Err(ObjectError::Empty);
     }
@@ -298,7 +314,7 @@ fn stream_by<R: Read + Send>(
     let decoded = result.map_err(|e| match e {
         Failure::Object(e) => e,
         Failure::Io(e) => match stored.failed.take() {
-            Some(read) => ObjectError::Read(read),
+            Some(failed) => failed,
             None if gzip => ObjectError::Gzip(e.to_string()),
             None => ObjectError::Read(e.to_string()),
         },

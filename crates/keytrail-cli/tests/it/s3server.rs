@@ -4,7 +4,11 @@
 //!
 //! - through s3s's access hook: `503 SlowDown`, `500 InternalError`, a delay before answering;
 //! - around the service: a body cut off half-way (the connection closes before the promised
-//!   `Content-Length`), or a connection dropped without any answer.
+//!   `Content-Length`), a body that breaks after a given number of bytes reached the client
+//!   (and the object changed meanwhile, if asked), or a connection dropped without any answer.
+//!
+//! GETs with `If-Match` are answered `412 PreconditionFailed` when the object's ETag differs,
+//! as S3 does (s3s-fs ignores the header).
 //!
 //! And per request, on any operation (a method and a part of `path?query` to match, see
 //! [`S3Server::fault_requests`]): an S3 error answer instead of doing the request
@@ -12,7 +16,8 @@
 //! doing it ([`ReqFault::After`]: the object was written, the client is told it was not), or
 //! no answer for longer than the client waits ([`ReqFault::Hang`]).
 //!
-//! Every request is logged (operation, path, query) so tests can assert what was asked.
+//! Every request is logged (operation, path, query, `Range` and `If-Match`) so tests can
+//! assert what was asked.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -22,7 +27,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use s3s::access::{S3Access, S3AccessContext};
-use s3s::dto::GetObjectInput;
+use s3s::dto::{ETagCondition, GetObjectInput};
 use s3s::{S3Request, S3Result, s3_error};
 
 pub const ACCESS_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -37,6 +42,12 @@ pub enum Fault {
     Delay(Duration),
     /// Send half the body, then close the connection.
     Truncate,
+    /// Send this many bytes of the body (flushed to the client), then break the connection:
+    /// a body that fails after the client has read part of it.
+    BreakAfter(usize),
+    /// [`Fault::BreakAfter`], and the object is changed (a byte appended) before the client
+    /// can ask for the rest.
+    BreakAfterAndChange(usize),
     /// Close the connection without an answer.
     Drop,
 }
@@ -78,6 +89,10 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    /// The `If-Match` header, if any.
+    pub if_match: Option<String>,
 }
 
 impl Logged {
@@ -155,7 +170,7 @@ impl Shared {
     }
 }
 
-struct Access(Arc<Shared>);
+struct Access(Arc<Shared>, PathBuf);
 
 #[async_trait::async_trait]
 impl S3Access for Access {
@@ -167,6 +182,15 @@ impl S3Access for Access {
     }
 
     async fn get_object(&self, req: &mut S3Request<GetObjectInput>) -> S3Result<()> {
+        if let Some(ETagCondition::ETag(want)) = &req.input.if_match {
+            let path = self.1.join(&req.input.bucket).join(&req.input.key);
+            if let Ok(bytes) = std::fs::read(path) {
+                let have = format!("{:x}", <md5::Md5 as md5::Digest>::digest(&bytes));
+                if want.value() != have {
+                    return Err(s3_error!(PreconditionFailed, "the ETag differs"));
+                }
+            }
+        }
         let fault = self.0.take(&req.input.key, |f| {
             matches!(f, Fault::SlowDown | Fault::Internal | Fault::Delay(_))
         });
@@ -219,7 +243,7 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs");
         let mut b = s3s::service::S3ServiceBuilder::new(fs);
         b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        b.set_access(Access(Arc::clone(&shared)));
+        b.set_access(Access(Arc::clone(&shared), root.clone()));
         let service = b.build();
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
@@ -229,17 +253,18 @@ impl S3Server {
             .expect("bind 127.0.0.1");
         let addr = listener.local_addr().expect("address");
         let s = Arc::clone(&shared);
+        let served = root.clone();
         rt.spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let (service, s) = (service.clone(), Arc::clone(&s));
+                let (service, s, root) = (service.clone(), Arc::clone(&s), served.clone());
                 let handler =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (service, s) = (service.clone(), Arc::clone(&s));
-                        async move { handle(service, s, req).await }
+                        let (service, s, root) = (service.clone(), Arc::clone(&s), root.clone());
+                        async move { handle(service, s, &root, req).await }
                     });
                 let conn = http
                     .serve_connection(TokioIo::new(socket), handler)
@@ -371,14 +396,21 @@ impl Drop for S3Server {
 async fn handle(
     service: s3s::service::S3Service,
     s: Arc<Shared>,
+    root: &Path,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<http::Response<s3s::Body>, Broken> {
     let logged = Logged {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
         query: req.uri().query().unwrap_or("").to_owned(),
+        range: header(&req, http::header::RANGE),
+        if_match: header(&req, http::header::IF_MATCH),
     };
     let key = logged.get_key().map(str::to_owned);
+    // The file s3s-fs serves for a GET (path-style `/bucket/key`).
+    let file = key
+        .as_ref()
+        .map(|_| root.join(logged.path.trim_start_matches('/')));
     let request_fault = {
         // A bucket's path may end in `/` (`/bucket/?list-type=2`): match without it.
         let target = format!("{}?{}", logged.path.trim_end_matches('/'), logged.query);
@@ -421,9 +453,17 @@ async fn handle(
         }
         None => {}
     }
-    let fault = key
-        .as_deref()
-        .and_then(|k| s.take(k, |f| matches!(f, Fault::Truncate | Fault::Drop)));
+    let fault = key.as_deref().and_then(|k| {
+        s.take(k, |f| {
+            matches!(
+                f,
+                Fault::Truncate
+                    | Fault::Drop
+                    | Fault::BreakAfter(_)
+                    | Fault::BreakAfterAndChange(_)
+            )
+        })
+    });
     if fault == Some(Fault::Drop) {
         return Err(Broken("dropping the connection".into()));
     }
@@ -431,15 +471,46 @@ async fn handle(
         .call(req.map(s3s::Body::from))
         .await
         .map_err(|e| Broken(format!("{e:?}")))?;
-    if fault != Some(Fault::Truncate) {
-        return Ok(resp);
-    }
-    // Keep the promised Content-Length, send half: the connection closes short.
+    let sent = match fault {
+        Some(Fault::Truncate) => None,
+        Some(Fault::BreakAfter(n) | Fault::BreakAfterAndChange(n)) => Some(n),
+        _ => return Ok(resp),
+    };
     let (parts, body) = resp.into_parts();
     let bytes = http_body_util::BodyExt::collect(body)
         .await
         .map_err(|e| Broken(e.to_string()))?
         .to_bytes();
-    let half = bytes.slice(..bytes.len() / 2);
-    Ok(http::Response::from_parts(parts, s3s::Body::from(half)))
+    let Some(sent) = sent else {
+        // Keep the promised Content-Length, send half: the connection closes short.
+        let half = bytes.slice(..bytes.len() / 2);
+        return Ok(http::Response::from_parts(parts, s3s::Body::from(half)));
+    };
+    if let (Some(Fault::BreakAfterAndChange(_)), Some(path)) = (fault, &file) {
+        let mut changed = std::fs::read(path).map_err(|e| Broken(e.to_string()))?;
+        changed.push(b'\n');
+        std::fs::write(path, changed).map_err(|e| Broken(e.to_string()))?;
+    }
+    // Send the first `sent` bytes in frames, give the client time to read them, then fail
+    // the body: hyper resets the connection mid-body.
+    let head = bytes.slice(..sent.min(bytes.len()));
+    let frames: Vec<Result<hyper::body::Frame<hyper::body::Bytes>, Broken>> = head
+        .chunks(16 << 10)
+        .map(|c| Ok(hyper::body::Frame::data(head.slice_ref(c))))
+        .collect();
+    let broken = futures::stream::once(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(Broken("breaking the body off".into()))
+    });
+    let stream = futures::StreamExt::chain(futures::stream::iter(frames), broken);
+    let body = s3s::Body::http_body_unsync(http_body_util::StreamBody::new(stream));
+    Ok(http::Response::from_parts(parts, body))
+}
+
+/// A request header's value, if present and text.
+fn header<B>(req: &http::Request<B>, name: http::header::HeaderName) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

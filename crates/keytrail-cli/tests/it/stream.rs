@@ -227,12 +227,135 @@ fn a_large_s3_object_is_read_from_its_body_and_broken_gets_are_retried() {
         .filter(|l| l.get_key() == Some(key))
         .count();
     // The test server's truncation closes the connection before the client has any of the
-    // body, so the SDK sends the GET again; a body that breaks off after part of it was read
-    // (asked for again from that byte) is not produced by this server.
+    // body, so the SDK sends the GET again (a body broken after part of it was read is the
+    // next test's).
     assert_eq!(gets, 3, "the first GET and one more for each broken one");
     let file = tmp.path().join("local.json.gz");
     std::fs::write(&file, &body).expect("write");
     let whole = tmp.path().join("whole");
     run(vec![Input::Local(file)], &whole, WHOLE, FilterSpec::all());
     assert_eq!(rows(&lake, "events"), rows(&whole, "events"));
+}
+
+/// An ingest of `s3://trail` into `lake` through the test server, reading large objects from
+/// their bodies.
+fn s3_run(server: &S3Server, lake: &Path) -> RunSummary {
+    let s3 = S3Options::default();
+    let mut o = IngestOptions::with_inputs(
+        vec![Input::parse("s3://trail").expect("input")],
+        lake.to_path_buf(),
+    );
+    o.threads = 2;
+    o.limits.stream_above = STREAM;
+    o.s3_client = Some(server.client(&s3));
+    o.s3 = s3;
+    let s = ingest(&o, &NoProgress).expect("ingest");
+    assert!(s.balances(), "{s:#?}");
+    s
+}
+
+#[test]
+fn a_large_s3_body_broken_midway_is_read_on_from_the_byte_it_broke_at() {
+    let server = S3Server::start();
+    let key = "AWSLogs/111111111111/CloudTrail/us-east-1/2024/03/01/111111111111_CloudTrail_us-east-1_20240301T0000Z_LINES.json";
+    let body = lines(&events(3000, "mid"));
+    assert!(body.len() > 1_000_000, "{}", body.len());
+    server.put("trail", key, &body);
+    // Broken after 700,000 bytes, then again 100,000 bytes further on.
+    server.fault(
+        key,
+        &[Fault::BreakAfter(700_000), Fault::BreakAfter(100_000)],
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let s = s3_run(&server, &lake);
+    assert!(s.failures.is_empty(), "{:#?}", s.failures);
+    assert_eq!(s.events.written, 3000);
+    assert_eq!(server.unused_faults(), 0);
+    let gets: Vec<_> = server
+        .take_log()
+        .into_iter()
+        .filter(|l| l.get_key() == Some(key))
+        .collect();
+    let ranges: Vec<Option<&str>> = gets.iter().map(|l| l.range.as_deref()).collect();
+    assert_eq!(
+        ranges,
+        [None, Some("bytes=700000-"), Some("bytes=800000-")],
+        "asked again from the byte each body broke at"
+    );
+    // The later GETs insist on the version read first.
+    let etag = gets[1].if_match.clone().expect("If-Match");
+    assert!(etag.len() > 2, "{etag}");
+    assert_eq!(gets[2].if_match.as_deref(), Some(etag.as_str()));
+    let file = tmp.path().join("local.json");
+    std::fs::write(&file, &body).expect("write");
+    let whole = tmp.path().join("whole");
+    run(vec![Input::Local(file)], &whole, WHOLE, FilterSpec::all());
+    let written = rows(&lake, "events");
+    assert_eq!(written.len(), 3000);
+    assert_eq!(written, rows(&whole, "events"));
+}
+
+#[test]
+fn a_large_s3_body_that_keeps_breaking_fails_alone_and_writes_nothing() {
+    let server = S3Server::start();
+    let prefix = "AWSLogs/111111111111/CloudTrail/us-east-1/2024/03/01/";
+    let bad = format!("{prefix}111111111111_CloudTrail_us-east-1_20240301T0000Z_BAD.json");
+    let good = format!("{prefix}111111111111_CloudTrail_us-east-1_20240301T0005Z_GOOD.json.gz");
+    server.put("trail", &bad, &lines(&events(3000, "bad")));
+    server.put("trail", &good, &gzip(&records(&events(30, "good"))));
+    // As many breaks as the reader allows (S3Options::body_attempts, 4), each further on.
+    server.fault(&bad, &[Fault::BreakAfter(200_000); 4]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let s = s3_run(&server, &lake);
+    assert_eq!(server.unused_faults(), 0);
+    assert_eq!(s.objects.failed, 1);
+    assert!(
+        s.failures[0].object.ends_with("_BAD.json"),
+        "{:#?}",
+        s.failures
+    );
+    assert_eq!(s.failures[0].code, "read-error");
+    assert!(
+        s.failures[0].reason.contains("failed 4 times"),
+        "{:#?}",
+        s.failures
+    );
+    assert_eq!(s.events.written, 30);
+    let written = rows(&lake, "events");
+    assert_eq!(written.len(), 30);
+    assert!(written.iter().all(|r| {
+        r.event_id
+            .as_deref()
+            .is_some_and(|i| i.starts_with("good-"))
+    }));
+}
+
+#[test]
+fn a_large_s3_object_changed_while_read_fails_as_changed_and_writes_nothing() {
+    let server = S3Server::start();
+    let key = "AWSLogs/111111111111/CloudTrail/us-east-1/2024/03/01/111111111111_CloudTrail_us-east-1_20240301T0000Z_CHANGED.json";
+    server.put("trail", key, &lines(&events(3000, "changed")));
+    server.fault(key, &[Fault::BreakAfterAndChange(500_000)]);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let s = s3_run(&server, &lake);
+    assert_eq!(server.unused_faults(), 0);
+    assert_eq!(s.objects.failed, 1, "{s:#?}");
+    assert_eq!(
+        s.failures[0].code, "changed-while-read",
+        "{:#?}",
+        s.failures
+    );
+    assert_eq!(s.events.written, 0);
+    let gets: Vec<_> = server
+        .take_log()
+        .into_iter()
+        .filter(|l| l.get_key() == Some(key))
+        .map(|l| (l.range, l.if_match.is_some()))
+        .collect();
+    // The first GET takes the version there is; the next insists on it.
+    assert_eq!(gets, [(None, false), (Some("bytes=500000-".into()), true)]);
+    assert!(rows(&lake, "events").is_empty());
 }
