@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use keytrail_ingest::process::{Limits, decode_object};
+use keytrail_ingest::process::{Decoded, Limits, decode_object};
 use keytrail_ingest::source::{Location, ObjectRef};
+use keytrail_ingest::stream::{outcome, stream_by};
+use keytrail_ingest::{ObjectError, content_hash};
 use keytrail_model::{Difference, FilterSpec};
 
 /// The object decoder, the function ingest calls for every object: bytes → gzip or plain →
@@ -28,9 +30,38 @@ pub fn decode(data: &[u8]) {
         index_keys: true,
     };
     let mut scratch = Vec::new();
-    let Ok(decoded) = decode_object(&object, data, &rule, limits, &mut scratch) else {
-        return;
-    };
+    let whole = decode_object(&object, data, &rule, limits, &mut scratch);
+    if let Ok(decoded) = &whole {
+        balances(decoded);
+    }
+    // Read record by record (what an object past `--stream-above` gets), in stretches whose
+    // size comes from the input's middle byte: the same outcome, counts, skipped records and
+    // rows, and the content hash of a whole read. Not for text past the limit of a whole
+    // read, which only the stream reads.
+    if !matches!(whole, Err(ObjectError::TooLarge { .. })) {
+        let chunk = usize::from(data.get(data.len() / 2).copied().unwrap_or(0)) * 61 + 1;
+        let streamed = stream_by(&object, data, &rule, limits, spool_dir(), chunk);
+        if let Ok((_, hash)) = &streamed {
+            assert_eq!(*hash, content_hash(data), "the stream's content hash");
+        }
+        let (whole, streamed) = (outcome(whole), outcome(streamed.map(|(d, _)| d)));
+        assert_eq!(
+            streamed, whole,
+            "read in stretches of {chunk} bytes, then read whole"
+        );
+    }
+}
+
+/// Where streamed objects spool their rows (one folder for the whole fuzzing process; each
+/// spool is an unnamed file).
+fn spool_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("a temporary folder"))
+        .path()
+}
+
+/// An object's accounting balances and its rows match it.
+fn balances(decoded: &Decoded) {
     let c = decoded.counts;
     assert_eq!(
         c.read,

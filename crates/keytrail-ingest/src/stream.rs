@@ -274,8 +274,10 @@ pub fn stream<R: Read + Send>(
     stream_by(object, stored, rule, limits, spool_dir, CHUNK)
 }
 
-/// [`stream`], reading `chunk` bytes of text per stretch.
-fn stream_by<R: Read + Send>(
+/// [`stream`], reading `chunk` bytes of text per stretch (for tests and the fuzz target:
+/// any stretch must give what a whole read gives).
+#[doc(hidden)]
+pub fn stream_by<R: Read + Send>(
     object: &ObjectRef,
     stored: R,
     rule: &Difference,
@@ -438,11 +440,42 @@ fn read_records(
     Ok(decoded)
 }
 
+/// Everything a reader of an object's decoding sees, as text to compare (for tests and the
+/// fuzz target): the outcome (the failure's reason), shape, counts, skipped records, keys and
+/// the rows per table and day.
+#[doc(hidden)]
+pub fn outcome(d: Result<Decoded, ObjectError>) -> String {
+    let d = match d {
+        Ok(d) => d,
+        Err(e) => return format!("failed: {}", e.reason()),
+    };
+    let mut rows: BTreeMap<(Table, i32), Vec<RecordBatch>> = BTreeMap::new();
+    let head = format!(
+        "{:?} {:?} {:?} {:?} {:?}",
+        d.shape, d.counts, d.skipped_by_reason, d.skipped_samples, d.keys
+    );
+    for b in d.into_batches() {
+        match b {
+            Ok((t, day, b, _)) => rows.entry((t, day)).or_default().push(b),
+            Err(e) => return format!("spool failed: {e}"),
+        }
+    }
+    let rows: Vec<String> = rows
+        .into_iter()
+        .map(
+            |((t, day), bs)| match arrow::compute::concat_batches(&bs[0].schema(), &bs) {
+                Ok(b) => format!("{t:?} {day} {} rows {:?}", b.num_rows(), b.columns()),
+                Err(e) => format!("{t:?} {day} batches differ in schema: {e}"),
+            },
+        )
+        .collect();
+    format!("{head}\n{}", rows.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
-    use arrow::compute::concat_batches;
     use keytrail_model::FilterSpec;
 
     use super::*;
@@ -460,32 +493,6 @@ mod tests {
             modified: None,
             etag: None,
         }
-    }
-
-    /// Everything a reader of the object sees: outcome, shape, counts, skipped records and
-    /// the rows per table and day.
-    fn outcome(d: Result<Decoded, ObjectError>) -> String {
-        let d = match d {
-            Ok(d) => d,
-            Err(e) => return format!("failed: {}", e.reason()),
-        };
-        let mut rows: BTreeMap<(Table, i32), Vec<RecordBatch>> = BTreeMap::new();
-        let head = format!(
-            "{:?} {:?} {:?} {:?} {:?}",
-            d.shape, d.counts, d.skipped_by_reason, d.skipped_samples, d.keys
-        );
-        for b in d.into_batches() {
-            let (t, day, b, _) = b.expect("spool");
-            rows.entry((t, day)).or_default().push(b);
-        }
-        let rows: Vec<String> = rows
-            .into_iter()
-            .map(|((t, day), bs)| {
-                let b = concat_batches(&bs[0].schema(), &bs).expect("concat");
-                format!("{t:?} {day} {} rows {:?}", b.num_rows(), b.columns())
-            })
-            .collect();
-        format!("{head}\n{}", rows.join("\n"))
     }
 
     #[test]
