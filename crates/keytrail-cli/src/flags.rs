@@ -257,29 +257,16 @@ pub struct IngestArgs {
     /// The lake: a directory, or s3://BUCKET[/PREFIX] (created if it does not exist)
     #[arg(long, value_name = "DIR|S3URI")]
     pub lake: String,
-    /// Keep only events of this access key (made with it, or naming it); repeatable
-    #[arg(long = "key", value_name = "ID")]
-    pub keys: Vec<String>,
-    /// Keep only events of the keys listed in FILE (one per line, # comments)
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyFilterArgs,
     /// Keep events in [--since, --until)
     #[command(flatten)]
     pub window: WindowArgs,
     /// Decoding threads [default: all cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Largest text held whole, e.g. 512M: a document without an array of records, or one
-    /// record or line (objects of any size are read record by record)
-    #[arg(long, value_name = "SIZE", default_value = "1G")]
-    pub max_object_size: String,
-    /// Largest single record to read, e.g. 1M
-    #[arg(long, value_name = "SIZE", default_value = "1M")]
-    pub max_event_size: String,
-    /// Objects stored or decompressed larger than SIZE are read record by record rather than
-    /// whole (hidden: for tests and benchmarks)
-    #[arg(long, value_name = "SIZE", default_value = "64M", hide = true)]
-    pub stream_above: String,
+    #[command(flatten)]
+    pub limits: ReadLimitArgs,
     /// Decoded rows held in memory before a partition is written out, e.g. 96M
     #[arg(long, value_name = "SIZE", default_value = "96M")]
     pub buffer_size: String,
@@ -292,6 +279,33 @@ pub struct IngestArgs {
     pub custody: crate::cmd::verify_logs::IngestCustodyArgs,
     #[command(flatten)]
     pub s3_lake: S3LakeArgs,
+}
+
+/// The keys whose events a run keeps (`ingest`, `follow`).
+#[derive(Debug, Args)]
+pub struct KeyFilterArgs {
+    /// Keep only events of this access key (made with it, or naming it); repeatable
+    #[arg(long = "key", value_name = "ID")]
+    pub keys: Vec<String>,
+    /// Keep only events of the keys listed in FILE (one per line, # comments)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// What one object may hold (`ingest`, `follow`).
+#[derive(Debug, Args)]
+pub struct ReadLimitArgs {
+    /// Largest text held whole, e.g. 512M: a document without an array of records, or one
+    /// record or line (objects of any size are read record by record)
+    #[arg(long, value_name = "SIZE", default_value = "1G")]
+    pub max_object_size: String,
+    /// Largest single record to read, e.g. 1M
+    #[arg(long, value_name = "SIZE", default_value = "1M")]
+    pub max_event_size: String,
+    /// Objects stored or decompressed larger than SIZE are read record by record rather than
+    /// whole (hidden: for tests and benchmarks)
+    #[arg(long, value_name = "SIZE", default_value = "64M", hide = true)]
+    pub stream_above: String,
 }
 
 /// How a lake in S3 is written (`ingest`, `follow`).

@@ -15,8 +15,8 @@ use keytrail_detect::Severity;
 use keytrail_follow::{Detection, FollowOptions, Sink, Source, Status, StatusKind, follow};
 use keytrail_ingest::s3::S3Uri;
 
-use crate::flags::{RuleSourceArgs, S3Args, S3LakeArgs};
-use crate::output::{parse_size, status, thousands};
+use crate::flags::{KeyFilterArgs, ReadLimitArgs, RuleSourceArgs, S3Args, S3LakeArgs};
+use crate::output::{status, thousands};
 
 #[derive(Debug, Args)]
 pub struct FollowArgs {
@@ -60,19 +60,13 @@ pub struct FollowArgs {
     /// SQS: an endpoint for an SQS-compatible service [default: --endpoint-url, else AWS's]
     #[arg(long, value_name = "URL")]
     pub sqs_endpoint_url: Option<String>,
-    /// Keep only events of this access key (made with it, or naming it); repeatable
-    #[arg(long = "key", value_name = "ID")]
-    pub keys: Vec<String>,
-    /// Keep only events of the keys listed in FILE (one per line, # comments)
-    #[arg(long, value_name = "FILE")]
-    pub key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: KeyFilterArgs,
     /// Decoding and query threads [default: all cores]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Largest text held whole, e.g. 512M: a document without an array of records, or one
-    /// record or line (objects of any size are read record by record)
-    #[arg(long, value_name = "SIZE", default_value = "1G")]
-    pub max_object_size: String,
+    #[command(flatten)]
+    pub limits: ReadLimitArgs,
     /// Status lines on stderr as JSON objects
     #[arg(long)]
     pub json: bool,
@@ -140,8 +134,7 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         opts.work_dir = args.s3_lake.work_dir.clone();
         crate::cmd::ingest::s3_lake_options(&args.s3_lake, &mut opts.ingest)?;
     }
-    opts.ingest.filter =
-        crate::cmd::ingest::filter(&args.keys, args.key_file.as_deref(), None, None)?;
+    opts.ingest.filter = crate::cmd::ingest::filter(&args.keys, None, None)?;
     if let Some(t) = args.threads {
         if t == 0 {
             bail!("--threads must be at least 1");
@@ -149,8 +142,7 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         opts.ingest.threads = t;
         opts.detection.threads = t;
     }
-    opts.ingest.limits.max_object_bytes =
-        parse_size(&args.max_object_size).context("--max-object-size")?;
+    crate::cmd::ingest::limits(&args.limits, &mut opts.ingest.limits)?;
     opts.batch_window = parse_duration(&args.batch_window).context("--batch-window")?;
     opts.poll_interval = parse_duration(&args.poll_interval).context("--poll-interval")?;
     opts.visibility = parse_duration(&args.visibility_timeout).context("--visibility-timeout")?;

@@ -9,7 +9,7 @@ use keytrail_ingest::{IngestOptions, Input, RunSummary, Shard, ShardError, inges
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
 use keytrail_model::{AccessKeyId, FilterSpec};
 
-use crate::flags::{IngestArgs, S3Args, S3LakeArgs};
+use crate::flags::{IngestArgs, KeyFilterArgs, ReadLimitArgs, S3Args, S3LakeArgs};
 use crate::output::{bytes, parse_size, stdout, thousands};
 use crate::progress::Bar;
 
@@ -30,19 +30,26 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<Vec<AccessKeyId>> {
     Ok(keys)
 }
 
+/// Validate `--max-object-size`, `--max-event-size` and `--stream-above` into `limits`.
+pub fn limits(args: &ReadLimitArgs, limits: &mut keytrail_ingest::Limits) -> anyhow::Result<()> {
+    limits.max_object_bytes = parse_size(&args.max_object_size).context("--max-object-size")?;
+    limits.max_event_bytes = parse_size(&args.max_event_size).context("--max-event-size")?;
+    limits.stream_above = parse_size(&args.stream_above).context("--stream-above")?;
+    Ok(())
+}
+
 /// Validate `--key`, `--key-file`, `--since` and `--until` into a filter.
 pub fn filter(
-    keys: &[String],
-    key_file: Option<&Path>,
+    keys: &KeyFilterArgs,
     since: Option<&str>,
     until: Option<&str>,
 ) -> anyhow::Result<FilterSpec> {
     let now = now_millis();
     let mut set = BTreeSet::new();
-    for k in keys {
+    for k in &keys.keys {
         set.insert(AccessKeyId::parse(k).context("--key")?.into_string());
     }
-    if let Some(f) = key_file {
+    if let Some(f) = &keys.key_file {
         let from_file = read_key_file(f)?;
         if from_file.is_empty() {
             bail!("{}: no key IDs in the file", f.display());
@@ -150,7 +157,6 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     opts.filter = filter(
         &args.keys,
-        args.key_file.as_deref(),
         args.window.since.as_deref(),
         args.window.until.as_deref(),
     )?;
@@ -160,10 +166,7 @@ pub fn run(args: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         }
         opts.threads = t;
     }
-    opts.limits.max_object_bytes =
-        parse_size(&args.max_object_size).context("--max-object-size")?;
-    opts.limits.max_event_bytes = parse_size(&args.max_event_size).context("--max-event-size")?;
-    opts.limits.stream_above = parse_size(&args.stream_above).context("--stream-above")?;
+    limits(&args.limits, &mut opts.limits)?;
     opts.buffer_bytes = parse_size(&args.buffer_size).context("--buffer-size")?;
     opts.verify_logs = crate::cmd::verify_logs::ingest_options(&args.custody)?;
 
