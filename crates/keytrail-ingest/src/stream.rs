@@ -189,32 +189,7 @@ struct Sum<'d> {
 }
 
 impl Sum<'_> {
-    /// Add the parts a stretch was decoded in, in order. Their rows are spooled one batch per
-    /// table and day for the whole stretch: with many threads a part holds a few dozen rows,
-    /// and small batches cost the spool and the writer far more per row.
-    fn add(&mut self, parts: Vec<Decoded>) -> Result<(), ObjectError> {
-        let mut rows: BTreeMap<(Table, i32), Vec<RecordBatch>> = BTreeMap::new();
-        for mut part in parts {
-            for (table, day, batch) in std::mem::take(&mut part.batches) {
-                rows.entry((table, day)).or_default().push(batch);
-            }
-            self.add_counts(part);
-        }
-        for ((table, day), mut batches) in rows {
-            let batch = match batches.len() {
-                1 => batches.pop().expect("one batch"),
-                _ => arrow::compute::concat_batches(&batches[0].schema(), &batches)
-                    .map_err(spool_error)?,
-            };
-            drop(batches);
-            self.spool.add(table, day, &batch)?;
-            keytrail_lake::crash_point("mid-stream");
-        }
-        Ok(())
-    }
-
-    /// Add one part's counts, skipped records and keys.
-    fn add_counts(&mut self, part: Decoded) {
+    fn add(&mut self, part: Decoded) -> Result<(), ObjectError> {
         let d = &mut self.decoded;
         let first = d.counts.read;
         d.counts += part.counts;
@@ -233,6 +208,11 @@ impl Sum<'_> {
                     }),
             );
         self.keys.extend(part.keys);
+        for (table, day, batch) in &part.batches {
+            self.spool.add(*table, *day, batch)?;
+            keytrail_lake::crash_point("mid-stream");
+        }
+        Ok(())
     }
 }
 
@@ -413,7 +393,9 @@ fn read_records(
                 doc_shape = doc_shape.or(shape);
                 parts
             };
-            sum.add(decoded)?;
+            for part in decoded {
+                sum.add(part)?;
+            }
             if end {
                 break;
             }
@@ -440,7 +422,9 @@ fn read_records(
         );
         let (parts, shape) = decoded?;
         doc_shape = doc_shape.or(shape);
-        sum.add(parts)?;
+        for part in parts {
+            sum.add(part)?;
+        }
         eof = filled.map_err(Failure::Io)?;
         std::mem::swap(&mut buf, &mut next);
         base += keep as u64;
