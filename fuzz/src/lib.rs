@@ -38,9 +38,12 @@ pub fn decode(data: &[u8]) {
     // size comes from the input's middle byte: the same outcome, counts, skipped records and
     // rows, and the content hash of a whole read. Not for text past the limit of a whole
     // read, which only the stream reads.
-    if !matches!(whole, Err(ObjectError::TooLarge { .. })) {
+    if let (false, Some(spool)) = (
+        matches!(whole, Err(ObjectError::TooLarge { .. })),
+        spool_dir(),
+    ) {
         let chunk = usize::from(data.get(data.len() / 2).copied().unwrap_or(0)) * 61 + 1;
-        let streamed = stream_by(&object, data, &rule, limits, spool_dir(), chunk);
+        let streamed = stream_by(&object, data, &rule, limits, spool, chunk);
         if let Ok((_, hash)) = &streamed {
             assert_eq!(*hash, content_hash(data), "the stream's content hash");
         }
@@ -52,12 +55,16 @@ pub fn decode(data: &[u8]) {
     }
 }
 
-/// Where streamed objects spool their rows (one folder for the whole fuzzing process; each
-/// spool is an unnamed file).
-fn spool_dir() -> &'static std::path::Path {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("a temporary folder"))
-        .path()
+/// Where streamed objects spool their rows: one folder of the system's temporary folder for
+/// every fuzzing process (each spool is an unnamed file, gone with its process), so none is
+/// left behind however many processes AFL++ starts.
+fn spool_dir() -> Option<&'static std::path::Path> {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join("keytrail-fuzz-spool");
+        std::fs::create_dir_all(&dir).ok().map(|()| dir)
+    })
+    .as_deref()
 }
 
 /// An object's accounting balances and its rows match it.
@@ -68,7 +75,11 @@ fn balances(decoded: &Decoded) {
         c.written + c.insights + c.filtered + c.already_written + c.skipped,
         "records add up: {c:?}"
     );
-    let rows: u64 = decoded.batches.iter().map(|(_, _, b)| b.num_rows() as u64).sum();
+    let rows: u64 = decoded
+        .batches
+        .iter()
+        .map(|(_, _, b)| b.num_rows() as u64)
+        .sum();
     assert_eq!(rows, c.written + c.insights, "rows match the counts: {c:?}");
     let by_reason: u64 = decoded.skipped_by_reason.values().sum();
     assert_eq!(by_reason, c.skipped, "skipped records by reason");
@@ -76,7 +87,10 @@ fn balances(decoded: &Decoded) {
     for (table, day, _) in &decoded.batches {
         *days.entry((*table, *day)).or_default() += 1;
     }
-    assert!(days.values().all(|n| *n == 1), "one batch per table and day");
+    assert!(
+        days.values().all(|n| *n == 1),
+        "one batch per table and day"
+    );
 }
 
 /// The splitter fed the same text whole and in windows (as a streamed object would feed it):
@@ -104,7 +118,9 @@ pub fn split_windows(data: &[u8]) {
     let mut base = 0usize;
     let mut end = 0usize;
     let windowed = 'outer: loop {
-        let from = usize::try_from(s.keep_from()).unwrap_or(usize::MAX).max(base);
+        let from = usize::try_from(s.keep_from())
+            .unwrap_or(usize::MAX)
+            .max(base);
         assert!(from <= text.len(), "keep_from past the end");
         base = from;
         end = (end.max(from) + window).min(text.len());
