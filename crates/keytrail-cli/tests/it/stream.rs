@@ -207,17 +207,7 @@ fn a_large_s3_object_is_read_from_its_body_and_broken_gets_are_retried() {
     server.fault(key, &[Fault::Truncate, Fault::Truncate]);
     let tmp = tempfile::tempdir().expect("tmp");
     let lake = tmp.path().join("lake");
-    let s3 = S3Options::default();
-    let mut o = IngestOptions::with_inputs(
-        vec![Input::parse("s3://trail").expect("input")],
-        lake.clone(),
-    );
-    o.threads = 2;
-    o.limits.stream_above = STREAM;
-    o.s3_client = Some(server.client(&s3));
-    o.s3 = s3;
-    let s = ingest(&o, &NoProgress).expect("ingest");
-    assert!(s.balances(), "{s:#?}");
+    let s = s3_run(&server, &lake);
     assert!(s.failures.is_empty(), "{:#?}", s.failures);
     assert_eq!(s.events.written, 3000);
     assert_eq!(server.unused_faults(), 0);
