@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,7 +57,7 @@ pub struct Decider<'a> {
     index: &'a ManifestIndex,
     claimed: Mutex<HashMap<String, String>>,
     /// Where objects read record by record keep their rows until they are whole.
-    spool_dir: PathBuf,
+    staging: crate::stream::Staging,
 }
 
 impl<'a> Decider<'a> {
@@ -67,14 +66,14 @@ impl<'a> Decider<'a> {
             filter: filter.compile(),
             index,
             claimed: Mutex::new(HashMap::new()),
-            spool_dir: std::env::temp_dir(),
+            staging: crate::stream::Staging::Spool(std::env::temp_dir()),
         }
     }
 
-    /// Spool the rows of objects read record by record under `dir` (the run's staging folder)
-    /// instead of the system's temporary folder.
-    pub fn with_spool_dir(mut self, dir: PathBuf) -> Decider<'a> {
-        self.spool_dir = dir;
+    /// Keep the rows of objects read record by record where `staging` says instead of a
+    /// spool in the system's temporary folder.
+    pub fn with_staging(mut self, staging: crate::stream::Staging) -> Decider<'a> {
+        self.staging = staging;
         self
     }
 
@@ -192,7 +191,7 @@ pub fn handle_bytes(
         // Too much text to hold: read it again, record by record.
         Err(ObjectError::TooLarge { .. }) => {
             scratch.clear();
-            crate::stream::stream(&object, &bytes[..], &rule, limits, &decider.spool_dir)
+            crate::stream::stream(&object, &bytes[..], &rule, limits, &decider.staging)
                 .map(|(d, _)| d)
         }
         other => other,
@@ -227,7 +226,7 @@ pub fn handle_stream(
     panic_point("decode", &object);
     let mut read = |rule: &Difference| {
         let stored = open()?;
-        crate::stream::stream(&object, stored, rule, limits, &decider.spool_dir)
+        crate::stream::stream(&object, stored, rule, limits, &decider.staging)
     };
     let (decoded, hash) = match read(&decider.rule_for_new_content()) {
         Ok(r) => r,

@@ -64,9 +64,13 @@ pub struct Decoded {
     pub skipped_samples: Vec<SkippedRecord>,
     /// With [`Limits::index_keys`]: the distinct access keys of the object's events, sorted.
     pub keys: Vec<String>,
-    /// The rows of an object read record by record ([`crate::stream`]), kept on disk until
-    /// the object was read to its end; `batches` is then empty.
+    /// The rows of an object read record by record ([`crate::stream`]) to a spool, kept on
+    /// disk until the object was read to its end; `batches` is then empty.
     pub spooled: Option<crate::stream::Spooled>,
+    /// The rows of an object read record by record in a run, already written to files of
+    /// their own: the run adopts them ([`keytrail_lake::Transaction::adopt`]); dropped, they
+    /// are deleted. `batches` is then empty.
+    pub staged: Option<keytrail_lake::Scope>,
 }
 
 /// One batch of an object's rows for the writer: its table, UTC day, rows, and the bytes of
@@ -250,5 +254,6 @@ pub(crate) fn decode_records(
             keys
         },
         spooled: None,
+        staged: None,
     })
 }

@@ -7,19 +7,25 @@
 //! read whole up to `--max-object-size`). While the records of one stretch are decoded, on
 //! every idle worker of the pool, the next stretch is read.
 //!
-//! An object is all or nothing, whatever its size: its rows go to a spool, an unnamed file in
-//! the run's staging folder (gone when it is closed, or when the process dies), and reach the
-//! lake only once the object was read to its end. The content hash is computed over the stored
-//! bytes as they pass, so the manifest records the object exactly as one read whole.
+//! An object is all or nothing, whatever its size. In a run ([`Staging::Lake`]) its rows are
+//! written as they are decoded, sorted and encoded on a writer thread of its own while the
+//! next stretches are decoded, into Parquet files of a [`Scope`] of the run's transaction: the
+//! run adopts them when the object was read to its end and was not already read, and they are
+//! deleted otherwise (or go with the run's staging folder if the process dies). Elsewhere (the
+//! fuzz target, tests) they go to a spool ([`Staging::Spool`]), unnamed files read back once
+//! the object is whole. The content hash is computed over the stored bytes as they pass, so
+//! the manifest records the object exactly as one read whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
+use keytrail_lake::{Scope, Transaction};
 use keytrail_model::redact::is_suspicious;
 use keytrail_model::{Difference, EventSeed, Table};
 use rayon::prelude::*;
@@ -30,6 +36,78 @@ use crate::error::ObjectError;
 use crate::process::{Decoded, Limits, Rows, SkippedRecord, decode_records};
 use crate::source::ObjectRef;
 use crate::split::{Item, Splitter, Step};
+use crate::writer::LakeWriter;
+
+/// Where an object read record by record keeps its rows until it was read to its end.
+#[derive(Clone)]
+pub enum Staging {
+    /// An Arrow IPC spool of unnamed files in this folder; the rows come back as
+    /// [`Decoded::spooled`].
+    Spool(PathBuf),
+    /// Parquet files of a [`Scope`] of this transaction, written while the object is read
+    /// by `writers` threads, within a share of `budget`; they come back as
+    /// [`Decoded::staged`], for the run to adopt.
+    Lake {
+        txn: Arc<Transaction>,
+        budget: StreamBudget,
+        writers: usize,
+    },
+}
+
+/// Least share of a [`StreamBudget`] an object gets, however many are read at once (or half
+/// the budget, if that is less).
+pub const MIN_SHARE: usize = 8 << 20;
+
+/// The bytes of buffered rows that objects read record by record at the same time share: each
+/// takes half of what the others left (at least [`MIN_SHARE`]) and gives it back when it is
+/// done. One object alone gets half the budget; any number of them hold at most the budget
+/// plus [`MIN_SHARE`] per object past the first few.
+#[derive(Clone, Debug)]
+pub struct StreamBudget {
+    left: Arc<std::sync::Mutex<usize>>,
+    min: usize,
+}
+
+impl StreamBudget {
+    pub fn new(bytes: usize) -> StreamBudget {
+        StreamBudget {
+            left: Arc::new(std::sync::Mutex::new(bytes)),
+            min: MIN_SHARE.min(bytes / 2).max(1),
+        }
+    }
+
+    fn left(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.left
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Share {
+        let mut left = self.left();
+        let taken = (*left / 2).max(self.min.min(*left));
+        *left -= taken;
+        Share {
+            budget: self.clone(),
+            taken,
+            bytes: taken.max(self.min),
+        }
+    }
+}
+
+/// One object's share of a [`StreamBudget`], given back when dropped.
+struct Share {
+    budget: StreamBudget,
+    /// What was taken from the budget.
+    taken: usize,
+    /// What the object may buffer.
+    bytes: usize,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        *self.budget.left() += self.taken;
+    }
+}
 
 /// How much text is read per stretch.
 pub const CHUNK: usize = 8 << 20;
@@ -181,11 +259,49 @@ impl Spool<'_> {
     }
 }
 
+/// Where the rows of the stretches decoded so far went.
+enum Sink<'d> {
+    Spool(Spool<'d>),
+    /// The writer drops before the share it buffers within.
+    Lake(LakeWriter<Scope>, Share),
+}
+
+fn write_error(e: impl std::fmt::Display) -> ObjectError {
+    ObjectError::Read(format!("writing its rows failed: {e}"))
+}
+
+impl Sink<'_> {
+    fn add(&mut self, table: Table, day: i32, batch: RecordBatch) -> Result<(), ObjectError> {
+        match self {
+            Sink::Spool(spool) => spool.add(table, day, &batch),
+            Sink::Lake(writer, _) => {
+                let bytes = batch.get_array_memory_size();
+                writer.accept(table, day, batch, bytes).map_err(write_error)
+            }
+        }
+    }
+
+    /// Everything written; the rows are then `decoded`'s.
+    fn finish(self, decoded: &mut Decoded) -> Result<(), ObjectError> {
+        match self {
+            Sink::Spool(spool) => decoded.spooled = spool.finish()?,
+            Sink::Lake(writer, _share) => {
+                let scope = writer.finish().map_err(write_error)?;
+                let scope = Arc::try_unwrap(scope).map_err(|_| {
+                    ObjectError::Read("internal: its rows' writers still hold them".into())
+                })?;
+                decoded.staged = Some(scope);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the stretches decoded so far add up to.
 struct Sum<'d> {
     decoded: Decoded,
     keys: BTreeSet<String>,
-    spool: Spool<'d>,
+    sink: Sink<'d>,
 }
 
 impl Sum<'_> {
@@ -208,8 +324,8 @@ impl Sum<'_> {
                     }),
             );
         self.keys.extend(part.keys);
-        for (table, day, batch) in &part.batches {
-            self.spool.add(*table, *day, batch)?;
+        for (table, day, batch) in part.batches {
+            self.sink.add(table, day, batch)?;
             keytrail_lake::crash_point("mid-stream");
         }
         Ok(())
@@ -229,10 +345,12 @@ fn decode_stretch(
         scrub: is_suspicious(window),
         max_bytes: limits.max_event_bytes,
     };
-    let per = items
-        .len()
-        .div_ceil(4 * rayon::current_num_threads().max(1))
-        .max(64);
+    // Four parts per worker that can run at once: more threads than cores only cut the
+    // stretch into smaller batches for the writer to put together again.
+    let workers = rayon::current_num_threads()
+        .min(std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    let per = items.len().div_ceil(4 * workers).max(64);
     let mut groups: Vec<Vec<Item<'_>>> = Vec::new();
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
@@ -262,20 +380,20 @@ fn decode_stretch(
 }
 
 /// Read one object from `stored` (its bytes as stored: gzip or plain) record by record; the
-/// rows are spooled under `spool_dir`. Returns what was decoded and the content hash of the
-/// stored bytes.
+/// rows go where `staging` says. Returns what was decoded and the content hash of the stored
+/// bytes.
 pub fn stream<R: Read + Send>(
     object: &ObjectRef,
     stored: R,
     rule: &Difference,
     limits: Limits,
-    spool_dir: &Path,
+    staging: &Staging,
 ) -> Result<(Decoded, String), ObjectError> {
-    stream_by(object, stored, rule, limits, spool_dir, CHUNK)
+    stream_into(object, stored, rule, limits, staging, CHUNK)
 }
 
-/// [`stream`], reading `chunk` bytes of text per stretch (for tests and the fuzz target:
-/// any stretch must give what a whole read gives).
+/// [`stream`] to a spool under `spool_dir`, reading `chunk` bytes of text per stretch (for
+/// tests and the fuzz target: any stretch must give what a whole read gives).
 #[doc(hidden)]
 pub fn stream_by<R: Read + Send>(
     object: &ObjectRef,
@@ -283,6 +401,18 @@ pub fn stream_by<R: Read + Send>(
     rule: &Difference,
     limits: Limits,
     spool_dir: &Path,
+    chunk: usize,
+) -> Result<(Decoded, String), ObjectError> {
+    let staging = Staging::Spool(spool_dir.to_owned());
+    stream_into(object, stored, rule, limits, &staging, chunk)
+}
+
+fn stream_into<R: Read + Send>(
+    object: &ObjectRef,
+    stored: R,
+    rule: &Difference,
+    limits: Limits,
+    staging: &Staging,
     chunk: usize,
 ) -> Result<(Decoded, String), ObjectError> {
     let mut stored = Hashing {
@@ -311,7 +441,7 @@ pub fn stream_by<R: Read + Send>(
         } else {
             Box::new(raw)
         };
-        read_records(object, &mut *text, rule, limits, spool_dir, chunk)
+        read_records(object, &mut *text, rule, limits, staging, chunk)
     };
     let decoded = result.map_err(|e| match e {
         Failure::Object(e) => e,
@@ -341,7 +471,7 @@ fn read_records(
     text: &mut (dyn Read + Send),
     rule: &Difference,
     limits: Limits,
-    spool_dir: &Path,
+    staging: &Staging,
     chunk: usize,
 ) -> Result<Decoded, Failure> {
     let mut splitter = Splitter::new(limits.max_object_bytes);
@@ -354,12 +484,24 @@ fn read_records(
             skipped_samples: Vec::new(),
             keys: Vec::new(),
             spooled: None,
+            staged: None,
         },
         keys: BTreeSet::new(),
-        spool: Spool {
-            dir: spool_dir,
-            writers: BTreeMap::new(),
-            order: Vec::new(),
+        sink: match staging {
+            Staging::Spool(dir) => Sink::Spool(Spool {
+                dir,
+                writers: BTreeMap::new(),
+                order: Vec::new(),
+            }),
+            Staging::Lake {
+                txn,
+                budget,
+                writers,
+            } => {
+                let share = budget.take();
+                let writer = LakeWriter::new(Arc::new(txn.scope()), share.bytes, *writers);
+                Sink::Lake(writer, share)
+            }
         },
     };
     let mut doc_shape = None;
@@ -432,11 +574,11 @@ fn read_records(
     let Sum {
         mut decoded,
         keys,
-        spool,
+        sink,
     } = sum;
     decoded.shape = splitter.shape().or(doc_shape).unwrap_or(Shape::Event);
     decoded.keys = keys.into_iter().collect();
-    decoded.spooled = spool.finish()?;
+    sink.finish(&mut decoded)?;
     Ok(decoded)
 }
 
@@ -609,5 +751,93 @@ mod tests {
         let (d, _) =
             stream_by(&o, &gz[..], &rule, Limits::default(), spool.path(), 256).expect("whole");
         assert_eq!(d.counts.written, 200);
+    }
+
+    #[test]
+    fn objects_read_at_once_share_the_budget_and_give_it_back() {
+        const MIB: usize = 1 << 20;
+        let budget = StreamBudget::new(96 * MIB);
+        let shares: Vec<Share> = (0..6).map(|_| budget.take()).collect();
+        let bytes: Vec<usize> = shares.iter().map(|s| s.bytes / MIB).collect();
+        assert_eq!(bytes, [48, 24, 12, 8, 8, 8]);
+        // What they buffer past the budget: the least share of those that found none left.
+        assert_eq!(shares.iter().map(|s| s.taken).sum::<usize>(), 96 * MIB);
+        assert_eq!(*budget.left(), 0);
+        drop(shares);
+        assert_eq!(*budget.left(), 96 * MIB);
+        assert_eq!(budget.take().bytes, 48 * MIB);
+    }
+
+    /// Parquet files under a run's staging folder.
+    fn staged_files(dir: &Path) -> usize {
+        let mut n = 0;
+        let mut todo = vec![dir.to_owned()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn into_a_lake_rows_are_written_as_read_and_a_failed_object_leaves_none() {
+        // About 7 MB of rows over two days, written through a 1 MiB buffer in stretches of
+        // 64 kB: the object's writer writes while it reads.
+        let lines: String = (0..3000)
+            .map(|i| {
+                format!(
+                    "{{\"eventTime\":\"2024-01-0{}T00:{:02}:{:02}Z\",\"eventID\":\"e{i}\",\"eventName\":\"E\",\"userIdentity\":{{\"accessKeyId\":\"AKIA{:04}\"}},\"requestParameters\":{{\"pad\":\"{}\"}}}}\n",
+                    1 + i % 2,
+                    i / 60 % 60,
+                    i % 60,
+                    i % 7,
+                    "x".repeat(2000)
+                )
+            })
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, lines.as_bytes()).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let dir = tempfile::tempdir().expect("tmp");
+        let lake = keytrail_lake::Lake::create(dir.path()).expect("lake");
+        let txn = Arc::new(lake.begin(FilterSpec::all()).expect("begin"));
+        let staging = Staging::Lake {
+            txn: Arc::clone(&txn),
+            // A share of 1 MiB.
+            budget: StreamBudget::new(2 << 20),
+            writers: 1,
+        };
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        let staging_dir = dir.path().join("_keytrail/staging");
+
+        let cut = &gz[..gz.len() * 9 / 10];
+        let o = object("cut.jsonl.gz", cut.len());
+        let e = stream_into(&o, cut, &rule, Limits::default(), &staging, 64 << 10);
+        assert!(matches!(e, Err(ObjectError::Gzip(_))), "{e:?}");
+        assert_eq!(staged_files(&staging_dir), 0);
+
+        let o = object("whole.jsonl.gz", gz.len());
+        let (mut d, hash) =
+            stream_into(&o, &gz[..], &rule, Limits::default(), &staging, 64 << 10).expect("whole");
+        assert_eq!(hash, crate::pipeline::content_hash(&gz));
+        assert_eq!(d.counts.written, 3000);
+        assert!(d.batches.is_empty() && d.spooled.is_none());
+        let scope = d.staged.take().expect("staged");
+        // One file per day.
+        assert_eq!(staged_files(&staging_dir), 2);
+        txn.adopt(scope).expect("adopt");
+        drop(staging);
+        let txn = Arc::try_unwrap(txn)
+            .map_err(|_| "shared")
+            .expect("one owner");
+        let files = txn.finish_files().expect("files");
+        assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 3000);
+        txn.abort().expect("abort");
     }
 }

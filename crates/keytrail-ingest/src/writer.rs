@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
-use keytrail_lake::{LakeError, Piece, Transaction};
+use keytrail_lake::{LakeError, Piece, Scope, Transaction};
 use keytrail_model::Table;
 
 use crate::error::IngestError;
@@ -33,9 +33,27 @@ type Job = ((Table, i32), Partition);
 /// (heaptrack, 10.3M events over 348 days).
 pub const MAX_WRITERS: usize = 4;
 
-/// Buffers rows per partition within a memory budget and writes them through a transaction.
-pub(crate) struct LakeWriter {
-    txn: Arc<Transaction>,
+/// Where a [`LakeWriter`] writes: a run's transaction, or one of its scopes.
+pub(crate) trait Sink: Send + Sync + 'static {
+    fn write(&self, table: Table, day: i32, batches: &[RecordBatch]) -> Result<Piece, LakeError>;
+}
+
+impl Sink for Transaction {
+    fn write(&self, table: Table, day: i32, batches: &[RecordBatch]) -> Result<Piece, LakeError> {
+        Transaction::write(self, table, day, batches)
+    }
+}
+
+impl Sink for Scope {
+    fn write(&self, table: Table, day: i32, batches: &[RecordBatch]) -> Result<Piece, LakeError> {
+        Scope::write(self, table, day, batches)
+    }
+}
+
+/// Buffers rows per partition within a memory budget and writes them through a transaction
+/// (or a scope of one).
+pub(crate) struct LakeWriter<S: Sink> {
+    txn: Arc<S>,
     parts: HashMap<(Table, i32), Partition>,
     buffered: usize,
     limit: usize,
@@ -46,13 +64,13 @@ pub(crate) struct LakeWriter {
     workers: Vec<JoinHandle<()>>,
 }
 
-fn write(txn: &Transaction, ((table, day), part): Job) -> Result<Piece, LakeError> {
+fn write<S: Sink>(txn: &S, ((table, day), part): Job) -> Result<Piece, LakeError> {
     txn.write(table, day, &part.batches)
 }
 
-impl LakeWriter {
+impl<S: Sink> LakeWriter<S> {
     /// A writer with up to `threads` writer threads (at most [`MAX_WRITERS`]).
-    pub fn new(txn: Arc<Transaction>, limit: usize, threads: usize) -> LakeWriter {
+    pub fn new(txn: Arc<S>, limit: usize, threads: usize) -> LakeWriter<S> {
         let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(1);
         let (res_tx, results) = crossbeam_channel::unbounded();
         let workers = (0..threads.clamp(1, MAX_WRITERS))
@@ -68,7 +86,7 @@ impl LakeWriter {
                             // it panics: the collector waits on them to make room.
                             let (size, (table, day)) = (job.1.bytes, job.0);
                             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                write(&txn, job)
+                                write(&*txn, job)
                             }))
                             .unwrap_or_else(|payload| {
                                 Err(LakeError::io(
@@ -211,10 +229,10 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Write everything still buffered (through the writer threads, within the same bounds),
-    /// wait for every write and finish the run's files; returns how many data files were
-    /// written and their bytes.
-    pub fn finish(mut self) -> Result<(u64, u64), IngestError> {
+    /// Write everything still buffered (through the writer threads, within the same bounds)
+    /// and wait for every write; returns what was written to, no longer shared with the
+    /// writer threads.
+    pub fn finish(mut self) -> Result<Arc<S>, IngestError> {
         let mut parts: Vec<Job> = self.parts.drain().collect();
         // Largest first, so the small ones fill in around it.
         parts.sort_by_key(|(k, p)| (std::cmp::Reverse(p.bytes), *k));
@@ -238,7 +256,17 @@ impl LakeWriter {
         if let Some(e) = first_err {
             return Err(e);
         }
-        let files = self.txn.finish_files()?;
-        Ok((files.len() as u64, files.iter().map(|f| f.bytes).sum()))
+        Ok(Arc::clone(&self.txn))
+    }
+}
+
+impl<S: Sink> Drop for LakeWriter<S> {
+    /// A writer dropped unfinished (its object or run failed) stops its threads and waits for
+    /// them, so nothing writes through the sink afterwards.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }

@@ -337,6 +337,11 @@ impl PartWriter {
     }
 
     /// Append rows already in the lake's order; row groups end every [`ROW_GROUP_ROWS`] rows.
+    /// Where the file is being written.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn push(&mut self, b: &RecordBatch) -> Result<(), LakeError> {
         let path = self.path.clone();
         if let Some(ix) = &mut self.index {

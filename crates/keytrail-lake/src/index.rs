@@ -353,6 +353,12 @@ impl IndexSink {
         Ok(())
     }
 
+    /// Take in every entry of `other` (its spilled runs stay where they are).
+    pub(crate) fn absorb(&mut self, other: IndexSink) -> Result<(), LakeError> {
+        self.runs.extend(other.runs);
+        self.extend(other.buf)
+    }
+
     /// Add the entries of the index files at `paths` for which `keep` holds, read a batch at
     /// a time.
     pub(crate) fn extend_from_files(

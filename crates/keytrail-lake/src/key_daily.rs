@@ -451,6 +451,15 @@ impl KeyDailySpill {
         Ok(())
     }
 
+    /// Take in every row of `other` (its spill files stay where they are).
+    pub fn absorb(&mut self, other: KeyDailySpill) -> Result<(), crate::LakeError> {
+        for (day, paths) in other.spilled {
+            self.spilled.entry(day).or_default().extend(paths);
+        }
+        self.spills += other.spills;
+        self.merge(other.held)
+    }
+
     fn spill(&mut self) -> Result<(), crate::LakeError> {
         use keytrail_model::Table;
         let held = std::mem::take(&mut self.held);
@@ -591,5 +600,30 @@ mod tests {
             assert_eq!(got.batch(day).expect("b"), whole.batch(day).expect("b"));
         }
         assert!(run.days().is_empty());
+    }
+
+    #[test]
+    fn a_spill_absorbed_into_another_gives_the_rows_of_both() {
+        let mut whole = KeyDaily::default();
+        whole
+            .add_events(19723, &events(&[A1, A2, B1]))
+            .expect("add");
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut run = KeyDailySpill::with_limit(dir.path().join("run"), 2);
+        let mut scope = KeyDailySpill::with_limit(dir.path().join("scope"), 1);
+        let part = |lines: &[&str]| {
+            let mut p = KeyDaily::default();
+            p.add_events(19723, &events(lines)).expect("add");
+            p
+        };
+        run.merge(part(&[A1])).expect("merge");
+        // The scope spills its first piece and holds its second.
+        scope.merge(part(&[A2])).expect("merge");
+        scope.held.merge(part(&[B1]));
+        assert_eq!((run.spills(), scope.spills()), (0, 1));
+        run.absorb(scope).expect("absorb");
+        assert_eq!(run.days(), vec![19723]);
+        let got = run.take_day(19723).expect("take");
+        assert_eq!(got.batch(19723).expect("b"), whole.batch(19723).expect("b"));
     }
 }

@@ -423,10 +423,8 @@ impl Lake {
             filter,
             base_seq,
             next_file: AtomicU32::new(0),
-            open: Mutex::new(OpenFiles::default()),
-            files: Mutex::new(Vec::new()),
-            index: Mutex::new(index),
-            key_daily: Mutex::new(key_daily),
+            next_scope: AtomicU32::new(0),
+            staged: Staged::new(index, key_daily),
             key_daily_mode,
             replaces: Mutex::new(Vec::new()),
             carried_covers: Mutex::new(Vec::new()),
@@ -591,13 +589,9 @@ pub struct Transaction {
     filter: FilterSpec,
     base_seq: u64,
     next_file: AtomicU32,
-    /// The file being written for each table and day.
-    open: Mutex<OpenFiles>,
-    /// Files finished so far, and the key index entries of the `events` ones.
-    files: Mutex<Vec<FileRecord>>,
-    index: Mutex<IndexSink>,
-    /// The run's `key_daily` rows (spilled to its staging directory past a bound).
-    key_daily: Mutex<KeyDailySpill>,
+    next_scope: AtomicU32,
+    /// What the run wrote outside of any [`Scope`].
+    staged: Staged,
     key_daily_mode: KeyDailyMode,
     /// Published files this run supersedes (rewrites only).
     replaces: Mutex<Vec<String>>,
@@ -621,6 +615,30 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another writer thread poisons the lock; the data it guards (a list of
     // records) is still consistent, so keep going and let that panic surface on its own.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Rows written into staging: the files open for writing, those finished with the key index
+/// entries of the `events` ones, and the `key_daily` rows derived from them. A transaction has
+/// one; each [`Scope`] has its own until the transaction adopts it.
+struct Staged {
+    /// The file being written for each table and day.
+    open: Mutex<OpenFiles>,
+    /// Files finished so far.
+    files: Mutex<Vec<FileRecord>>,
+    index: Mutex<IndexSink>,
+    /// `key_daily` rows (spilled to the staging directory past a bound).
+    key_daily: Mutex<KeyDailySpill>,
+}
+
+impl Staged {
+    fn new(index: IndexSink, key_daily: KeyDailySpill) -> Staged {
+        Staged {
+            open: Mutex::new(OpenFiles::default()),
+            files: Mutex::new(Vec::new()),
+            index: Mutex::new(index),
+            key_daily: Mutex::new(key_daily),
+        }
+    }
 }
 
 /// The file a run is writing for one table and day (none between files).
@@ -692,6 +710,87 @@ impl OpenFiles {
     }
 }
 
+fn close(into: &Staged, w: PartWriter) -> Result<(), LakeError> {
+    let (record, entries) = w.finish()?;
+    locked(&into.files).push(record);
+    if !entries.is_empty() {
+        locked(&into.index).extend(entries)?;
+    }
+    Ok(())
+}
+
+/// Finish every file of `staged` still open.
+fn finish_open(staged: &Staged) -> Result<(), LakeError> {
+    let slots = locked(&staged.open).drain();
+    for slot in slots {
+        if let Some(w) = locked(&slot).writer.take() {
+            close(staged, w)?;
+        }
+    }
+    Ok(())
+}
+
+/// Rows of a run kept apart until [`Transaction::adopt`] makes them the run's; dropped
+/// unadopted, its files are deleted (and, should the process die first, they go with the
+/// run's staging directory, as every uncommitted file does).
+pub struct Scope {
+    txn: Arc<Transaction>,
+    staged: Staged,
+    /// Where its `key_daily` and key index spills go.
+    dir: PathBuf,
+    adopted: bool,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("dir", &self.dir)
+            .field("files", &locked(&self.staged.files).len())
+            .finish()
+    }
+}
+
+impl Scope {
+    /// [`Transaction::write`], into the scope's own files.
+    pub fn write(
+        &self,
+        table: Table,
+        day: i32,
+        batches: &[RecordBatch],
+    ) -> Result<Piece, LakeError> {
+        self.txn.write_into(&self.staged, table, day, batches)
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        if self.adopted {
+            return;
+        }
+        let mut paths: Vec<PathBuf> = locked(&self.staged.files)
+            .iter()
+            .map(|f| rel_to_path(&self.txn.staging, &f.path))
+            .collect();
+        for slot in locked(&self.staged.open).drain() {
+            if let Some(w) = locked(&slot).writer.take() {
+                paths.push(w.path().to_owned());
+            }
+        }
+        for path in paths {
+            if let Err(e) = fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), "could not remove a dropped scope's file: {e}");
+            }
+        }
+        if let Err(e) = fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.dir.display(), "could not remove a dropped scope's folder: {e}");
+        }
+    }
+}
+
 /// What one [`Transaction::write`] added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Piece {
@@ -727,9 +826,20 @@ impl Transaction {
         day: i32,
         batches: &[RecordBatch],
     ) -> Result<Piece, LakeError> {
+        self.write_into(&self.staged, table, day, batches)
+    }
+
+    /// [`Transaction::write`] into `into` (the run's own files or a scope's).
+    fn write_into(
+        &self,
+        into: &Staged,
+        table: Table,
+        day: i32,
+        batches: &[RecordBatch],
+    ) -> Result<Piece, LakeError> {
         let mut partial = KeyDaily::default();
         let derive = table == Table::Events && self.key_daily_mode != KeyDailyMode::Keep;
-        let rows = self.with_writer(table, day, |writer| {
+        let rows = self.with_writer(into, table, day, |writer| {
             writer.append_sorted(batches, |chunk| {
                 if derive {
                     partial.add_events(day, chunk)?;
@@ -738,7 +848,7 @@ impl Transaction {
             })
         })?;
         if !partial.is_empty() {
-            locked(&self.key_daily).merge(partial)?;
+            locked(&into.key_daily).merge(partial)?;
         }
         Ok(Piece { rows })
     }
@@ -748,7 +858,7 @@ impl Transaction {
     pub fn append(&self, table: Table, day: i32, batch: &RecordBatch) -> Result<(), LakeError> {
         let mut partial = KeyDaily::default();
         let derive = table == Table::Events && self.key_daily_mode != KeyDailyMode::Keep;
-        self.with_writer(table, day, |writer| {
+        self.with_writer(&self.staged, table, day, |writer| {
             if derive {
                 partial
                     .add_events(day, batch)
@@ -757,7 +867,7 @@ impl Transaction {
             writer.push(batch)
         })?;
         if !partial.is_empty() {
-            locked(&self.key_daily).merge(partial)?;
+            locked(&self.staged.key_daily).merge(partial)?;
         }
         Ok(())
     }
@@ -766,14 +876,15 @@ impl Transaction {
     /// file once it passes [`TARGET_FILE_BYTES`].
     fn with_writer<T>(
         &self,
+        into: &Staged,
         table: Table,
         day: i32,
         f: impl FnOnce(&mut PartWriter) -> Result<T, LakeError>,
     ) -> Result<T, LakeError> {
         loop {
-            let (slot, evicted) = locked(&self.open).slot((table, day));
+            let (slot, evicted) = locked(&into.open).slot((table, day));
             for w in evicted {
-                self.close(w)?;
+                close(into, w)?;
             }
             let mut slot = locked(&slot);
             if slot.retired {
@@ -801,7 +912,7 @@ impl Transaction {
             if writer.bytes_written() >= TARGET_FILE_BYTES
                 && let Some(full) = slot.writer.take()
             {
-                self.close(full)?;
+                close(into, full)?;
             }
             return Ok(out);
         }
@@ -815,29 +926,53 @@ impl Transaction {
         keep: impl Fn(&IndexEntry) -> bool,
         covers: Vec<String>,
     ) -> Result<(), LakeError> {
-        locked(&self.index).extend_from_files(index_files, keep)?;
+        locked(&self.staged.index).extend_from_files(index_files, keep)?;
         locked(&self.carried_covers).extend(covers);
         Ok(())
     }
 
-    fn close(&self, w: PartWriter) -> Result<(), LakeError> {
-        let (record, entries) = w.finish()?;
-        locked(&self.files).push(record);
-        if !entries.is_empty() {
-            locked(&self.index).extend(entries)?;
-        }
-        Ok(())
+    /// Finish every file still open and return the data files the run wrote (those of the
+    /// scopes it adopted included).
+    pub fn finish_files(&self) -> Result<Vec<FileRecord>, LakeError> {
+        finish_open(&self.staged)?;
+        Ok(locked(&self.staged.files).clone())
     }
 
-    /// Finish every file still open and return the data files the run wrote.
-    pub fn finish_files(&self) -> Result<Vec<FileRecord>, LakeError> {
-        let slots = locked(&self.open).drain();
-        for slot in slots {
-            if let Some(w) = locked(&slot).writer.take() {
-                self.close(w)?;
-            }
+    /// A scope of this run: rows written through it ([`Scope::write`]) go to files of its
+    /// own, which become the run's when it is adopted ([`Transaction::adopt`]) and are
+    /// deleted when it is dropped without being adopted. For what may still fail after its
+    /// rows were written (an object read record by record).
+    pub fn scope(self: &Arc<Self>) -> Scope {
+        let n = self.next_scope.fetch_add(1, Ordering::Relaxed);
+        let dir = self.staging.join(".scopes").join(n.to_string());
+        Scope {
+            staged: Staged::new(
+                IndexSink::new(dir.join("index-spill")),
+                KeyDailySpill::new(dir.join("key_daily-spill")),
+            ),
+            txn: Arc::clone(self),
+            dir,
+            adopted: false,
         }
-        Ok(locked(&self.files).clone())
+    }
+
+    /// Make everything `scope` wrote part of the run, as if written through the run itself.
+    pub fn adopt(&self, mut scope: Scope) -> Result<(), LakeError> {
+        finish_open(&scope.staged)?;
+        scope.adopted = true;
+        let files = std::mem::take(&mut *locked(&scope.staged.files));
+        let index = std::mem::replace(
+            &mut *locked(&scope.staged.index),
+            IndexSink::new(scope.dir.join("index-spill")),
+        );
+        let key_daily = std::mem::replace(
+            &mut *locked(&scope.staged.key_daily),
+            KeyDailySpill::new(scope.dir.join("key_daily-spill")),
+        );
+        locked(&self.staged.files).extend(files);
+        locked(&self.staged.index).absorb(index)?;
+        locked(&self.staged.key_daily).absorb(key_daily)?;
+        Ok(())
     }
 
     /// Record that this run supersedes the published file `rel` (relative to the lake root):
@@ -848,14 +983,14 @@ impl Transaction {
 
     /// Files written so far (finished ones).
     pub fn files(&self) -> Vec<FileRecord> {
-        locked(&self.files).clone()
+        locked(&self.staged.files).clone()
     }
 
     /// Make the run's rows part of the lake, recording `objects` as read. Returns `None` when
     /// there was nothing to commit.
     pub fn commit(self, objects: Vec<ObjectRecord>) -> Result<Option<Commit>, LakeError> {
         self.finish_files()?;
-        let mut files = std::mem::take(&mut *locked(&self.files));
+        let mut files = std::mem::take(&mut *locked(&self.staged.files));
         if objects.is_empty() && files.is_empty() && locked(&self.replaces).is_empty() {
             self.abort()?;
             return Ok(None);
@@ -881,7 +1016,7 @@ impl Transaction {
 
         // key_daily: merge this run's rows with each day's published file (or, for an
         // upgrade, replace it with the run's rows).
-        let mut kd = locked(&self.key_daily);
+        let mut kd = locked(&self.staged.key_daily);
         for day in kd.days() {
             let mut merged = kd.take_day(day)?;
             for rel in self.lake.partition_files(Table::KeyDaily, day)? {
@@ -895,7 +1030,7 @@ impl Transaction {
         drop(kd);
         // The key index of the run's `events` files.
         let index = std::mem::replace(
-            &mut *locked(&self.index),
+            &mut *locked(&self.staged.index),
             IndexSink::new(self.staging.join(".index-spill")),
         );
         let mut covers: Vec<String> = files

@@ -19,8 +19,8 @@ pub use error::LakeError;
 pub use index::{FileStats, IndexEntry, Relation};
 pub use key_daily::KeyDaily;
 pub use lake::{
-    KeyDailyMode, Lake, MAX_OPEN_FILES, Piece, Recovery, Transaction, Verification, crash_point,
-    rel_to_path,
+    KeyDailyMode, Lake, MAX_OPEN_FILES, Piece, Recovery, Scope, Transaction, Verification,
+    crash_point, rel_to_path,
 };
 pub use manifest::{
     Commit, FileRecord, Manifest, ManifestIndex, ObjectRecord, SourceVersion, write_atomic,

@@ -582,3 +582,90 @@ fn a_run_over_more_days_than_open_files_closes_the_oldest_and_keeps_every_row() 
     assert_eq!(kd, vec![("AKIAA".to_owned(), 2)]);
     assert!(lake.verify().expect("verify").problems.is_empty());
 }
+
+fn staged_event_files(root: &std::path::Path) -> usize {
+    fn walk(dir: &std::path::Path, n: &mut usize) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, n);
+            } else if p.extension().is_some_and(|x| x == "parquet")
+                && p.to_string_lossy().contains("events/date=")
+            {
+                *n += 1;
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&root.join("_keytrail/staging"), &mut n);
+    n
+}
+
+#[test]
+fn a_scope_adopted_joins_the_run_and_one_dropped_leaves_nothing() {
+    use keytrail_lake::Relation;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = Arc::new(lake.begin(FilterSpec::all()).expect("begin"));
+    t.write(
+        Table::Events,
+        DAY,
+        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
+    )
+    .expect("write");
+    let kept = t.scope();
+    kept.write(
+        Table::Events,
+        DAY,
+        &[batch(&[event("AKIAB", "2024-01-01T10:00:00Z", "e2")])],
+    )
+    .expect("write");
+    let dropped = t.scope();
+    dropped
+        .write(
+            Table::Events,
+            DAY,
+            &[batch(&[
+                event("AKIAC", "2024-01-01T11:00:00Z", "e3"),
+                event("AKIAA", "2024-01-01T12:00:00Z", "e4"),
+            ])],
+        )
+        .expect("write");
+    assert_eq!(staged_event_files(dir.path()), 3);
+    drop(dropped);
+    assert_eq!(staged_event_files(dir.path()), 2);
+    t.adopt(kept).expect("adopt");
+    let t = Arc::try_unwrap(t).map_err(|_| "shared").expect("one owner");
+    let c = t
+        .commit(vec![object("a", "h1"), object("b", "h2")])
+        .expect("commit")
+        .expect("some");
+    assert_eq!(c.files.iter().filter(|f| f.table == "events").count(), 2);
+    assert_eq!(
+        key_daily_events(&lake),
+        [("AKIAA".into(), 1), ("AKIAB".into(), 1)]
+    );
+    let v = lake.verify().expect("verify");
+    assert_eq!(v.problems, Vec::<String>::new());
+    assert_eq!(v.rows.get("events"), Some(&2));
+    let snap = lake.snapshot().expect("snapshot");
+    assert_eq!(
+        snap.lookup(&["AKIAB"], Relation::Held)
+            .expect("lookup")
+            .len(),
+        1
+    );
+    assert!(
+        snap.lookup(&["AKIAC"], Relation::Any)
+            .expect("lookup")
+            .is_empty()
+    );
+    assert!(
+        !dir.path()
+            .join("_keytrail/staging")
+            .read_dir()
+            .expect("staging")
+            .any(|_| true)
+    );
+}

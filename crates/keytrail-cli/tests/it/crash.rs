@@ -63,7 +63,7 @@ fn killed_before_the_commit_record() {
 #[test]
 fn killed_while_reading_an_object_record_by_record() {
     // Every object is read record by record, so the first stretch of the first one is
-    // spooled when the run dies.
+    // being written to its scope's staged files when the run dies.
     crash_then_rerun_with("mid-stream", &["--stream-above", "1", "--threads", "1"]);
 }
 
