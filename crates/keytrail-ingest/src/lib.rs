@@ -364,8 +364,9 @@ pub fn ingest(opts: &IngestOptions, progress: &dyn Progress) -> Result<RunSummar
                     txn.adopt(scope)?;
                 }
                 for batch in decoded.into_batches() {
-                    // The rows of an object read record by record come back from its spool;
-                    // failing to read them back fails the run (some are already handed on).
+                    // An object read whole hands its rows over here (one read record by
+                    // record was written as it was read, and adopted above); rows that could
+                    // not be had fail the run, as some of the object's are already handed on.
                     let (table, day, batch, bytes) = batch.map_err(|e| IngestError::Object {
                         object: display.clone(),
                         reason: e.to_string(),
