@@ -652,11 +652,12 @@ struct Slot {
     retired: bool,
 }
 
-/// Most data files a run keeps open at once. Each open file holds its write buffer, its
-/// Parquet metadata and its key index entries until it is closed, so a run over many days
-/// would otherwise hold every day's; past this, the file written to least recently is
-/// finished (a later row of its day starts a new file). Objects are read in delivery-time
-/// order, so a day's writes come together and its file is done before it is closed.
+/// Most data files a run (and each of its scopes) keeps open at once. Each open file holds
+/// its write buffer, its Parquet metadata and its key index entries until it is closed, so a
+/// run over many days would otherwise hold every day's; past this, the file written to least
+/// recently is finished (a later row of its day starts a new file). Objects are read in
+/// delivery-time order, so a day's writes come together and its file is done before it is
+/// closed.
 pub const MAX_OPEN_FILES: usize = 32;
 
 /// The files a run has open, by table and day, with when each was last written to.
