@@ -244,10 +244,7 @@ impl<S: Sink> LakeWriter<S> {
                 break;
             }
         }
-        drop(self.jobs.take());
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+        self.stop();
         for r in self.results.try_iter().collect::<Vec<_>>() {
             if let Err(e) = self.collect(r) {
                 first_err.get_or_insert(e);
@@ -258,15 +255,20 @@ impl<S: Sink> LakeWriter<S> {
         }
         Ok(Arc::clone(&self.txn))
     }
+
+    /// Close the queue to the writer threads and wait for them to finish what they took.
+    fn stop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
 }
 
 impl<S: Sink> Drop for LakeWriter<S> {
     /// A writer dropped unfinished (its object or run failed) stops its threads and waits for
     /// them, so nothing writes through the sink afterwards.
     fn drop(&mut self) {
-        drop(self.jobs.take());
-        for w in self.workers.drain(..) {
-            let _ = w.join();
-        }
+        self.stop();
     }
 }
