@@ -811,12 +811,6 @@ impl Transaction {
         &self.filter
     }
 
-    /// A folder of the run's staging directory for its writer's scratch files (gone with the
-    /// staging directory when the run commits, aborts or is recovered).
-    pub fn scratch_dir(&self) -> PathBuf {
-        self.staging.join(".scratch")
-    }
-
     /// Sort `batches` (all of `table`, all events of UTC day `day`) and add them to the run's
     /// file of that table and day, as one sorted row group: a day's rows of a run end in one
     /// file (a new one once it passes [`TARGET_FILE_BYTES`], or after it was closed to keep
