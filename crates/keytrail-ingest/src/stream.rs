@@ -332,6 +332,12 @@ impl Sum<'_> {
     }
 }
 
+/// The cores this process may run on, asked once (on Linux the answer reads cgroup files).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// Decode the items of one stretch on the pool's idle workers, in order.
 fn decode_stretch(
     object: &ObjectRef,
@@ -347,9 +353,7 @@ fn decode_stretch(
     };
     // Four parts per worker that can run at once: more threads than cores only cut the
     // stretch into smaller batches for the writer to put together again.
-    let workers = rayon::current_num_threads()
-        .min(std::thread::available_parallelism().map_or(1, usize::from))
-        .max(1);
+    let workers = rayon::current_num_threads().min(cores()).max(1);
     let per = items.len().div_ceil(4 * workers).max(64);
     let mut groups: Vec<Vec<Item<'_>>> = Vec::new();
     let mut items = items.into_iter().peekable();
