@@ -202,29 +202,21 @@ pub fn time(data: &[u8]) {
     }
 }
 
-/// The rule loader: a keytrail YAML rule file.
+/// The rule loader: a keytrail YAML rule file or a Sigma rule.
 pub fn rule(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Err(e) = keytrail_detect::Rule::parse(text, "fuzz.yaml") {
+    if let Err(e) = keytrail_rules::Rule::parse(text, "fuzz.yaml") {
         let _ = e.to_string();
     }
 }
 
 /// The inventory parsers (list-access-keys JSON, a key CSV, the IAM credential report, in
-/// text or base64): the file is read the way `--inventory` reads it.
+/// text or base64): the file's bytes go through what `--inventory` does after reading it.
 pub fn inventory(data: &[u8]) {
-    use std::sync::OnceLock;
-    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
-    let Some(dir) = DIR.get_or_init(|| tempfile::tempdir().ok()).as_ref() else {
-        return;
-    };
-    let path = dir.path().join("inventory");
-    if std::fs::write(&path, data).is_err() {
-        return;
-    }
-    match keytrail_report::Inventory::load(&[path]) {
+    let files = [(std::path::PathBuf::from("inventory"), data.to_vec())];
+    match keytrail_inventory::Inventory::parse(&files) {
         Ok(inv) => {
             let _ = (inv.keys_batch(), inv.slots_batch(), inv.describe());
         }

@@ -20,11 +20,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::detectors::client_family;
-use super::net::{self, Origin};
 use super::scan::{millis, texts};
 use super::{DetectError, block_on};
 use keytrail_engine::{LakeSession, SessionOptions};
 use keytrail_model::awsip::AwsRanges;
+use keytrail_rules::net::{self, Origin};
 
 /// What should replace a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

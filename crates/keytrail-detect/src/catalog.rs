@@ -28,8 +28,8 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::detectors::{Config, Scope, WHO, principal_of};
-use super::rule::Severity;
 use super::{DetectError, Finding, Source};
+use keytrail_rules::rule::Severity;
 
 /// The catalog's text: `eventSource`, `eventName`, tactics, techniques, used in the wild.
 const DATA: &str = include_str!("../data/abused-calls.tsv");

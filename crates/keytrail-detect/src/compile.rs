@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::rule::{Cond, FieldRef, JsonCond, JsonTest, Op, Rule};
+use keytrail_rules::rule::{Cond, FieldRef, JsonCond, JsonTest, Op, Rule};
 
 /// A SQL text literal.
 pub fn quote(s: &str) -> String {

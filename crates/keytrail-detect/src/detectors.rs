@@ -16,14 +16,14 @@ use futures::StreamExt;
 use keytrail_model::Table;
 use keytrail_model::schema::col as c;
 
-use super::net::{self, Origin};
-use super::rule::Severity;
 use super::scan::{millis, texts};
 use super::{DetectError, Finding, Source};
 use keytrail_model::KeyStatus;
 use keytrail_model::awsip::AwsRanges;
 pub use keytrail_model::facts::principal_of;
 use keytrail_model::facts::role_session;
+use keytrail_rules::net::{self, Origin};
+use keytrail_rules::rule::Severity;
 
 /// Thresholds of the detectors.
 #[derive(Clone, Debug)]

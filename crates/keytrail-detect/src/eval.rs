@@ -20,8 +20,8 @@ use datafusion::logical_expr::{
 };
 use serde_json::Value;
 
-use super::net::{self, Cidr};
-use super::rule::{JsonCond, JsonTest, Op};
+use keytrail_rules::net::{self, Cidr};
+use keytrail_rules::rule::{JsonCond, JsonTest, Op};
 
 /// Every value at `path` under `v` (arrays flattened, nulls dropped).
 pub fn values_at(v: &Value, path: &[String], out: &mut Vec<Value>) {
@@ -92,7 +92,7 @@ fn regex_match(pattern: &str, text: &str) -> bool {
 fn compare(op: &Op, leaf: &Value, text: &str, pattern: &str, nocase: bool) -> bool {
     match op {
         Op::Glob => {
-            let re = super::sigma::glob_regex(pattern);
+            let re = keytrail_rules::sigma::glob_regex(pattern);
             if nocase {
                 regex_match(&format!("(?i){re}"), text)
             } else {

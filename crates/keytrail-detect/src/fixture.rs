@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::DetectError;
-use super::rule::Rule;
 use super::scan::{register, scan};
+use keytrail_rules::rule::Rule;
 
 /// The account, key and identity fixture events get when they do not say.
 pub const FIXTURE_ACCOUNT: &str = "111122223333";
@@ -121,7 +121,7 @@ pub async fn test_rule(rule: &Rule, threads: usize) -> Result<Vec<FixtureResult>
         }
     }
     let mut out = Vec::new();
-    if rule.format == super::rule::RuleFormat::Sigma && records.is_empty() {
+    if rule.format == keytrail_rules::RuleFormat::Sigma && records.is_empty() {
         // A Sigma rule without test events (another suite's): nothing to run; `rules lint`
         // warns about it.
         return Ok(out);

@@ -15,10 +15,7 @@ pub mod detectors;
 pub mod eval;
 pub mod fixture;
 pub mod lint;
-pub mod net;
-pub mod rule;
 pub mod scan;
-pub mod sigma;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +23,7 @@ use std::path::{Path, PathBuf};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-pub use rule::{CATEGORIES, Rule, Severity};
+pub use keytrail_rules::{CATEGORIES, Rule, RuleError, RuleFormat, Severity};
 
 use keytrail_engine::{EngineError, LakeSession, SessionOptions};
 
@@ -37,9 +34,9 @@ mod bundled {
 /// What can go wrong loading rules or detecting.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    /// A rule file that cannot be read or is not a valid rule.
-    #[error("{origin}: {reason}")]
-    Rule { origin: String, reason: String },
+    /// A rule file that cannot be read, is not a valid rule, or uses what keytrail cannot run.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
     #[error("rule id {id} is defined twice: in {first} and in {second}")]
     Duplicate {
         id: String,
@@ -48,14 +45,6 @@ pub enum DetectError {
     },
     #[error("{}: {reason}", path.display())]
     Dir { path: PathBuf, reason: String },
-    /// A rule (a Sigma rule, mostly) using a construct keytrail cannot run: it is left out,
-    /// and `rules lint` names it; the other rules still load.
-    #[error("{origin}: {}cannot run: {construct}", rule.as_ref().map(|r| format!("rule {r}: ")).unwrap_or_default())]
-    Unsupported {
-        origin: String,
-        rule: Option<String>,
-        construct: String,
-    },
     /// A fixture event that is not a CloudTrail record keytrail can decode.
     #[error("test event {rule}: {reason}")]
     Fixture { rule: String, reason: String },
@@ -103,11 +92,11 @@ impl RuleSet {
         let (mut set, errors) = RuleSet::collect(bundled, dirs);
         for e in errors {
             match e {
-                DetectError::Unsupported {
+                DetectError::Rule(RuleError::Unsupported {
                     origin,
                     rule,
                     construct,
-                } => set.skipped.push(Skipped {
+                }) => set.skipped.push(Skipped {
                     origin,
                     rule,
                     reason: construct,
@@ -127,15 +116,15 @@ impl RuleSet {
                 if let Some(first) = set.rules.iter().find(|x| x.id == r.id) {
                     // Sigma suites share rules (the same id in two folders): the second copy
                     // is left out; two keytrail rules with one id are an error.
-                    if r.format == rule::RuleFormat::Sigma {
-                        errors.push(DetectError::Unsupported {
+                    if r.format == RuleFormat::Sigma {
+                        errors.push(DetectError::Rule(RuleError::Unsupported {
                             origin: r.origin.clone(),
                             rule: Some(r.id.clone()),
                             construct: format!(
                                 "the id {} is already loaded from {}",
                                 r.id, first.origin
                             ),
-                        });
+                        }));
                     } else {
                         errors.push(DetectError::Duplicate {
                             id: r.id.clone(),
@@ -151,14 +140,17 @@ impl RuleSet {
         };
         if bundled {
             for (path, text) in bundled::BUNDLED {
-                add(Rule::parse(text, &format!("rules/{path}")), &mut set);
+                add(
+                    Rule::parse(text, &format!("rules/{path}")).map_err(DetectError::from),
+                    &mut set,
+                );
             }
         }
         for d in dirs {
             match rule_files(d) {
                 Ok(files) => {
                     for f in files {
-                        add(Rule::load(&f), &mut set);
+                        add(Rule::load(&f).map_err(DetectError::from), &mut set);
                     }
                 }
                 Err(e) => add(Err(e), &mut set),
@@ -540,8 +532,8 @@ pub fn listing(rules: &[Rule], detectors: bool) -> Vec<Listed> {
         .map(|r| Listed {
             id: r.id.clone(),
             kind: match r.format {
-                rule::RuleFormat::Keytrail => "rule",
-                rule::RuleFormat::Sigma => "sigma",
+                RuleFormat::Keytrail => "rule",
+                RuleFormat::Sigma => "sigma",
             },
             severity: r.severity.to_string(),
             category: r.category.clone(),

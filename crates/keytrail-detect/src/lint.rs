@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::compile::guard_sql;
 use super::fixture::{batch_of, complete};
-use super::rule::{CATEGORIES, Rule, RuleFormat};
+use keytrail_rules::rule::{CATEGORIES, Rule, RuleFormat};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

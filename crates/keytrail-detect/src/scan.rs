@@ -14,7 +14,7 @@ use futures::StreamExt;
 
 use super::DetectError;
 use super::compile::{ACCOUNT_SQL, event_names, field_text_sql, prefilter_sql, quote, rule_sql};
-use super::rule::{FieldRef, Rule};
+use keytrail_rules::rule::{FieldRef, Rule};
 
 /// What every finding says about an event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -14,7 +14,6 @@
 //! batches with stable column names (documented in `docs/reports.md`), rendered by
 //! [`Report::render`] in any [`Format`].
 
-pub mod inventory;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -30,7 +29,7 @@ use keytrail_model::time::{day_of, format_millis, parse_day};
 
 use keytrail_engine::{EngineError, LakeSession, SessionOptions, block_on};
 
-pub use inventory::Inventory;
+pub use keytrail_inventory::{Inventory, InventoryError};
 
 /// Set a session up for the reports' statements. They union `key_daily` with days
 /// re-aggregated from `events`; the two tables' schema metadata differ (`keytrail.table`),
@@ -51,11 +50,8 @@ pub async fn prepare(session: &LakeSession) -> Result<(), ReportError> {
 pub enum ReportError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("{}: {reason}", path.display())]
-    Input {
-        path: std::path::PathBuf,
-        reason: String,
-    },
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -19,8 +19,8 @@
 
 use serde_yaml_ng::{Mapping, Value as Yaml};
 
-use super::net::Cidr;
-use super::rule::{Cond, FieldRef, JsonTest, Op, Rule, RuleFormat, RuleTests, Severity};
+use crate::net::Cidr;
+use crate::rule::{Cond, FieldRef, JsonTest, Op, Rule, RuleFormat, RuleTests, Severity};
 
 /// A Sigma construct keytrail cannot run.
 #[derive(Clone, Debug, PartialEq, Eq)]

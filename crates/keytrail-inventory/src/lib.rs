@@ -13,7 +13,10 @@
 //!
 //! The credential report names no key IDs: it has two key slots per user
 //! (`access_key_1_*`, `access_key_2_*`). Its slots are kept as they are here; the report's SQL
-//! matches them to key IDs (see `report::sql`), and says which it could not match.
+//! matches them to key IDs (`keytrail_report::sql`), and says which it could not match.
+//!
+//! A crate of its own, without the query engine: the reports load inventories through it,
+//! and the inventory parsers' fuzz target (`fuzz/`, issue 13) builds it alone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +31,18 @@ use keytrail_model::time::{format_millis, parse_event_time};
 use keytrail_model::{AccessKeyId, Millis};
 use serde_json::Value;
 
-use crate::ReportError;
+/// An inventory file that cannot be read or is not one of the three forms.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("{}: cannot read the inventory", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
 
 /// Which form an inventory file was in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,15 +125,27 @@ pub struct Inventory {
 
 impl Inventory {
     /// Read inventory files, each in any of the three forms.
-    pub fn load(paths: &[PathBuf]) -> Result<Inventory, ReportError> {
+    pub fn load(paths: &[PathBuf]) -> Result<Inventory, InventoryError> {
+        let files = paths
+            .iter()
+            .map(|path| match std::fs::read(path) {
+                Ok(bytes) => Ok((path.clone(), bytes)),
+                Err(source) => Err(InventoryError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Inventory::parse(&files)
+    }
+
+    /// Inventory files already read: each path (named in errors and notes) with its content,
+    /// in the order later files win.
+    pub fn parse(files: &[(PathBuf, Vec<u8>)]) -> Result<Inventory, InventoryError> {
         let mut inv = Inventory::default();
         let mut keys: BTreeMap<String, (InventoryKey, PathBuf)> = BTreeMap::new();
-        for path in paths {
-            let bytes = std::fs::read(path).map_err(|e| ReportError::Input {
-                path: path.clone(),
-                reason: format!("cannot read the inventory: {e}"),
-            })?;
-            let parsed = parse(path, &bytes)?;
+        for (path, bytes) in files {
+            let parsed = parse(path, bytes)?;
             inv.files.push(InventoryFile {
                 path: path.clone(),
                 form: parsed.form,
@@ -291,15 +317,15 @@ struct ParsedFile {
     generated: Option<Millis>,
 }
 
-fn input_error(path: &Path, reason: impl Into<String>) -> ReportError {
-    ReportError::Input {
+fn input_error(path: &Path, reason: impl Into<String>) -> InventoryError {
+    InventoryError::Invalid {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
 }
 
 /// Parse one inventory file of any form; `path` names it in errors.
-fn parse(path: &Path, bytes: &[u8]) -> Result<ParsedFile, ReportError> {
+fn parse(path: &Path, bytes: &[u8]) -> Result<ParsedFile, InventoryError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| input_error(path, format!("not UTF-8 text: {e}")))?;
     let text = text.trim_start_matches('\u{feff}');
@@ -349,7 +375,7 @@ fn base64_report(text: &str) -> Option<String> {
         .then_some(decoded)
 }
 
-fn set_form(path: &Path, p: &mut Parsed, form: InventoryForm) -> Result<(), ReportError> {
+fn set_form(path: &Path, p: &mut Parsed, form: InventoryForm) -> Result<(), InventoryError> {
     match p.form {
         Some(f) if f != form => Err(input_error(
             path,
@@ -366,7 +392,7 @@ fn set_form(path: &Path, p: &mut Parsed, form: InventoryForm) -> Result<(), Repo
     }
 }
 
-fn parse_json(path: &Path, text: &str, p: &mut Parsed) -> Result<(), ReportError> {
+fn parse_json(path: &Path, text: &str, p: &mut Parsed) -> Result<(), InventoryError> {
     let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     for (n, doc) in stream.enumerate() {
         let doc = doc.map_err(|e| input_error(path, format!("not valid JSON: {e}")))?;
@@ -375,7 +401,7 @@ fn parse_json(path: &Path, text: &str, p: &mut Parsed) -> Result<(), ReportError
     Ok(())
 }
 
-fn json_document(path: &Path, doc: &Value, at: &str, p: &mut Parsed) -> Result<(), ReportError> {
+fn json_document(path: &Path, doc: &Value, at: &str, p: &mut Parsed) -> Result<(), InventoryError> {
     match doc {
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
@@ -430,7 +456,7 @@ fn json_document(path: &Path, doc: &Value, at: &str, p: &mut Parsed) -> Result<(
     }
 }
 
-fn json_key(path: &Path, item: &Value, at: &str) -> Result<InventoryKey, ReportError> {
+fn json_key(path: &Path, item: &Value, at: &str) -> Result<InventoryKey, InventoryError> {
     let field = |name: &str| item.get(name).and_then(Value::as_str).map(str::trim);
     let id =
         field("AccessKeyId").ok_or_else(|| input_error(path, format!("{at}: no AccessKeyId")))?;
@@ -455,7 +481,7 @@ fn key_row(
     status: &str,
     created: &str,
     form: InventoryForm,
-) -> Result<InventoryKey, ReportError> {
+) -> Result<InventoryKey, InventoryError> {
     let key = AccessKeyId::parse(id).map_err(|e| input_error(path, format!("{at}: {e}")))?;
     let status = match status.to_ascii_lowercase().as_str() {
         "active" => "Active",
@@ -514,7 +540,7 @@ fn normalise(header: &str) -> String {
 }
 
 /// The four-column CSV.
-fn parse_key_csv(path: &Path, text: &str, p: &mut Parsed) -> Result<(), ReportError> {
+fn parse_key_csv(path: &Path, text: &str, p: &mut Parsed) -> Result<(), InventoryError> {
     let mut rows = csv_reader(text).into_records();
     let Some(first) = rows.next() else {
         return Ok(());
@@ -539,7 +565,7 @@ fn parse_key_csv(path: &Path, text: &str, p: &mut Parsed) -> Result<(), ReportEr
         }
     };
     let mut line = 1;
-    let mut push = |rec: &csv::StringRecord, line: usize| -> Result<(), ReportError> {
+    let mut push = |rec: &csv::StringRecord, line: usize| -> Result<(), InventoryError> {
         if rec.iter().all(str::is_empty) {
             return Ok(());
         }
@@ -576,14 +602,14 @@ fn report_value(v: &str) -> Option<&str> {
     }
 }
 
-fn parse_credential_report(path: &Path, text: &str, p: &mut Parsed) -> Result<(), ReportError> {
+fn parse_credential_report(path: &Path, text: &str, p: &mut Parsed) -> Result<(), InventoryError> {
     set_form(path, p, InventoryForm::CredentialReport)?;
     let mut rows = csv_reader(text).into_records();
     let header = match rows.next() {
         Some(h) => h.map_err(|e| input_error(path, format!("line 1: {e}")))?,
         None => return Ok(()),
     };
-    let col = |name: &str| -> Result<usize, ReportError> {
+    let col = |name: &str| -> Result<usize, InventoryError> {
         header.iter().position(|h| h == name).ok_or_else(|| {
             input_error(
                 path,
@@ -634,7 +660,7 @@ fn parse_credential_report(path: &Path, text: &str, p: &mut Parsed) -> Result<()
                     ));
                 }
             };
-            let time = |c: usize, what: &str| -> Result<Option<Millis>, ReportError> {
+            let time = |c: usize, what: &str| -> Result<Option<Millis>, InventoryError> {
                 match report_value(get(c)) {
                     None => Ok(None),
                     Some(t) => parse_event_time(t).map(Some).ok_or_else(|| {
@@ -671,7 +697,7 @@ fn parse_credential_report(path: &Path, text: &str, p: &mut Parsed) -> Result<()
 mod tests {
     use super::*;
 
-    fn parse_str(text: &str) -> Result<ParsedFile, ReportError> {
+    fn parse_str(text: &str) -> Result<ParsedFile, InventoryError> {
         parse(Path::new("inv"), text.as_bytes())
     }
 

@@ -9,8 +9,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value as Yaml;
 
-use super::DetectError;
-use super::net::Cidr;
+use crate::RuleError;
+use crate::net::Cidr;
 
 /// How bad a finding is. Ordered: `Info < Low < Medium < High < Critical`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -535,8 +535,8 @@ const MAX_FLOW_BRACKETS: usize = 4096;
 
 impl Rule {
     /// Parse one rule file's text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Rule, DetectError> {
-        let err = |reason: String| DetectError::Rule {
+    pub fn parse(text: &str, origin: &str) -> Result<Rule, RuleError> {
+        let err = |reason: String| RuleError::Invalid {
             origin: origin.to_owned(),
             reason,
         };
@@ -547,7 +547,7 @@ impl Rule {
                 || reason.starts_with("larger than")
                 || reason.starts_with("more than ")
             {
-                DetectError::Unsupported {
+                RuleError::Unsupported {
                     origin: origin.to_owned(),
                     rule: None,
                     construct: reason,
@@ -556,14 +556,14 @@ impl Rule {
                 err(reason)
             }
         })?;
-        if super::sigma::is_sigma(&doc) {
-            return super::sigma::parse(&doc, origin).map_err(|super::sigma::Unsupported(c)| {
+        if crate::sigma::is_sigma(&doc) {
+            return crate::sigma::parse(&doc, origin).map_err(|crate::sigma::Unsupported(c)| {
                 let rule = doc
                     .get("id")
                     .and_then(Yaml::as_str)
                     .or(doc.get("title").and_then(Yaml::as_str))
                     .map(str::to_owned);
-                DetectError::Unsupported {
+                RuleError::Unsupported {
                     origin: origin.to_owned(),
                     rule,
                     construct: c,
@@ -577,7 +577,7 @@ impl Rule {
             // A YAML file of a rule repository that is no rule (a configuration, a list):
             // left out and named, the rest loads. A keytrail rule with a broken or missing
             // `match` has its `severity`/`category` and stays an error below.
-            return Err(DetectError::Unsupported {
+            return Err(RuleError::Unsupported {
                 origin: origin.to_owned(),
                 rule: None,
                 construct: "not a rule: neither keytrail's `match` nor Sigma's `detection`".into(),
@@ -659,8 +659,8 @@ impl Rule {
     }
 
     /// Read a rule file.
-    pub fn load(path: &Path) -> Result<Rule, DetectError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DetectError::Rule {
+    pub fn load(path: &Path) -> Result<Rule, RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError::Invalid {
             origin: path.display().to_string(),
             reason: e.to_string(),
         })?;
@@ -1039,7 +1039,7 @@ tests:
         // A configuration file of a rule repository: left out, named.
         let e = Rule::parse("ignored_rules: [a, b]\n", "config.yaml").expect_err("not a rule");
         assert!(
-            matches!(&e, DetectError::Unsupported { construct, .. } if construct.starts_with("not a rule")),
+            matches!(&e, RuleError::Unsupported { construct, .. } if construct.starts_with("not a rule")),
             "{e}"
         );
         // A keytrail rule whose `match` is misspelt: an error that stops loading.
@@ -1048,7 +1048,7 @@ tests:
             "typo.yaml",
         )
         .expect_err("broken rule");
-        assert!(matches!(&e, DetectError::Rule { .. }), "{e}");
+        assert!(matches!(&e, RuleError::Invalid { .. }), "{e}");
         assert!(e.to_string().contains("match"), "{e}");
     }
 
@@ -1062,7 +1062,7 @@ tests:
         );
         let e = Rule::parse(&text, "flow.yml").expect_err("refused");
         assert!(
-            matches!(&e, DetectError::Unsupported { construct, .. } if construct.contains("refused before parsing")),
+            matches!(&e, RuleError::Unsupported { construct, .. } if construct.contains("refused before parsing")),
             "{e}"
         );
     }
