@@ -96,10 +96,12 @@ fn s3_options(
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `gen --help` must not generate into a folder named `--help`.
     let (cmd, dir) = match (args.first(), args.get(1)) {
-        (Some(c), Some(d)) => (c.as_str(), PathBuf::from(d)),
+        (Some(c), Some(d)) if !d.starts_with('-') => (c.as_str(), PathBuf::from(d)),
         _ => bail!(
-            "usage: keytrail-bench gen DIR [--events N] [--seed S] | ingest DIR [--threads N] [--lake DIR]"
+            "usage: keytrail-bench gen|gen-sample|ingest|s3-ingest|follow|jsonl|s3-serve DIR [OPTIONS] \
+             (the options of each: benches/src/main.rs)"
         ),
     };
     match cmd {

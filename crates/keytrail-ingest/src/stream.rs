@@ -39,7 +39,6 @@ use crate::split::{Item, Splitter, Step};
 use crate::writer::LakeWriter;
 
 /// Where an object read record by record keeps its rows until it was read to its end.
-#[derive(Clone)]
 pub enum Staging {
     /// An Arrow IPC spool of unnamed files in this folder; the rows come back as
     /// [`Decoded::spooled`].
@@ -260,7 +259,7 @@ impl Spool<'_> {
 }
 
 /// Where the rows of the stretches decoded so far went.
-enum Sink<'d> {
+enum Destination<'d> {
     Spool(Spool<'d>),
     /// The writer drops before the share it buffers within.
     Lake(LakeWriter<Scope>, Share),
@@ -270,11 +269,11 @@ fn write_error(e: impl std::fmt::Display) -> ObjectError {
     ObjectError::Read(format!("writing its rows failed: {e}"))
 }
 
-impl Sink<'_> {
+impl Destination<'_> {
     fn add(&mut self, table: Table, day: i32, batch: RecordBatch) -> Result<(), ObjectError> {
         match self {
-            Sink::Spool(spool) => spool.add(table, day, &batch),
-            Sink::Lake(writer, _) => {
+            Destination::Spool(spool) => spool.add(table, day, &batch),
+            Destination::Lake(writer, _) => {
                 let bytes = batch.get_array_memory_size();
                 writer.accept(table, day, batch, bytes).map_err(write_error)
             }
@@ -284,8 +283,8 @@ impl Sink<'_> {
     /// Everything written; the rows are then `decoded`'s.
     fn finish(self, decoded: &mut Decoded) -> Result<(), ObjectError> {
         match self {
-            Sink::Spool(spool) => decoded.spooled = spool.finish()?,
-            Sink::Lake(writer, _share) => {
+            Destination::Spool(spool) => decoded.spooled = spool.finish()?,
+            Destination::Lake(writer, _share) => {
                 let scope = writer.finish().map_err(write_error)?;
                 let scope = Arc::try_unwrap(scope).map_err(|_| {
                     ObjectError::Read("internal: its rows' writers still hold them".into())
@@ -301,7 +300,7 @@ impl Sink<'_> {
 struct Sum<'d> {
     decoded: Decoded,
     keys: BTreeSet<String>,
-    sink: Sink<'d>,
+    destination: Destination<'d>,
 }
 
 impl Sum<'_> {
@@ -325,7 +324,7 @@ impl Sum<'_> {
             );
         self.keys.extend(part.keys);
         for (table, day, batch) in part.batches {
-            self.sink.add(table, day, batch)?;
+            self.destination.add(table, day, batch)?;
             keytrail_lake::crash_point("mid-stream");
         }
         Ok(())
@@ -491,8 +490,8 @@ fn read_records(
             staged: None,
         },
         keys: BTreeSet::new(),
-        sink: match staging {
-            Staging::Spool(dir) => Sink::Spool(Spool {
+        destination: match staging {
+            Staging::Spool(dir) => Destination::Spool(Spool {
                 dir,
                 writers: BTreeMap::new(),
                 order: Vec::new(),
@@ -504,7 +503,7 @@ fn read_records(
             } => {
                 let share = budget.take();
                 let writer = LakeWriter::new(Arc::new(txn.scope()), share.bytes, *writers);
-                Sink::Lake(writer, share)
+                Destination::Lake(writer, share)
             }
         },
     };
@@ -578,11 +577,11 @@ fn read_records(
     let Sum {
         mut decoded,
         keys,
-        sink,
+        destination,
     } = sum;
     decoded.shape = splitter.shape().or(doc_shape).unwrap_or(Shape::Event);
     decoded.keys = keys.into_iter().collect();
-    sink.finish(&mut decoded)?;
+    destination.finish(&mut decoded)?;
     Ok(decoded)
 }
 
