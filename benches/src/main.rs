@@ -25,6 +25,11 @@
 //! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
 //! runs the whole comparison with DuckDB.
 
+// The allocator keytrail's binary uses, so the figures are its.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
