@@ -2,9 +2,9 @@
 //! detectors make about a `sourceIPAddress` (is it an address at all, is it private, which
 //! network is it in).
 //!
-//! keytrail has no geolocation database and no list of AWS's address ranges: it cannot say
-//! offline where an address is, nor whether it belongs to AWS. What it can say, it says here,
-//! and `docs/rules.md` states the limits.
+//! keytrail has no geolocation database: it cannot say offline where an address is. Whether
+//! it belongs to AWS is `keytrail_model::awsip`'s to say (AWS's published ranges). What this
+//! module can say, it says here, and `docs/rules.md` states the limits.
 
 use std::net::IpAddr;
 

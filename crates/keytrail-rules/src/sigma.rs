@@ -1,4 +1,4 @@
-//! Sigma rules (https://sigmahq.io) for CloudTrail, compiled into the same condition model as
+//! Sigma rules (<https://sigmahq.io>) for CloudTrail, compiled into the same condition model as
 //! keytrail's own rules, so they run in the same single scan of the lake.
 //!
 //! What is read: `logsource` (must be `product: aws`, `service: cloudtrail`), `detection`
