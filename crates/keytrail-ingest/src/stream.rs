@@ -444,7 +444,20 @@ fn stream_into<R: Read + Send>(
         } else {
             Box::new(raw)
         };
-        read_records(object, &mut *text, rule, limits, staging, chunk)
+        match read_records(object, &mut *text, rule, limits, staging, chunk) {
+            // A gzipped object whose text failed: if its container is broken as well, that
+            // is the reason, as a whole read (which inflates and checks the CRC before it
+            // parses) gives it. The rest is read only as far as a whole read could inflate.
+            Err(Failure::Object(e)) if gzip => {
+                let whole = limits.max_object_bytes.min(limits.stream_above);
+                let mut rest = (&mut *text).take(whole as u64);
+                match std::io::copy(&mut rest, &mut std::io::sink()) {
+                    Err(io) => Err(Failure::Io(io)),
+                    Ok(_) => Err(Failure::Object(e)),
+                }
+            }
+            other => other,
+        }
     };
     let decoded = result.map_err(|e| match e {
         Failure::Object(e) => e,
@@ -754,6 +767,35 @@ mod tests {
         let (d, _) =
             stream_by(&o, &gz[..], &rule, Limits::default(), spool.path(), 256).expect("whole");
         assert_eq!(d.counts.written, 200);
+    }
+
+    /// Found by the `decode` fuzz target: a gzip member whose CRC is wrong around text that
+    /// is no JSON failed as `not-json` read record by record and as `corrupt-gzip` read whole.
+    #[test]
+    fn a_broken_gzip_around_bad_text_is_a_gzip_error_as_when_read_whole() {
+        let text = format!(
+            "3 Records\": [{}]}}",
+            "{\"eventName\": \"E\"}, ".repeat(5000)
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).expect("gzip");
+        let good = gz.finish().expect("gzip");
+        let mut bad = good.clone();
+        let crc = bad.len() - 8;
+        bad[crc] ^= 0xff;
+        let spool = tempfile::tempdir().expect("tmp");
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        let o = object("bad.json.gz", bad.len());
+        let whole =
+            crate::process::decode_object(&o, &bad, &rule, Limits::default(), &mut Vec::new());
+        assert!(matches!(whole, Err(ObjectError::Gzip(_))), "{whole:?}");
+        for chunk in [1, 256, 1 << 20] {
+            let e = stream_by(&o, &bad[..], &rule, Limits::default(), spool.path(), chunk);
+            assert!(matches!(e, Err(ObjectError::Gzip(_))), "{chunk}: {e:?}");
+            // With its CRC right, the text is what fails.
+            let e = stream_by(&o, &good[..], &rule, Limits::default(), spool.path(), chunk);
+            assert!(matches!(e, Err(ObjectError::NotJson(_))), "{chunk}: {e:?}");
+        }
     }
 
     #[test]
