@@ -32,6 +32,13 @@ pub struct Limits {
     pub index_keys: bool,
 }
 
+impl Limits {
+    /// The most text a whole read inflates; past it the object is read record by record.
+    pub fn whole_read_bytes(&self) -> usize {
+        self.max_object_bytes.min(self.stream_above)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -117,11 +124,7 @@ pub fn decode_object(
     limits: Limits,
     scratch: &mut Vec<u8>,
 ) -> Result<Decoded, ObjectError> {
-    decompress(
-        bytes,
-        scratch,
-        limits.max_object_bytes.min(limits.stream_above),
-    )?;
+    decompress(bytes, scratch, limits.whole_read_bytes())?;
     let split = split(scratch, limits.max_event_bytes)?;
     let shape = split.shape.unwrap_or(Shape::Event);
     let mut decoded = decode_records(object, split, rule, limits)?;

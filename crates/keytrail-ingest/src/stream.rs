@@ -449,8 +449,7 @@ fn stream_into<R: Read + Send>(
             // is the reason, as a whole read (which inflates and checks the CRC before it
             // parses) gives it. The rest is read only as far as a whole read could inflate.
             Err(Failure::Object(e)) if gzip => {
-                let whole = limits.max_object_bytes.min(limits.stream_above);
-                let mut rest = (&mut *text).take(whole as u64);
+                let mut rest = (&mut *text).take(limits.whole_read_bytes() as u64);
                 match std::io::copy(&mut rest, &mut std::io::sink()) {
                     Err(io) => Err(Failure::Io(io)),
                     Ok(_) => Err(Failure::Object(e)),
