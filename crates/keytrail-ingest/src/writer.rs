@@ -3,10 +3,11 @@
 //!
 //! Writing (sort, encode, compress) runs on its own threads so it overlaps with decoding; the
 //! queue to them holds one partition, so a slow disk or encoder pushes back on the collector,
-//! which pushes back on the decoders. Memory: the buffer budget (half as much again while the
-//! writers are busy), plus the partitions being written, which together stay within the
-//! budget (or are one partition, if that alone is larger) whatever the number of writer
-//! threads: a partition is handed over only when the ones in flight leave room for it.
+//! which pushes back on the decoders. Memory: the partitions buffered and those being written
+//! together stay within half as much again as the buffer budget (or one partition more, if a
+//! single one is larger) whatever the number of writer threads: a partition is handed over
+//! only when the ones in flight leave room for it within the budget, and the collector waits
+//! for writes to finish when buffered and in flight together reach the bound.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,53 +181,57 @@ impl<S: Sink> LakeWriter<S> {
         if part.bytes >= self.limit / 2 {
             let part = self.parts.remove(&(table, day)).unwrap_or_default();
             self.buffered -= part.bytes;
-            return self.send(((table, day), part));
+            self.send(((table, day), part))?;
         }
-        // Over budget: hand the largest partition to the writers. While they are busy, keep
-        // buffering up to half as much again before waiting for them, so a write in progress
-        // does not stall decoding.
-        while self.buffered > self.limit {
-            let Some(key) = self
-                .parts
-                .iter()
-                .max_by_key(|(k, p)| (p.bytes, std::cmp::Reverse(**k)))
-                .map(|(k, _)| *k)
-            else {
-                break;
-            };
-            let hard = self.buffered > self.limit + self.limit / 2;
-            let size = self.parts.get(&key).map_or(0, |p| p.bytes);
-            if !hard && !self.room_for(size) {
-                // Writers busy and still under the hard limit: keep buffering for now.
-                break;
-            }
-            let Some(part) = self.parts.remove(&key) else {
-                break;
-            };
-            if hard {
-                self.buffered -= size;
-                self.send((key, part))?;
-                continue;
-            }
-            let Some(jobs) = &self.jobs else { break };
-            match jobs.try_send((key, part)) {
-                Ok(()) => {
-                    self.buffered -= size;
-                    self.in_flight += size;
-                }
-                Err(crossbeam_channel::TrySendError::Full((key, part))) => {
-                    // No writer free and still under the hard limit: keep it for now.
-                    self.parts.insert(key, part);
+        // Over budget: hand the largest partitions to the writers while they have room. What
+        // is buffered and what is being written stay within half as much again as the budget
+        // together: past that, wait for writes to finish (the collector, and through it the
+        // decoders, wait with it), so a write in progress does not stall decoding until then.
+        loop {
+            while self.buffered > self.limit {
+                let Some((key, size)) = self
+                    .parts
+                    .iter()
+                    .max_by_key(|(k, p)| (p.bytes, std::cmp::Reverse(**k)))
+                    .map(|(k, p)| (*k, p.bytes))
+                else {
+                    break;
+                };
+                if !self.room_for(size) {
                     break;
                 }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
-                    // A writer thread died: its error (or panic) is the reason.
-                    self.drain()?;
+                let Some(jobs) = &self.jobs else { break };
+                let Some(part) = self.parts.remove(&key) else {
+                    break;
+                };
+                match jobs.try_send((key, part)) {
+                    Ok(()) => {
+                        self.buffered -= size;
+                        self.in_flight += size;
+                    }
+                    Err(crossbeam_channel::TrySendError::Full((key, part))) => {
+                        // No writer free: keep it for now.
+                        self.parts.insert(key, part);
+                        break;
+                    }
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                        // A writer thread died: its error (or panic) is the reason.
+                        self.drain()?;
+                        return Err(IngestError::Config("the writer threads stopped".into()));
+                    }
+                }
+            }
+            if self.in_flight == 0 || self.buffered + self.in_flight <= self.limit + self.limit / 2
+            {
+                return Ok(());
+            }
+            match self.results.recv() {
+                Ok(r) => self.collect(r)?,
+                Err(_) => {
                     return Err(IngestError::Config("the writer threads stopped".into()));
                 }
             }
         }
-        Ok(())
     }
 
     /// Write everything still buffered (through the writer threads, within the same bounds)
