@@ -3,7 +3,6 @@
 //! signature read from its `x-amz-meta-signature` metadata), and the validation that
 //! `ingest --verify-logs` runs before it reads.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -11,11 +10,10 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use keytrail_custody::{
-    CustodyError, LocalStore, Metadata, ObjectStore, ReadError, Report, Scope, Status,
-    StoredObject, VerifyOptions, verify,
+    CustodyError, LocalStore, Metadata, ObjectStore, ReadError, Report, Scope, StoredObject,
+    VerifyOptions, verify,
 };
 use keytrail_model::TimeWindow;
-use serde::Serialize;
 
 use crate::Input;
 use crate::error::IngestError;
@@ -203,45 +201,4 @@ pub fn verify_inputs(
         .chain(remote.iter().map(|s| s as &dyn ObjectStore))
         .collect();
     verify(&stores, opts).map_err(|e| IngestError::Config(e.to_string()))
-}
-
-/// What `ingest --verify-logs` found, in the run summary.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct CustodySummary {
-    /// The validation found nothing modified, missing, broken or uncovered.
-    pub passed: bool,
-    /// Rows of the validation at failure and warning level (`keytrail verify-logs` lists them).
-    pub failures: u64,
-    pub warnings: u64,
-    /// Objects this run read, by the status the validation gave their bytes (`valid`: covered
-    /// by a valid digest chain).
-    pub read: BTreeMap<String, u64>,
-    /// The validation's failures: (status, object), the first 50.
-    pub problems: Vec<(Status, String)>,
-}
-
-impl CustodySummary {
-    pub fn new(report: &Report) -> CustodySummary {
-        CustodySummary {
-            passed: report.passed,
-            failures: report.failures,
-            warnings: report.warnings,
-            read: BTreeMap::new(),
-            problems: report
-                .rows
-                .iter()
-                .filter(|r| r.status.level() == keytrail_custody::Level::Failure)
-                .take(50)
-                .map(|r| (r.status, r.object.clone()))
-                .collect(),
-        }
-    }
-
-    /// Objects read that a valid digest chain covered.
-    pub fn covered(&self) -> u64 {
-        self.read
-            .get(keytrail_custody::coverage::COVERED)
-            .copied()
-            .unwrap_or(0)
-    }
 }

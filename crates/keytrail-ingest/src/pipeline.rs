@@ -350,6 +350,7 @@ thread_local! {
 /// Memory stays bounded: a GET keeps its place among the `concurrency` until its body has a
 /// place among the `2 × threads` objects waiting for or in decoding, so at most
 /// `concurrency + 2 × threads` bodies are held at once whatever the bucket holds.
+#[cfg(feature = "run")]
 #[allow(clippy::too_many_arguments)]
 pub fn run_s3(
     objects: Vec<ObjectRef>,
@@ -479,6 +480,7 @@ pub fn run_s3(
 
 /// One GET of an object read whole; `None` for an object the listing says is larger than
 /// [`Limits::stream_above`], which is read record by record from its body instead.
+#[cfg(feature = "run")]
 async fn fetch(
     source: &crate::s3::S3Source,
     object: &ObjectRef,

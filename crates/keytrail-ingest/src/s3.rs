@@ -578,13 +578,6 @@ pub fn day_prefixes(region_prefix: &str, window: &TimeWindow) -> Vec<String> {
         .collect()
 }
 
-/// Whether an object belongs to shard `index` of `count` (1-based): a stable hash of its
-/// identity, so N workers split a bucket without talking to each other.
-pub fn in_shard(uri: &str, index: u32, count: u32) -> bool {
-    count <= 1
-        || xxhash_rust::xxh3::xxh3_64(uri.as_bytes()) % u64::from(count) == u64::from(index - 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -623,17 +616,5 @@ mod tests {
                 "AWSLogs/1/CloudTrail/us-east-1/2024/12/02/",
             ]
         );
-    }
-
-    #[test]
-    fn shards_partition_the_objects() {
-        let uris: Vec<String> = (0..1000).map(|i| format!("s3://b/k{i}")).collect();
-        let mut total = 0;
-        for i in 1..=3 {
-            let n = uris.iter().filter(|u| in_shard(u, i, 3)).count();
-            assert!(n > 250, "shard {i} has {n}");
-            total += n;
-        }
-        assert_eq!(total, 1000);
     }
 }

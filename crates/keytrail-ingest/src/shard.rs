@@ -205,8 +205,15 @@ impl Shard {
 
     /// Whether the object at `uri` is this share's to read.
     pub fn takes(&self, uri: &str) -> bool {
-        crate::s3::in_shard(uri, self.index, self.count)
+        in_shard(uri, self.index, self.count)
     }
+}
+
+/// Whether an object belongs to shard `index` of `count` (1-based): a stable hash of its
+/// identity, so N workers split a bucket without talking to each other.
+pub fn in_shard(uri: &str, index: u32, count: u32) -> bool {
+    count <= 1
+        || xxhash_rust::xxh3::xxh3_64(uri.as_bytes()) % u64::from(count) == u64::from(index - 1)
 }
 
 #[cfg(test)]
@@ -369,5 +376,17 @@ mod tests {
             }
         }
         assert!(taken.iter().all(|n| *n == 1));
+    }
+
+    #[test]
+    fn shards_partition_the_objects() {
+        let uris: Vec<String> = (0..1000).map(|i| format!("s3://b/k{i}")).collect();
+        let mut total = 0;
+        for i in 1..=3 {
+            let n = uris.iter().filter(|u| in_shard(u, i, 3)).count();
+            assert!(n > 250, "shard {i} has {n}");
+            total += n;
+        }
+        assert_eq!(total, 1000);
     }
 }

@@ -147,13 +147,14 @@ pub struct RunSummary {
     /// With `--verify-logs`: the validation of the inputs' CloudTrail digest files, and what
     /// it said of each object this run read.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub custody: Option<crate::custody::CustodySummary>,
+    pub custody: Option<CustodySummary>,
     /// With [`crate::Limits::index_keys`]: each object read and the access keys it holds.
     #[serde(skip)]
     pub key_index: Vec<(crate::ObjectRef, Vec<String>)>,
 }
 
 impl RunSummary {
+    #[cfg(feature = "run")]
     pub(crate) fn skip(&mut self, object: String, reason: SkipReason, detail: Option<String>) {
         *self.objects.skipped.entry(reason).or_default() += 1;
         if let Some(detail) = detail {
@@ -186,3 +187,44 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+/// What `ingest --verify-logs` found, in the run summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CustodySummary {
+    /// The validation found nothing modified, missing, broken or uncovered.
+    pub passed: bool,
+    /// Rows of the validation at failure and warning level (`keytrail verify-logs` lists them).
+    pub failures: u64,
+    pub warnings: u64,
+    /// Objects this run read, by the status the validation gave their bytes (`valid`: covered
+    /// by a valid digest chain).
+    pub read: BTreeMap<String, u64>,
+    /// The validation's failures: (status, object), the first 50.
+    pub problems: Vec<(keytrail_custody::Status, String)>,
+}
+
+impl CustodySummary {
+    pub fn new(report: &keytrail_custody::Report) -> CustodySummary {
+        CustodySummary {
+            passed: report.passed,
+            failures: report.failures,
+            warnings: report.warnings,
+            read: BTreeMap::new(),
+            problems: report
+                .rows
+                .iter()
+                .filter(|r| r.status.level() == keytrail_custody::Level::Failure)
+                .take(50)
+                .map(|r| (r.status, r.object.clone()))
+                .collect(),
+        }
+    }
+
+    /// Objects read that a valid digest chain covered.
+    pub fn covered(&self) -> u64 {
+        self.read
+            .get(keytrail_custody::coverage::COVERED)
+            .copied()
+            .unwrap_or(0)
+    }
+}

@@ -14,7 +14,8 @@ use clap::Args;
 use keytrail_custody::{Level, PublicKeys, Report, VerifyOptions};
 use keytrail_engine::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use keytrail_engine::arrow::datatypes::{Field, Schema, SchemaRef};
-use keytrail_ingest::custody::{CustodySummary, verify_inputs};
+use keytrail_ingest::custody::verify_inputs;
+use keytrail_ingest::summary::CustodySummary;
 use keytrail_ingest::{IngestOptions, Input};
 
 use crate::flags::{OutputArgs, WindowArgs};
