@@ -25,10 +25,9 @@
 //! Each measurement runs in a fresh process so its peak RSS is its own; `benches/ingest.sh`
 //! runs the whole comparison with DuckDB.
 
-// The allocator keytrail's binary uses, so the figures are its.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The allocator keytrail's binary uses (and its options), so the figures are its.
+#[path = "../../crates/keytrail-cli/src/alloc.rs"]
+mod alloc;
 
 use std::path::PathBuf;
 use std::time::Instant;

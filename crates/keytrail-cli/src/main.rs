@@ -5,6 +5,7 @@
 //! - 1: the job was done, but not in full (some objects failed; `detect` found something)
 //! - 2: usage or configuration error, or a failure that stopped the job
 
+mod alloc;
 mod cmd;
 mod flags;
 mod output;
@@ -16,12 +17,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::flags::{Cli, Command};
-
-// jemalloc gives freed memory back where glibc's per-thread heaps kept it: the ingest's peak
-// RSS is lower and it runs faster (docs/benchmarks.md). Not on MSVC, where it does not build.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -455,7 +455,7 @@ pub fn run_s3(
                                 let done = guarded(&object.clone(), || {
                                     handle_bytes(object, bytes, decider, limits, &mut scratch)
                                 });
-                                if scratch.capacity() > 64 << 20 {
+                                if scratch.capacity() > KEEP_SCRATCH {
                                     *scratch = Vec::new();
                                 }
                                 done
@@ -520,6 +520,19 @@ fn collect(
     result
 }
 
+/// A decoding thread keeps its buffer of decompressed text between objects up to this size; one
+/// a large object grew past it is freed, so that each thread does not keep the largest object
+/// it has seen (with 16 threads that was tens of MiB).
+const KEEP_SCRATCH: usize = 8 << 20;
+
+/// How many decoded local objects wait for the collector: two per decoding thread that can run
+/// at once. Threads beyond the cores decode no faster, so more room would only keep their
+/// objects waiting longer, in memory.
+fn queue_depth(pool: &rayon::ThreadPool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    2 * pool.current_num_threads().min(cores)
+}
+
 /// The pool of decoding threads.
 pub fn decode_pool(threads: usize) -> Result<rayon::ThreadPool, IngestError> {
     rayon::ThreadPoolBuilder::new()
@@ -540,7 +553,7 @@ pub fn run_local(
     progress: &dyn Progress,
     mut on_done: impl FnMut(Done) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    let (tx, rx) = crossbeam_channel::bounded::<Done>(pool.current_num_threads() * 2);
+    let (tx, rx) = crossbeam_channel::bounded::<Done>(queue_depth(pool));
     let cancelled = AtomicBool::new(false);
     let mut result = Ok(());
     std::thread::scope(|scope| {
@@ -562,7 +575,7 @@ pub fn run_local(
                         // The collector hung up only when it stopped on an error.
                         let _ = tx.send(done);
                         // Do not keep a huge buffer alive for the rest of the run.
-                        if scratch.capacity() > 64 << 20 {
+                        if scratch.capacity() > KEEP_SCRATCH {
                             *scratch = Vec::new();
                         }
                     });
