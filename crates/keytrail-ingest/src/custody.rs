@@ -174,14 +174,7 @@ pub fn verify_inputs(
     }
     let mut remote = Vec::new();
     if !uris.is_empty() {
-        let rt = Arc::new(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("keytrail-custody")
-                .enable_all()
-                .build()
-                .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?,
-        );
+        let rt = Arc::new(s3::runtime("keytrail-custody")?);
         let client = match client {
             Some(c) => c,
             None => rt.block_on(s3::connect(s3_opts)),

@@ -108,12 +108,7 @@ struct S3Run {
 fn s3_runtime(
     opts: &IngestOptions,
 ) -> Result<(tokio::runtime::Runtime, aws_sdk_s3::Client), IngestError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("keytrail-s3")
-        .enable_all()
-        .build()
-        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?;
+    let rt = s3::runtime("keytrail-s3")?;
     let client = match &opts.s3_client {
         Some(c) => c.clone(),
         None => rt.block_on(s3::connect(&opts.s3)),

@@ -116,6 +116,17 @@ pub fn client_settings(opts: &S3Options) -> (TimeoutConfig, RetryConfig) {
     (timeouts, retries)
 }
 
+/// The tokio runtime ingest's S3 calls run on (inputs, the lake, digests): 2 worker threads
+/// named `name`.
+pub(crate) fn runtime(name: &str) -> Result<tokio::runtime::Runtime, IngestError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))
+}
+
 /// Build an S3 client the way the AWS CLI finds its settings: the default credential chain
 /// (environment, profile files, SSO, process, container and instance roles), `--profile`,
 /// `--region`, `--endpoint-url`.

@@ -767,12 +767,7 @@ impl S3Lake {
 /// [`S3Lake::read_manifest`] for synchronous callers: a runtime and a client of its own,
 /// reached as `s3` says.
 pub fn read_manifest(uri: &S3Uri, s3: &crate::s3::S3Options) -> Result<Manifest, IngestError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("keytrail-s3")
-        .enable_all()
-        .build()
-        .map_err(|e| IngestError::Config(format!("cannot start the S3 runtime: {e}")))?;
+    let rt = crate::s3::runtime("keytrail-s3")?;
     rt.block_on(async {
         let client = crate::s3::connect(s3).await;
         S3Lake::new(client, uri.clone(), S3LakeOptions::default())
