@@ -278,7 +278,7 @@ fn handle_local(
     object: ObjectRef,
     decider: &Decider<'_>,
     limits: Limits,
-    scratch: &mut Vec<u8>,
+    decoders: &Decoders,
 ) -> Done {
     match &object.location {
         Location::Local(path) if object.size > limits.stream_above as u64 => {
@@ -291,7 +291,7 @@ fn handle_local(
         }
         _ => {
             let bytes = read_local(&object);
-            handle_bytes(object, bytes, decider, limits, scratch)
+            decoders.run(|scratch| handle_bytes(object, bytes, decider, limits, scratch))
         }
     }
 }
@@ -338,9 +338,51 @@ pub fn panic_point(stage: &str, object: &ObjectRef) {
     }
 }
 
-thread_local! {
-    /// Each decoding thread's reusable buffer for decompressed objects.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Leave to decode an object read whole: one per core (at most one per thread), each with the
+/// buffer of decompressed text its holder decodes into. Threads beyond the cores decode no
+/// faster; they read the next objects' bytes meanwhile, and what decoding holds (an object's
+/// text and its Arrow builders) stays one object's per core whatever `--threads` is. An object
+/// read record by record ([`handle_stream`]) takes none: it decodes on the pool's idle threads
+/// itself, and a holder must never wait for the pool.
+pub(crate) struct Decoders {
+    free: crossbeam_channel::Receiver<Vec<u8>>,
+    back: crossbeam_channel::Sender<Vec<u8>>,
+}
+
+impl Decoders {
+    /// Leave for `threads` decoding threads: as many as cores, or `threads` if fewer.
+    pub(crate) fn new(threads: usize) -> Decoders {
+        let n = threads.min(crate::stream::cores()).max(1);
+        let (back, free) = crossbeam_channel::bounded(n);
+        for _ in 0..n {
+            let _ = back.send(Vec::new());
+        }
+        Decoders { free, back }
+    }
+
+    /// Wait for a free decoder and run `work` with its buffer. The buffer goes back even when
+    /// `work` panics (freed if an object grew it past [`KEEP_SCRATCH`]).
+    fn run<R>(&self, work: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        struct Held<'a> {
+            buf: Vec<u8>,
+            back: &'a crossbeam_channel::Sender<Vec<u8>>,
+        }
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                let mut buf = std::mem::take(&mut self.buf);
+                if buf.capacity() > KEEP_SCRATCH {
+                    buf = Vec::new();
+                }
+                let _ = self.back.send(buf);
+            }
+        }
+        // `self` keeps a sender, so this waits until a buffer comes back.
+        let mut held = Held {
+            buf: self.free.recv().unwrap_or_default(),
+            back: &self.back,
+        };
+        work(&mut held.buf)
+    }
 }
 
 /// Decode S3 objects: up to `concurrency` GETs in flight, each a task on the tokio runtime
@@ -365,6 +407,7 @@ pub fn run_s3(
     use std::sync::Arc;
     use tokio::sync::Semaphore;
     let backlog = pool.current_num_threads() * 2;
+    let decoders = &Decoders::new(pool.current_num_threads());
     let (tx, rx) = crossbeam_channel::bounded::<Done>(backlog);
     let gets = Arc::new(Semaphore::new(source.options().concurrency.max(1)));
     let places = Arc::new(Semaphore::new(backlog));
@@ -450,15 +493,10 @@ pub fn run_s3(
                                 }
                                 b
                             });
-                            let done = SCRATCH.with(|s| {
-                                let mut scratch = s.borrow_mut();
-                                let done = guarded(&object.clone(), || {
-                                    handle_bytes(object, bytes, decider, limits, &mut scratch)
-                                });
-                                if scratch.capacity() > KEEP_SCRATCH {
-                                    *scratch = Vec::new();
-                                }
-                                done
+                            let done = guarded(&object.clone(), || {
+                                decoders.run(|scratch| {
+                                    handle_bytes(object, bytes, decider, limits, scratch)
+                                })
                             });
                             let _ = tx.send(done);
                             drop(place);
@@ -520,17 +558,16 @@ fn collect(
     result
 }
 
-/// A decoding thread keeps its buffer of decompressed text between objects up to this size; one
-/// a large object grew past it is freed, so that each thread does not keep the largest object
-/// it has seen (with 16 threads that was tens of MiB).
+/// A decoder ([`Decoders`]) keeps its buffer of decompressed text between objects up to this
+/// size; one a large object grew past it is freed, so that the decoders do not each keep the
+/// largest object they have seen.
 const KEEP_SCRATCH: usize = 8 << 20;
 
 /// How many decoded local objects wait for the collector: two per decoding thread that can run
 /// at once. Threads beyond the cores decode no faster, so more room would only keep their
 /// objects waiting longer, in memory.
 fn queue_depth(pool: &rayon::ThreadPool) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    2 * pool.current_num_threads().min(cores)
+    2 * pool.current_num_threads().min(crate::stream::cores())
 }
 
 /// The pool of decoding threads.
@@ -554,6 +591,7 @@ pub fn run_local(
     mut on_done: impl FnMut(Done) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let (tx, rx) = crossbeam_channel::bounded::<Done>(queue_depth(pool));
+    let decoders = &Decoders::new(pool.current_num_threads());
     let cancelled = AtomicBool::new(false);
     let mut result = Ok(());
     std::thread::scope(|scope| {
@@ -562,23 +600,16 @@ pub fn run_local(
             pool.install(|| {
                 // `par_bridge` hands objects out in order, so the objects of one day are
                 // decoded together and its partition fills as a whole.
-                objects
-                    .into_iter()
-                    .par_bridge()
-                    .for_each_init(Vec::new, |scratch, object| {
-                        if cancelled.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        let done = guarded(&object.clone(), || {
-                            handle_local(object, decider, limits, scratch)
-                        });
-                        // The collector hung up only when it stopped on an error.
-                        let _ = tx.send(done);
-                        // Do not keep a huge buffer alive for the rest of the run.
-                        if scratch.capacity() > KEEP_SCRATCH {
-                            *scratch = Vec::new();
-                        }
+                objects.into_iter().par_bridge().for_each(|object| {
+                    if cancelled.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let done = guarded(&object.clone(), || {
+                        handle_local(object, decider, limits, decoders)
                     });
+                    // The collector hung up only when it stopped on an error.
+                    let _ = tx.send(done);
+                });
             });
             drop(tx);
         });
@@ -587,4 +618,54 @@ pub fn run_local(
         });
     });
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn decoders_run_at_most_one_per_core_at_once() {
+        let n = crate::stream::cores();
+        let decoders = Decoders::new(4 * n);
+        let (live, most) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..4 * n {
+                s.spawn(|| {
+                    decoders.run(|_| {
+                        let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        live.fetch_sub(1, Ordering::SeqCst);
+                    });
+                });
+            }
+        });
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            (1..=n).contains(&most),
+            "{most} decoded at once on {n} cores"
+        );
+        // Fewer threads than cores: as many as the threads.
+        assert_eq!(Decoders::new(1).free.len(), 1);
+    }
+
+    #[test]
+    fn a_decoder_that_panics_gives_its_buffer_back_and_a_grown_buffer_is_freed() {
+        let decoders = Decoders::new(1);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoders.run(|buf: &mut Vec<u8>| {
+                buf.reserve(KEEP_SCRATCH + 1);
+                panic!("a bug while decoding");
+            })
+        }));
+        assert!(panicked.is_err());
+        // The one buffer came back, freed.
+        assert_eq!(decoders.free.len(), 1);
+        assert_eq!(decoders.run(|buf| buf.capacity()), 0);
+        decoders.run(|buf| buf.extend_from_slice(b"kept"));
+        assert!(decoders.run(|buf| buf.capacity()) >= 4);
+    }
 }

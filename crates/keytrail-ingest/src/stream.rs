@@ -332,7 +332,7 @@ impl Sum<'_> {
 }
 
 /// The cores this process may run on, asked once (on Linux the answer reads cgroup files).
-fn cores() -> usize {
+pub(crate) fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
