@@ -157,13 +157,14 @@ fn read_local(object: &ObjectRef) -> Result<Vec<u8>, ObjectError> {
     }
 }
 
-/// Turn fetched bytes into an outcome.
-pub fn handle_bytes(
+/// Turn fetched bytes into an outcome: decoded under one of `decoders`, or, when the text is
+/// too large to hold, read again record by record without one.
+fn handle_bytes(
     object: ObjectRef,
     bytes: Result<Vec<u8>, ObjectError>,
     decider: &Decider<'_>,
     limits: Limits,
-    scratch: &mut Vec<u8>,
+    decoders: &Decoders,
 ) -> Done {
     let bytes = match bytes {
         Ok(b) => b,
@@ -187,15 +188,16 @@ pub fn handle_bytes(
         }
     };
     panic_point("decode", &object);
-    let decoded = match decode_object(&object, &bytes, &rule, limits, scratch) {
-        // Too much text to hold: read it again, record by record.
-        Err(ObjectError::TooLarge { .. }) => {
-            scratch.clear();
-            crate::stream::stream(&object, &bytes[..], &rule, limits, &decider.staging)
-                .map(|(d, _)| d)
-        }
-        other => other,
-    };
+    let decoded =
+        match decoders.run(|scratch| decode_object(&object, &bytes, &rule, limits, scratch)) {
+            // Too much text to hold: read it again, record by record, with the decoder given back
+            // (the stream decodes on the pool, which may run other objects that wait for one).
+            Err(ObjectError::TooLarge { .. }) => {
+                crate::stream::stream(&object, &bytes[..], &rule, limits, &decider.staging)
+                    .map(|(d, _)| d)
+            }
+            other => other,
+        };
     match decoded {
         Ok(decoded) if decoded.shape == crate::decode::Shape::Digest => Done::Skipped {
             object,
@@ -291,7 +293,7 @@ fn handle_local(
         }
         _ => {
             let bytes = read_local(&object);
-            decoders.run(|scratch| handle_bytes(object, bytes, decider, limits, scratch))
+            handle_bytes(object, bytes, decider, limits, decoders)
         }
     }
 }
@@ -342,8 +344,9 @@ pub fn panic_point(stage: &str, object: &ObjectRef) {
 /// buffer of decompressed text its holder decodes into. Threads beyond the cores decode no
 /// faster; they read the next objects' bytes meanwhile, and what decoding holds (an object's
 /// text and its Arrow builders) stays one object's per core whatever `--threads` is. An object
-/// read record by record ([`handle_stream`]) takes none: it decodes on the pool's idle threads
-/// itself, and a holder must never wait for the pool.
+/// read record by record ([`handle_stream`], or after its text proved too large) takes none: it
+/// decodes on the pool's idle threads itself. A holder must never wait for the pool: a thread
+/// waiting there runs other objects, which would wait for a decoder that may never come back.
 pub(crate) struct Decoders {
     free: crossbeam_channel::Receiver<Vec<u8>>,
     back: crossbeam_channel::Sender<Vec<u8>>,
@@ -494,9 +497,7 @@ pub fn run_s3(
                                 b
                             });
                             let done = guarded(&object.clone(), || {
-                                decoders.run(|scratch| {
-                                    handle_bytes(object, bytes, decider, limits, scratch)
-                                })
+                                handle_bytes(object, bytes, decider, limits, decoders)
                             });
                             let _ = tx.send(done);
                             drop(place);

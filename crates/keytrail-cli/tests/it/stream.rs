@@ -140,6 +140,37 @@ fn large_objects_write_what_reading_them_whole_writes_and_are_not_read_twice() {
     crate::s3::verify_copy(&streamed, tmp.path(), "verify");
 }
 
+/// Objects stored small whose text is too large to hold are read again record by record after
+/// a whole read stopped; with more of them than decoders (one per core), every one is read, as
+/// a run that holds them whole reads them.
+#[test]
+fn objects_whose_text_is_too_large_are_read_again_record_by_record_many_at_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut stored = 0;
+    for i in 0..12 {
+        let gz = gzip(&records(&events(400, &format!("many{i}"))));
+        stored = stored.max(gz.len());
+        std::fs::write(dir.join(format!("d{i:02}.json.gz")), gz).expect("write");
+    }
+    let text = records(&events(400, "many0")).len();
+    // Stored below the stream threshold, text above it: a whole read that stops.
+    let above = stored + 1;
+    assert!(text > above, "text {text}, stored {stored}");
+    let (whole, again) = (tmp.path().join("whole"), tmp.path().join("again"));
+    let w = run(local(&dir), &whole, WHOLE, FilterSpec::all());
+    let mut o = IngestOptions::with_inputs(local(&dir), again.clone());
+    o.threads = 8;
+    o.limits.stream_above = above;
+    let s = ingest(&o, &NoProgress).expect("ingest");
+    assert!(s.balances(), "{s:#?}");
+    assert_eq!(s.objects.read, 12);
+    assert_eq!(s.events.written, 12 * 400);
+    assert_eq!(s.events, w.events);
+    assert_eq!(rows(&again, "events"), rows(&whole, "events"));
+}
+
 #[test]
 fn a_large_object_read_for_one_key_is_read_again_for_the_others() {
     let tmp = tempfile::tempdir().expect("tmp");
