@@ -4,8 +4,11 @@
 #   bash fuzz/run.sh ci                    every target for $KEYTRAIL_FUZZ_EXECS executions
 #                                          (default 20000) with a fixed seed; fails on any
 #                                          crash or hang
-#   bash fuzz/run.sh long TARGET EXECS     one target until EXECS executions; prints its
-#                                          figures; findings under fuzz/out/TARGET/
+#   bash fuzz/run.sh long TARGET EXECS [JOBS]
+#                                          one target until EXECS executions, shared among
+#                                          JOBS AFL++ instances (default 1; one per core is
+#                                          the fastest); prints its figures; findings under
+#                                          fuzz/out/TARGET/*/crashes and hangs
 #
 # Targets: decode key time rule inventory. Needs cargo, a C compiler and make (cargo-afl
 # builds AFL++ from the source it ships when it is installed).
@@ -28,12 +31,47 @@ step "instrumented targets built"
 # Seeds: small real inputs of each parser from testdata/, rules/ and a few literals.
 seeds() {
   local t=$1 dir=out/seeds/$1
-  rm -rf "$dir" && mkdir -p "$dir"
+  rm -rf "$dir" "$dir.all" && mkdir -p "$dir"
   case $t in
     decode)
-      find ../testdata/corrupt ../testdata/sample ../testdata/stratus -type f -size -64k \
-        \( -name '*.json' -o -name '*.gz' -o -name '*.jsonl' \) -print0 |
-        xargs -0 -I{} sh -c 'cp "$1" "$2/$(echo "$1" | md5sum | cut -c1-12)"' _ {} "$dir" ;;
+      # Real captures of every shape and hostile case, gzipped and plain, as they are when their
+      # text is under 16 KiB; larger captures one record each (`{"Records": [record]}`), so
+      # every kind of event is in, while an input's size, which sets an execution's time (the
+      # target reads it three ways, once possibly byte by byte), stays small. afl-cmin then
+      # keeps the smallest inputs that cover what they all cover.
+      python3 - "$dir.all" <<'PY'
+import glob, hashlib, json, os, sys, zlib
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+def seed(data):
+    with open(os.path.join(out, hashlib.md5(data).hexdigest()[:12]), "wb") as f:
+        f.write(data)
+for root in ("../testdata/corrupt", "../testdata/sample", "../testdata/stratus"):
+    for path in sorted(glob.glob(root + "/**/*", recursive=True)):
+        if not path.endswith((".json", ".gz", ".jsonl")) or not os.path.isfile(path):
+            continue
+        raw = open(path, "rb").read()
+        text = raw
+        if raw[:2] == b"\x1f\x8b":
+            try:  # at most 64 MiB: a bomb is among the hostile cases
+                text = zlib.decompressobj(31).decompress(raw, 64 << 20)
+            except zlib.error:
+                pass
+        if len(raw) < 16384 and len(text) < 16384:
+            seed(raw)
+            continue
+        try:
+            doc = json.loads(text)
+        except Exception:
+            continue
+        records = doc.get("Records") if isinstance(doc, dict) else doc
+        for record in records if isinstance(records, list) else []:
+            seed(json.dumps({"Records": [record]}, separators=(",", ":")).encode())
+PY
+      AFL_NO_AFFINITY=1 cargo afl cmin -i "$dir.all" -o "$dir" -t 5000 -m none \
+        -- "target/release/$t" >"out/seeds/$t.cmin.log" 2>&1 ||
+        { tail -5 "out/seeds/$t.cmin.log"; return 1; }
+      rm -rf "$dir.all" ;;
     key)
       for k in AKIAIOSFODNN7EXAMPLE ASIAY34FZKBOKMUTVV7A AKIARTXV5AHDZMKNCBCQ AROAEXAMPLE \
                AIDACORPUS AKIA2E0A8F3B244C9986 ABIA0123456789ABCDEF akiaiosfodnn7example; do
@@ -55,24 +93,56 @@ seeds() {
   esac
 }
 
+# A figure of one instance's fuzzer_stats.
+figure() { awk -F: -v k="$1" '$1 ~ "^"k" *$" {gsub(/ /,"",$2); print $2}' "$2"; }
+
 run() {
-  local t=$1 execs=$2
+  local t=$1 execs=$2 jobs=${3:-1}
   seeds "$t"
   rm -rf "out/$t"
-  # -s: a fixed seed; -E: stop after this many executions; -t: a hang is an input that takes
-  # longer than 2 s; -m none: no memory limit (the decoder's own limits bound it).
-  cargo afl fuzz -i "out/seeds/$t" -o "out/$t" -s 13 -E "$execs" -t 2000 -m none \
-    "target/release/$t" >"out/$t.log" 2>&1 || { tail -30 "out/$t.log"; return 1; }
-  local stats=out/$t/default/fuzzer_stats
-  local done crashes hangs
-  done=$(awk -F: '/^execs_done/ {gsub(/ /,"",$2); print $2}' "$stats")
-  crashes=$(awk -F: '/^saved_crashes/ {gsub(/ /,"",$2); print $2}' "$stats")
-  hangs=$(awk -F: '/^saved_hangs/ {gsub(/ /,"",$2); print $2}' "$stats")
-  echo "$t: $done executions, $crashes crashes, $hangs hangs ($(awk -F: '/^run_time/ {gsub(/ /,"",$2); print $2}' "$stats") s, corpus $(awk -F: '/^corpus_count/ {gsub(/ /,"",$2); print $2}' "$stats"), edges $(awk -F: '/^edges_found/ {gsub(/ /,"",$2); print $2}' "$stats"))"
-  if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
-    echo "findings of $t: fuzz/out/$t/default/crashes and hangs" >&2
-    return 1
+  # -s: a fixed seed (one per instance); -E: stop after this many executions; -t: a hang is an
+  # input that takes longer than 2 s; -m none: no memory limit (the decoder's own limits bound
+  # it); -G: inputs of at most 64 KiB (a gzipped one still inflates to the target's limit). With more than one job, one main instance (-M) and secondaries (-S) share a corpus
+  # and split the executions.
+  local names=(default) per=$execs
+  if [ "$jobs" -gt 1 ]; then
+    names=(main)
+    for ((i = 1; i < jobs; i++)); do names+=("s$i"); done
+    per=$(((execs + jobs - 1) / jobs))
   fi
+  local pids=() i=0 status=0
+  for name in "${names[@]}"; do
+    local role=()
+    if [ "$jobs" -gt 1 ]; then
+      if [ "$i" = 0 ]; then role=(-M "$name"); else role=(-S "$name"); fi
+    fi
+    cargo afl fuzz -i "out/seeds/$t" -o "out/$t" "${role[@]}" -s $((13 + i)) -E "$per" \
+      -t 2000 -m none -G 65536 "target/release/$t" >"out/$t.$name.log" 2>&1 &
+    pids+=($!)
+    i=$((i + 1))
+    # The main instance makes the output folder the others join.
+    [ "$jobs" -gt 1 ] && [ "$i" = 1 ] && sleep 5
+  done
+  for ((i = 0; i < ${#pids[@]}; i++)); do
+    wait "${pids[$i]}" || { tail -30 "out/$t.${names[$i]}.log"; status=1; }
+  done
+  local done=0 crashes=0 hangs=0 time=0 corpus=0 edges=0
+  for name in "${names[@]}"; do
+    local stats=out/$t/$name/fuzzer_stats
+    [ -f "$stats" ] || { echo "$t: no figures from instance $name" >&2; status=1; continue; }
+    done=$((done + $(figure execs_done "$stats")))
+    crashes=$((crashes + $(figure saved_crashes "$stats")))
+    hangs=$((hangs + $(figure saved_hangs "$stats")))
+    time=$(($(figure run_time "$stats") > time ? $(figure run_time "$stats") : time))
+    corpus=$(($(figure corpus_count "$stats") > corpus ? $(figure corpus_count "$stats") : corpus))
+    edges=$(($(figure edges_found "$stats") > edges ? $(figure edges_found "$stats") : edges))
+  done
+  echo "$t: $done executions in ${#names[@]} instance(s), $crashes crashes, $hangs hangs ($time s, corpus $corpus, edges $edges)"
+  if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
+    echo "findings of $t: fuzz/out/$t/*/crashes and hangs" >&2
+    status=1
+  fi
+  return $status
 }
 
 case ${1:-ci} in
@@ -80,6 +150,6 @@ case ${1:-ci} in
     status=0
     for t in "${TARGETS[@]}"; do run "$t" "${KEYTRAIL_FUZZ_EXECS:-20000}" || status=1; step "$t done"; done
     exit $status ;;
-  long) run "$2" "$3" ;;
-  *) echo "usage: fuzz/run.sh ci | long TARGET EXECS" >&2; exit 2 ;;
+  long) run "$2" "$3" "${4:-1}" ;;
+  *) echo "usage: fuzz/run.sh ci | long TARGET EXECS [JOBS]" >&2; exit 2 ;;
 esac
