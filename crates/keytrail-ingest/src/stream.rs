@@ -530,12 +530,21 @@ fn read_records(
         let mut items = Vec::new();
         let mut end = false;
         loop {
-            match splitter.next(&buf, base, eof)? {
-                Step::Item(item) => items.push(item),
-                Step::More => break,
-                Step::End => {
+            match splitter.next(&buf, base, eof) {
+                Ok(Step::Item(item)) => items.push(item),
+                Ok(Step::More) => break,
+                Ok(Step::End) => {
                     end = true;
                     break;
+                }
+                Err(e) => {
+                    // The items cut before the text broke come before it: a failure of the
+                    // object among them (a document whose `Records` is not an array) is the
+                    // one a whole read, which decodes each item as it is cut, meets first.
+                    if !items.is_empty() {
+                        decode_stretch(object, items, &buf, rule, limits)?;
+                    }
+                    return Err(e.into());
                 }
             }
         }
@@ -794,6 +803,51 @@ mod tests {
             // With its CRC right, the text is what fails.
             let e = stream_by(&o, &good[..], &rule, Limits::default(), spool.path(), chunk);
             assert!(matches!(e, Err(ObjectError::NotJson(_))), "{chunk}: {e:?}");
+        }
+    }
+
+    /// Found by the `decode` fuzz target: a document whose `Records` is not an array, followed
+    /// by text that is not JSON, failed as `records-not-array` read whole (the document is
+    /// decoded as soon as it is cut out) and as `not-json` read record by record (the stretch's
+    /// items were dropped when the splitter met the trailing text).
+    #[test]
+    fn a_failure_met_before_the_text_breaks_is_the_objects_reason_as_when_read_whole() {
+        let spool = tempfile::tempdir().expect("tmp");
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        for (text, reason) in [
+            (r#"{"Records":"x"}}"#, "records-not-array"),
+            (r#"{"Records":{}} trailing"#, "records-not-array"),
+            (r#"{"Events":7,"Records":[]}]"#, "not-json"),
+            (r#"{"Records":[{"eventName":"E"}]}}"#, "not-json"),
+        ] {
+            let o = object("bad.json", text.len());
+            let whole = crate::process::decode_object(
+                &o,
+                text.as_bytes(),
+                &rule,
+                Limits::default(),
+                &mut Vec::new(),
+            );
+            assert_eq!(
+                whole.as_ref().map_err(ObjectError::reason).err(),
+                Some(reason),
+                "{text}"
+            );
+            for chunk in [1, 3, 16, 1 << 20] {
+                let e = stream_by(
+                    &o,
+                    text.as_bytes(),
+                    &rule,
+                    Limits::default(),
+                    spool.path(),
+                    chunk,
+                );
+                assert_eq!(
+                    e.as_ref().map_err(ObjectError::reason).err(),
+                    Some(reason),
+                    "{text} in stretches of {chunk}"
+                );
+            }
         }
     }
 
