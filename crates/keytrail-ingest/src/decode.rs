@@ -90,6 +90,15 @@ fn inflate_whole(input: &[u8], out: &mut Vec<u8>, limit: usize) -> bool {
     if size == 0 || size > limit {
         return false;
     }
+    // libdeflate reads the first member and ignores whatever follows it. Its member must
+    // inflate to `size`, so that member's own trailer ends in these four bytes too; unless the
+    // member ends where the object ends, that trailer lies wholly before the object's last
+    // byte. Four bytes found nowhere there prove the object is one member. Found there (a
+    // second member, bytes after the member, or rarely chance), the streaming decoder reads
+    // it all.
+    if memchr::memmem::find(&input[..input.len() - 1], trailer).is_some() {
+        return false;
+    }
     out.resize(size, 0);
     let ok =
         INFLATER.with(|d| matches!(d.borrow_mut().gzip_decompress(input, out), Ok(n) if n == size));

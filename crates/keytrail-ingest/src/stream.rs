@@ -851,6 +851,52 @@ mod tests {
         }
     }
 
+    /// Found by the `decode` fuzz target: libdeflate inflates only the first member of a
+    /// gzip object, and the whole read took that member for the object when its size equalled
+    /// the last member's: the other members' records were lost without a word (read record by
+    /// record, every member was read).
+    #[test]
+    fn gzip_members_of_the_same_size_are_all_read() {
+        let line = |name: &str| {
+            format!("{{\"eventName\":\"{name}\",\"eventTime\":\"2024-11-30T08:00:00Z\"}}\n")
+        };
+        let member = |text: &str| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, text.as_bytes()).expect("gzip");
+            gz.finish().expect("gzip")
+        };
+        let (a, b, c) = (line("GetUser"), line("PutUser"), line("ListKey"));
+        assert_eq!((a.len(), b.len()), (c.len(), c.len()));
+        let spool = tempfile::tempdir().expect("tmp");
+        let rule = Difference::new(FilterSpec::all().compile(), &[]);
+        // Two members, three, and one member followed by bytes that are no member.
+        let mut junk = member(&a);
+        junk.extend_from_slice(b"junk");
+        junk.extend_from_within(junk.len() - 8..junk.len() - 4);
+        for (bytes, read) in [
+            ([member(&a), member(&b)].concat(), Some(2)),
+            ([member(&a), member(&b), member(&c)].concat(), Some(3)),
+            (junk, None),
+        ] {
+            let o = object("members.json.gz", bytes.len());
+            let whole = crate::process::decode_object(
+                &o,
+                &bytes,
+                &rule,
+                Limits::default(),
+                &mut Vec::new(),
+            );
+            let counts = whole.as_ref().map(|d| d.counts);
+            assert_eq!(counts.as_ref().ok().map(|c| c.read), read, "{counts:?}");
+            let streamed = stream_by(&o, &bytes[..], &rule, Limits::default(), spool.path(), 7);
+            assert_eq!(
+                outcome(streamed.map(|(d, _)| d)),
+                outcome(whole),
+                "read in stretches, then whole"
+            );
+        }
+    }
+
     #[test]
     fn objects_read_at_once_share_the_budget_and_give_it_back() {
         const MIB: usize = 1 << 20;
