@@ -25,7 +25,7 @@ pub fn decode(data: &[u8]) {
     let limits = Limits {
         // Small enough that a gzip bomb stops quickly (a bomb is inflated as far as this limit
         // by each of the two reads: at 8 MiB, inflating and CRC-32 took about a seventh of the
-        // target's time); large enough for every seed (under 64 KiB) and the largest record.
+        // target's time); large enough for every input (at most 64 KiB) and its largest record.
         max_object_bytes: 1 << 20,
         stream_above: 1 << 20,
         max_event_bytes: 256 << 10,
