@@ -95,6 +95,7 @@ PY
 
 # A figure of one instance's fuzzer_stats.
 figure() { awk -F: -v k="$1" '$1 ~ "^"k" *$" {gsub(/ /,"",$2); print $2}' "$2"; }
+max() { echo $(($1 > $2 ? $1 : $2)); }
 
 run() {
   local t=$1 execs=$2 jobs=${3:-1}
@@ -102,8 +103,9 @@ run() {
   rm -rf "out/$t"
   # -s: a fixed seed (one per instance); -E: stop after this many executions; -t: a hang is an
   # input that takes longer than 2 s; -m none: no memory limit (the decoder's own limits bound
-  # it); -G: inputs of at most 64 KiB (a gzipped one still inflates to the target's limit). With more than one job, one main instance (-M) and secondaries (-S) share a corpus
-  # and split the executions.
+  # it); -G: inputs of at most 64 KiB (a gzipped one still inflates to the target's limit).
+  # With more than one job, one main instance (-M) and secondaries (-S) share a corpus and
+  # split the executions.
   local names=(default) per=$execs
   if [ "$jobs" -gt 1 ]; then
     names=(main)
@@ -113,15 +115,16 @@ run() {
   local pids=() i=0 status=0
   for name in "${names[@]}"; do
     local role=()
-    if [ "$jobs" -gt 1 ]; then
-      if [ "$i" = 0 ]; then role=(-M "$name"); else role=(-S "$name"); fi
-    fi
+    case $name in
+      main) role=(-M main) ;;
+      s*) role=(-S "$name") ;;
+    esac
     cargo afl fuzz -i "out/seeds/$t" -o "out/$t" "${role[@]}" -s $((13 + i)) -E "$per" \
       -t 2000 -m none -G 65536 "target/release/$t" >"out/$t.$name.log" 2>&1 &
     pids+=($!)
     i=$((i + 1))
     # The main instance makes the output folder the others join.
-    [ "$jobs" -gt 1 ] && [ "$i" = 1 ] && sleep 5
+    if [ "$name" = main ]; then sleep 5; fi
   done
   for ((i = 0; i < ${#pids[@]}; i++)); do
     wait "${pids[$i]}" || { tail -30 "out/$t.${names[$i]}.log"; status=1; }
@@ -133,9 +136,9 @@ run() {
     done=$((done + $(figure execs_done "$stats")))
     crashes=$((crashes + $(figure saved_crashes "$stats")))
     hangs=$((hangs + $(figure saved_hangs "$stats")))
-    time=$(($(figure run_time "$stats") > time ? $(figure run_time "$stats") : time))
-    corpus=$(($(figure corpus_count "$stats") > corpus ? $(figure corpus_count "$stats") : corpus))
-    edges=$(($(figure edges_found "$stats") > edges ? $(figure edges_found "$stats") : edges))
+    time=$(max "$(figure run_time "$stats")" "$time")
+    corpus=$(max "$(figure corpus_count "$stats")" "$corpus")
+    edges=$(max "$(figure edges_found "$stats")" "$edges")
   done
   echo "$t: $done executions in ${#names[@]} instance(s), $crashes crashes, $hangs hangs ($time s, corpus $corpus, edges $edges)"
   if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
