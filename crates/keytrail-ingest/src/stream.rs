@@ -821,7 +821,7 @@ mod tests {
             (r#"{"Records":[{"eventName":"E"}]}}"#, "not-json"),
         ] {
             let o = object("bad.json", text.len());
-            let whole = crate::process::decode_object(
+            let whole = decode_object(
                 &o,
                 text.as_bytes(),
                 &rule,
@@ -879,13 +879,7 @@ mod tests {
             (junk, None),
         ] {
             let o = object("members.json.gz", bytes.len());
-            let whole = crate::process::decode_object(
-                &o,
-                &bytes,
-                &rule,
-                Limits::default(),
-                &mut Vec::new(),
-            );
+            let whole = decode_object(&o, &bytes, &rule, Limits::default(), &mut Vec::new());
             let counts = whole.as_ref().map(|d| d.counts);
             assert_eq!(counts.as_ref().ok().map(|c| c.read), read, "{counts:?}");
             let streamed = stream_by(&o, &bytes[..], &rule, Limits::default(), spool.path(), 7);
