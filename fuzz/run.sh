@@ -9,6 +9,10 @@
 #                                          JOBS AFL++ instances (default 1; one per core is
 #                                          the fastest); prints its figures; findings under
 #                                          fuzz/out/TARGET/*/crashes and hangs
+#   bash fuzz/run.sh resume TARGET EXECS [JOBS]
+#                                          as long, going on from the corpus, figures and
+#                                          executions that fuzz/out/TARGET holds (a run
+#                                          stopped before its EXECS, same target and JOBS)
 #
 # Targets: decode key time rule inventory. Needs cargo, a C compiler and make (cargo-afl
 # builds AFL++ from the source it ships when it is installed).
@@ -98,9 +102,17 @@ figure() { awk -F: -v k="$1" '$1 ~ "^"k" *$" {gsub(/ /,"",$2); print $2}' "$2"; 
 max() { echo $(($1 > $2 ? $1 : $2)); }
 
 run() {
-  local t=$1 execs=$2 jobs=${3:-1}
-  seeds "$t"
-  rm -rf "out/$t"
+  local t=$1 execs=$2 jobs=${3:-1} resume=${4:-} input
+  if [ -n "$resume" ]; then
+    # AFL++ takes its queue, bitmap and figures back from the output folder; -E counts the
+    # executions done before.
+    [ -d "out/$t" ] || { echo "$t: nothing to resume in fuzz/out/$t" >&2; return 1; }
+    input=-
+  else
+    seeds "$t"
+    rm -rf "out/$t"
+    input=out/seeds/$t
+  fi
   # -s: a fixed seed (one per instance); -E: stop after this many executions; -t: a hang is an
   # input that takes longer than 2 s; -m none: no memory limit (the decoder's own limits bound
   # it); -G: inputs of at most 64 KiB (a gzipped one still inflates to the target's limit).
@@ -119,7 +131,7 @@ run() {
       main) role=(-M main) ;;
       s*) role=(-S "$name") ;;
     esac
-    cargo afl fuzz -i "out/seeds/$t" -o "out/$t" "${role[@]}" -s $((13 + i)) -E "$per" \
+    cargo afl fuzz -i "$input" -o "out/$t" "${role[@]}" -s $((13 + i)) -E "$per" \
       -t 2000 -m none -G 65536 "target/release/$t" >"out/$t.$name.log" 2>&1 &
     pids+=($!)
     i=$((i + 1))
@@ -154,5 +166,6 @@ case ${1:-ci} in
     for t in "${TARGETS[@]}"; do run "$t" "${KEYTRAIL_FUZZ_EXECS:-20000}" || status=1; step "$t done"; done
     exit $status ;;
   long) run "$2" "$3" "${4:-1}" ;;
-  *) echo "usage: fuzz/run.sh ci | long TARGET EXECS [JOBS]" >&2; exit 2 ;;
+  resume) run "$2" "$3" "${4:-1}" resume ;;
+  *) echo "usage: fuzz/run.sh ci | long TARGET EXECS [JOBS] | resume TARGET EXECS [JOBS]" >&2; exit 2 ;;
 esac
