@@ -5,9 +5,9 @@
 #                                          (default 20000) with a fixed seed; fails on any
 #                                          crash or hang
 #   bash fuzz/run.sh long TARGET EXECS [JOBS]
-#                                          one target until EXECS executions, shared among
-#                                          JOBS AFL++ instances (default 1; one per core is
-#                                          the fastest); prints its figures; findings under
+#                                          one target until EXECS executions, made by JOBS
+#                                          AFL++ instances together (default 1; one per core
+#                                          is the fastest); prints its figures; findings under
 #                                          fuzz/out/TARGET/*/crashes and hangs
 #   bash fuzz/run.sh resume TARGET EXECS [JOBS]
 #                                          as long, going on from the corpus, figures and
@@ -116,13 +116,12 @@ run() {
   # -s: a fixed seed (one per instance); -E: stop after this many executions; -t: a hang is an
   # input that takes longer than 2 s; -m none: no memory limit (the decoder's own limits bound
   # it); -G: inputs of at most 64 KiB (a gzipped one still inflates to the target's limit).
-  # With more than one job, one main instance (-M) and secondaries (-S) share a corpus and
-  # split the executions.
-  local names=(default) per=$execs
+  # With more than one job, one main instance (-M) and secondaries (-S) share a corpus; they
+  # run until their executions together reach EXECS (instances run at different speeds).
+  local names=(default)
   if [ "$jobs" -gt 1 ]; then
     names=(main)
     for ((i = 1; i < jobs; i++)); do names+=("s$i"); done
-    per=$(((execs + jobs - 1) / jobs))
   fi
   local pids=() i=0 status=0
   for name in "${names[@]}"; do
@@ -131,16 +130,35 @@ run() {
       main) role=(-M main) ;;
       s*) role=(-S "$name") ;;
     esac
-    cargo afl fuzz -i "$input" -o "out/$t" "${role[@]}" -s $((13 + i)) -E "$per" \
+    cargo afl fuzz -i "$input" -o "out/$t" "${role[@]}" -s $((13 + i)) -E "$execs" \
       -t 2000 -m none -G 65536 "target/release/$t" >"out/$t.$name.log" 2>&1 &
     pids+=($!)
     i=$((i + 1))
     # The main instance makes the output folder the others join.
     if [ "$name" = main ]; then sleep 5; fi
   done
+  if [ "$jobs" -gt 1 ]; then
+    # Stop every instance (SIGINT to afl-fuzz, under cargo-afl) once their executions add up
+    # to EXECS; AFL++ writes its figures every minute or so.
+    (
+      while sleep 15; do
+        sum=0
+        for name in "${names[@]}"; do
+          stats=out/$t/$name/fuzzer_stats
+          [ -f "$stats" ] && sum=$((sum + $(figure execs_done "$stats")))
+        done
+        if [ "$sum" -ge "$execs" ]; then
+          for pid in "${pids[@]}"; do pkill -INT -P "$pid" 2>/dev/null || true; done
+          break
+        fi
+      done
+    ) &
+    local watcher=$!
+  fi
   for ((i = 0; i < ${#pids[@]}; i++)); do
     wait "${pids[$i]}" || { tail -30 "out/$t.${names[$i]}.log"; status=1; }
   done
+  [ -z "${watcher:-}" ] || kill "$watcher" 2>/dev/null || true
   local done=0 crashes=0 hangs=0 time=0 corpus=0 edges=0
   for name in "${names[@]}"; do
     local stats=out/$t/$name/fuzzer_stats
