@@ -111,9 +111,17 @@ pub fn parse_time_bound(input: &str, bound: Bound, now: Millis) -> Result<Millis
     if let Some(t) = parse_event_time(s) {
         return Ok(t);
     }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?);
-    let n: i64 = num.parse().map_err(|_| err())?;
-    let d = match unit {
+    Ok(now - parse_span(s).ok_or_else(err)?)
+}
+
+/// A length of time, `N` followed by `ms`, `s`, `m` (or `min`), `h`, `d` or `w`, in
+/// milliseconds: the relative times above and the detectors' windows.
+pub fn parse_span(input: &str) -> Option<Millis> {
+    let s = input.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = num.parse().ok()?;
+    match unit {
+        "ms" => Duration::try_milliseconds(n),
         "s" => Duration::try_seconds(n),
         "m" | "min" => Duration::try_minutes(n),
         "h" => Duration::try_hours(n),
@@ -121,8 +129,25 @@ pub fn parse_time_bound(input: &str, bound: Bound, now: Millis) -> Result<Millis
         "w" => Duration::try_weeks(n),
         _ => None,
     }
-    .ok_or_else(err)?;
-    Ok(now - d.num_milliseconds())
+    .map(|d| d.num_milliseconds())
+}
+
+/// A length of time in the largest unit [`parse_span`] reads that states it exactly
+/// (`86400000` → `1d`, `5400000` → `90m`).
+pub fn format_span(ms: Millis) -> String {
+    const UNITS: [(Millis, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
+    UNITS
+        .iter()
+        .find(|(size, _)| ms != 0 && ms % size == 0)
+        .map_or_else(
+            || format!("{ms}ms"),
+            |(size, unit)| format!("{}{unit}", ms / size),
+        )
 }
 
 /// A half-open window of event times, `[since, until)`; either end may be open.
@@ -150,6 +175,30 @@ impl TimeWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_read_and_written() {
+        assert_eq!(parse_span("90m"), Some(5_400_000));
+        assert_eq!(parse_span("90min"), Some(5_400_000));
+        assert_eq!(parse_span("36h"), Some(129_600_000));
+        assert_eq!(parse_span("2w"), Some(14 * 86_400_000));
+        assert_eq!(parse_span("250ms"), Some(250));
+        assert_eq!(parse_span("15"), None);
+        assert_eq!(parse_span("m"), None);
+        assert_eq!(parse_span("1.5h"), None);
+        assert_eq!(parse_span("-5m"), None);
+        assert_eq!(parse_span("5y"), None);
+        for (ms, text) in [
+            (86_400_000, "1d"),
+            (5_400_000, "90m"),
+            (1_000, "1s"),
+            (1_500, "1500ms"),
+            (0, "0ms"),
+        ] {
+            assert_eq!(format_span(ms), text);
+            assert_eq!(parse_span(text), Some(ms));
+        }
+    }
 
     #[test]
     fn event_times() {
