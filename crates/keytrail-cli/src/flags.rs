@@ -148,6 +148,20 @@ pub struct AwsRangesArg {
     pub aws_ip_ranges: Option<PathBuf>,
 }
 
+/// The stateful detectors: whether they run, their settings, and AWS's address ranges.
+#[derive(Debug, Args)]
+pub struct DetectorArgs {
+    /// Rules only: leave out the stateful detectors
+    #[arg(long)]
+    pub no_detectors: bool,
+    /// Change a detector setting, e.g. denied-count=30 or recon-window=15m; repeatable
+    /// (`keytrail rules list` shows every setting and its value)
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub settings: Vec<String>,
+    #[command(flatten)]
+    pub ranges: AwsRangesArg,
+}
+
 #[derive(Debug, Args)]
 pub struct AlternativesArgs {
     #[command(flatten)]
@@ -186,11 +200,8 @@ pub struct DetectArgs {
     /// Show findings at or above this severity: info, low, medium, high, critical; exit status 1 when any
     #[arg(long, value_name = "LEVEL", default_value = "low", value_parser = parse_severity)]
     pub min_severity: Severity,
-    /// Rules only: leave out the stateful detectors
-    #[arg(long)]
-    pub no_detectors: bool,
     #[command(flatten)]
-    pub ranges: AwsRangesArg,
+    pub detectors: DetectorArgs,
     /// table, csv or jsonl (findings only), json or markdown
     #[command(flatten)]
     pub output: OutputArgs,
@@ -204,12 +215,12 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {
-    /// List the rules and detectors
+    /// List the rules, the detectors and their settings
     List {
         #[command(flatten)]
         source: RuleSourceArgs,
         #[command(flatten)]
-        ranges: AwsRangesArg,
+        detectors: DetectorArgs,
         #[command(flatten)]
         output: OutputArgs,
     },

@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fixture;
 pub mod lint;
 pub mod scan;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -500,7 +501,8 @@ pub async fn routine_with_past(
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Listed {
     pub id: String,
-    /// `rule`, `sigma` (a Sigma rule), `detector`, or `data` (the AWS address ranges in use).
+    /// `rule`, `sigma` (a Sigma rule), `detector`, `setting` (a detector setting), or `data`
+    /// (the AWS address ranges in use).
     pub kind: &'static str,
     pub severity: String,
     pub category: String,
@@ -522,6 +524,29 @@ impl Listed {
             tags: String::new(),
             origin: r.origin.clone(),
         }
+    }
+
+    /// A detector setting's row: its value, and whether `--set` changed it.
+    fn setting(s: &settings::Setting, value: &str, default: &str) -> Listed {
+        Listed {
+            id: s.name.into(),
+            kind: "setting",
+            severity: String::new(),
+            category: "detector-settings".into(),
+            title: format!("{}: {value}", s.about),
+            tags: String::new(),
+            origin: if value == default { "default" } else { "--set" }.into(),
+        }
+    }
+
+    /// The rows of every detector setting of `cfg`.
+    pub fn settings(cfg: &detectors::Config) -> Vec<Listed> {
+        let defaults = detectors::Config::default().settings();
+        cfg.settings()
+            .iter()
+            .zip(&defaults)
+            .map(|((s, value), (_, default))| Listed::setting(s, value, default))
+            .collect()
     }
 }
 

@@ -9,7 +9,7 @@ use keytrail_model::awsip::AwsRanges;
 
 use keytrail_detect::{self as detect, DetectOptions, RuleSet};
 
-use crate::flags::{AwsRangesArg, DetectArgs, RuleSourceArgs};
+use crate::flags::{AwsRangesArg, DetectArgs, DetectorArgs, RuleSourceArgs};
 use crate::output::{emit, format_for, session_options, window};
 use crate::render::Format;
 
@@ -32,6 +32,18 @@ pub fn rule_set(source: &RuleSourceArgs) -> anyhow::Result<RuleSet> {
     Ok(set)
 }
 
+/// The detectors' settings the flags ask for: `--set`s and the AWS address ranges.
+pub fn detector_config(args: &DetectorArgs) -> anyhow::Result<detect::detectors::Config> {
+    let mut config = detect::detectors::Config {
+        aws_ranges: aws_ranges(&args.ranges)?,
+        ..Default::default()
+    };
+    for s in &args.settings {
+        config.set(s)?;
+    }
+    Ok(config)
+}
+
 /// AWS's address ranges: `--aws-ip-ranges FILE`, else the bundled snapshot.
 pub fn aws_ranges(arg: &AwsRangesArg) -> anyhow::Result<Arc<AwsRanges>> {
     Ok(match &arg.aws_ip_ranges {
@@ -49,16 +61,16 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
     }
     let (since, until) = window(&args.window)?;
     let session = session_options(&args.query)?;
-    let mut opts = DetectOptions {
+    let opts = DetectOptions {
         since,
         until,
         min_severity: args.min_severity,
         rules: rule_set(&args.source)?,
-        detectors: !args.no_detectors,
+        detectors: !args.detectors.no_detectors,
+        config: detector_config(&args.detectors)?,
         threads: session.threads,
         ..DetectOptions::default()
     };
-    opts.config.aws_ranges = aws_ranges(&args.ranges)?;
     let report = detect::detect(crate::cmd::location::lake_location(&args.lake)?, &opts)?;
     let text = crate::render::detect::render(&report, format)?;
     emit(&text, args.output.output.as_deref())?;

@@ -15,7 +15,9 @@ use keytrail_detect::Severity;
 use keytrail_follow::{Detection, FollowOptions, Sink, Source, Status, StatusKind, follow};
 use keytrail_ingest::s3::S3Uri;
 
-use crate::flags::{KeyFilterArgs, ReadLimitArgs, RuleSourceArgs, S3Args, S3LakeArgs};
+use crate::flags::{
+    DetectorArgs, KeyFilterArgs, ReadLimitArgs, RuleSourceArgs, S3Args, S3LakeArgs,
+};
 use crate::output::{status, thousands};
 
 #[derive(Debug, Args)]
@@ -40,9 +42,8 @@ pub struct FollowArgs {
     pub min_severity: Severity,
     #[command(flatten)]
     pub rules: RuleSourceArgs,
-    /// Rules only: leave out the stateful detectors
-    #[arg(long)]
-    pub no_detectors: bool,
+    #[command(flatten)]
+    pub detectors: DetectorArgs,
     /// Gather what arrives within this long of a batch's first message into one commit
     /// (500ms, 10s, 2m)
     #[arg(long, value_name = "DURATION", default_value = "10s")]
@@ -165,10 +166,10 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     if opts.findings.is_some() {
         opts.detection = Detection {
             rules: crate::cmd::detect::rule_set(&args.rules)?,
-            detectors: !args.no_detectors,
+            detectors: !args.detectors.no_detectors,
+            config: crate::cmd::detect::detector_config(&args.detectors)?,
             min_severity: args.min_severity,
             threads: opts.detection.threads,
-            ..Detection::default()
         };
     }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use keytrail_detect::{self as detect, RuleSet, lint};
 
-use crate::flags::{AwsRangesArg, OutputArgs, RuleSourceArgs, RulesCommand};
+use crate::flags::{DetectorArgs, OutputArgs, RuleSourceArgs, RulesCommand};
 use crate::output::{emit, format_for, stdout};
 use crate::render::{Format, batches_text};
 
@@ -16,9 +16,9 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         RulesCommand::List {
             source,
-            ranges,
+            detectors,
             output,
-        } => list(&source, &ranges, &output),
+        } => list(&source, &detectors, &output),
         RulesCommand::Lint { source, strict } => lint_rules(&source, strict),
         RulesCommand::Test { source, ids } => test(&source, &ids),
     }
@@ -26,14 +26,17 @@ pub fn run(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
 
 fn list(
     source: &RuleSourceArgs,
-    ranges: &AwsRangesArg,
+    detectors: &DetectorArgs,
     output: &OutputArgs,
 ) -> anyhow::Result<ExitCode> {
     let format = format_for(output.format, output.output.as_deref());
     let set = super::detect::rule_set(source)?;
-    let ranges = super::detect::aws_ranges(ranges)?;
-    let mut rows = detect::listing(&set.rules, true);
-    rows.push(detect::Listed::aws_ranges(&ranges));
+    let config = super::detect::detector_config(detectors)?;
+    let mut rows = detect::listing(&set.rules, !detectors.no_detectors);
+    if !detectors.no_detectors {
+        rows.extend(detect::Listed::settings(&config));
+    }
+    rows.push(detect::Listed::aws_ranges(&config.aws_ranges));
     let text = if format == Format::Json {
         let mut s = serde_json::to_string_pretty(&rows)?;
         s.push('\n');

@@ -308,6 +308,79 @@ fn rules_list_lint_and_test_pass_on_the_bundled_rules() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 failed\n"));
 }
 
+#[test]
+fn set_changes_a_detector_setting_and_rules_list_shows_it() {
+    // The sample's leaked key makes 16 denied calls within a minute: a burst at 16, none at 17.
+    let burst = |args: &[&str]| {
+        let r = detect_json(sample_lake(), args, 1);
+        pairs(&r).contains(&p("kt-denied-burst", LEAKED))
+    };
+    assert!(burst(&["--set", "denied-count=16"]));
+    assert!(!burst(&["--set", "denied-count=17"]));
+    assert!(burst(&[
+        "--set",
+        "denied-count=17",
+        "--set",
+        "denied-count=16"
+    ]));
+    let out = run_code(
+        keytrail().args([
+            "rules",
+            "list",
+            "--format",
+            "csv",
+            "--set",
+            "denied-count=30",
+            "--set",
+            "recon-window=15m",
+        ]),
+        0,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "\ndenied-count,setting,,detector-settings,denied calls that make a burst: 30,,--set\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(
+        "\nrecon-window,setting,,detector-settings,the span a reconnaissance burst's calls fall within: 15m,,--set\n"
+    ));
+    assert!(text.contains(
+        "\ndenied-window,setting,,detector-settings,the span a denied burst's calls fall within: 10m,,default\n"
+    ));
+    let out = run_code(
+        keytrail().args(["rules", "list", "--format", "csv", "--no-detectors"]),
+        0,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains(",setting,") && !text.contains(",detector,"),
+        "{text}"
+    );
+    // A setting that does not exist, or a value it cannot take, stops the run before it reads.
+    for (arg, says) in [
+        (
+            "denied-burst=3",
+            "--set denied-burst: no such detector setting; the settings are warmup,",
+        ),
+        (
+            "recon-window=15",
+            "--set recon-window=15: a length of time above zero",
+        ),
+    ] {
+        let out = run_code(
+            keytrail()
+                .args(["detect", "--lake"])
+                .arg(sample_lake())
+                .args(["--set", arg]),
+            2,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{err}");
+    }
+}
+
 const USER_RULE: &str = r#"id: my-ci-deploy-used
 title: ci-deploy's key used from outside the runners
 description: The CI key calls only from 203.0.113.0/24.
