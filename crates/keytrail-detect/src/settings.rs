@@ -6,7 +6,7 @@ use keytrail_model::time::{format_span, parse_span};
 use super::detectors::Config;
 
 /// A setting's name and what it decides.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug)]
 pub struct Setting {
     pub name: &'static str,
     pub about: &'static str,
@@ -175,7 +175,7 @@ impl Slot<'_> {
             Slot::Days(slot) => match parse_span(v) {
                 Some(ms) if ms > 0 && ms % 86_400_000 == 0 => {
                     *slot = i32::try_from(ms / 86_400_000)
-                        .map_err(|_| "at most 5,879,000 years".to_owned())?;
+                        .map_err(|_| format!("at most {}d", i32::MAX))?;
                 }
                 _ => return Err("whole days above zero: 90d, 12w".into()),
             },
