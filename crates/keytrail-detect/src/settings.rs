@@ -5,11 +5,12 @@ use keytrail_model::time::{format_span, parse_span};
 
 use super::detectors::Config;
 
-/// A setting's name and what it decides.
+/// A setting's name, what it decides, and the field of [`Config`] it is.
 #[derive(Clone, Copy, Debug)]
 pub struct Setting {
     pub name: &'static str,
     pub about: &'static str,
+    slot: for<'a> fn(&'a mut Config) -> Slot<'a>,
 }
 
 /// Every setting, in the order `rules list` shows them.
@@ -17,78 +18,97 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "warmup",
         about: "a key's first this long of activity only teaches its baseline (new network, client, region; the recon burst's principal)",
+        slot: |c| Slot::Span(&mut c.warmup_ms),
     },
     Setting {
         name: "new-network-v4-prefix",
         about: "IPv4 addresses are one network when they share this many leading bits (new network)",
+        slot: |c| Slot::Prefix(&mut c.new_v4_prefix, 32),
     },
     Setting {
         name: "new-network-v6-prefix",
         about: "IPv6 addresses are one network when they share this many leading bits (new network)",
+        slot: |c| Slot::Prefix(&mut c.new_v6_prefix, 128),
     },
     Setting {
         name: "pair-window",
         about: "a new network and a new client this close together are one finding",
+        slot: |c| Slot::Span(&mut c.pair_ms),
     },
     Setting {
         name: "denied-count",
         about: "denied calls that make a burst",
+        slot: |c| Slot::Count(&mut c.denied_count, 1),
     },
     Setting {
         name: "denied-window",
         about: "the span a denied burst's calls fall within",
+        slot: |c| Slot::Span(&mut c.denied_window_ms),
     },
     Setting {
         name: "recon-window",
         about: "the span a reconnaissance burst's calls fall within",
+        slot: |c| Slot::Span(&mut c.recon_window_ms),
     },
     Setting {
         name: "recon-services",
         about: "services a reconnaissance burst spans (or recon-regions regions)",
+        slot: |c| Slot::Count(&mut c.recon_services, 1),
     },
     Setting {
         name: "recon-regions",
         about: "regions a reconnaissance burst spans (or recon-services services)",
+        slot: |c| Slot::Count(&mut c.recon_regions, 1),
     },
     Setting {
         name: "recon-names",
         about: "distinct List/Describe/Get calls in a reconnaissance burst",
+        slot: |c| Slot::Count(&mut c.recon_names, 1),
     },
     Setting {
         name: "recon-new-names",
         about: "of those, calls the principal had never made",
+        slot: |c| Slot::Count(&mut c.recon_new_names, 0),
     },
     Setting {
         name: "distant-window",
         about: "the span within which a key alternating between distant networks is a finding",
+        slot: |c| Slot::Span(&mut c.distant_window_ms),
     },
     Setting {
         name: "distant-v4-prefix",
         about: "IPv4 networks are distant when they differ within this many leading bits (also a workload's AWS network)",
+        slot: |c| Slot::Prefix(&mut c.distant_v4_prefix, 32),
     },
     Setting {
         name: "distant-v6-prefix",
         about: "IPv6 networks are distant when they differ within this many leading bits (also a workload's AWS network)",
+        slot: |c| Slot::Prefix(&mut c.distant_v6_prefix, 128),
     },
     Setting {
         name: "workload-home",
         about: "without the runtime's mark, a workload's own calls are those within this long of its first",
+        slot: |c| Slot::Span(&mut c.workload_home_ms),
     },
     Setting {
         name: "routine-days",
         about: "earlier days a principal made a catalogued call (or matched a rule at medium or lower) for it to be routine",
+        slot: |c| Slot::Count(&mut c.routine_days, 1),
     },
     Setting {
         name: "routine-window",
         about: "how far back those earlier days are counted (whole days)",
+        slot: |c| Slot::Days(&mut c.routine_window_days),
     },
     Setting {
         name: "evidence-cap",
         about: "most event IDs listed as one finding's evidence",
+        slot: |c| Slot::Count(&mut c.evidence_cap, 1),
     },
     Setting {
         name: "max-sort-events",
         about: "most events sorted at once: a larger lake is read in key ranges of about this many (memory, not results)",
+        slot: |c| Slot::Events(&mut c.max_sort_events),
     },
 ];
 
@@ -120,29 +140,9 @@ enum Slot<'a> {
     Prefix(&'a mut u8, u8),
 }
 
-fn slot<'a>(cfg: &'a mut Config, name: &str) -> Option<Slot<'a>> {
-    Some(match name {
-        "warmup" => Slot::Span(&mut cfg.warmup_ms),
-        "new-network-v4-prefix" => Slot::Prefix(&mut cfg.new_v4_prefix, 32),
-        "new-network-v6-prefix" => Slot::Prefix(&mut cfg.new_v6_prefix, 128),
-        "pair-window" => Slot::Span(&mut cfg.pair_ms),
-        "denied-count" => Slot::Count(&mut cfg.denied_count, 1),
-        "denied-window" => Slot::Span(&mut cfg.denied_window_ms),
-        "recon-window" => Slot::Span(&mut cfg.recon_window_ms),
-        "recon-services" => Slot::Count(&mut cfg.recon_services, 1),
-        "recon-regions" => Slot::Count(&mut cfg.recon_regions, 1),
-        "recon-names" => Slot::Count(&mut cfg.recon_names, 1),
-        "recon-new-names" => Slot::Count(&mut cfg.recon_new_names, 0),
-        "distant-window" => Slot::Span(&mut cfg.distant_window_ms),
-        "distant-v4-prefix" => Slot::Prefix(&mut cfg.distant_v4_prefix, 32),
-        "distant-v6-prefix" => Slot::Prefix(&mut cfg.distant_v6_prefix, 128),
-        "workload-home" => Slot::Span(&mut cfg.workload_home_ms),
-        "routine-days" => Slot::Count(&mut cfg.routine_days, 1),
-        "routine-window" => Slot::Days(&mut cfg.routine_window_days),
-        "evidence-cap" => Slot::Count(&mut cfg.evidence_cap, 1),
-        "max-sort-events" => Slot::Events(&mut cfg.max_sort_events),
-        _ => return None,
-    })
+/// The setting named `name`.
+fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
 }
 
 impl Slot<'_> {
@@ -195,7 +195,7 @@ impl Config {
             return Err(SettingError::Form(assignment.to_owned()));
         };
         let name = name.trim();
-        let Some(slot) = slot(self, name) else {
+        let Some(setting) = setting(name) else {
             return Err(SettingError::Unknown {
                 name: name.to_owned(),
                 known: SETTINGS
@@ -205,11 +205,13 @@ impl Config {
                     .join(", "),
             });
         };
-        slot.set(value).map_err(|expected| SettingError::Value {
-            name: name.to_owned(),
-            value: value.to_owned(),
-            expected,
-        })
+        (setting.slot)(self)
+            .set(value)
+            .map_err(|expected| SettingError::Value {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                expected,
+            })
     }
 
     /// Every setting with its value, as `--set` writes it.
@@ -217,7 +219,7 @@ impl Config {
         let mut cfg = self.clone();
         SETTINGS
             .iter()
-            .filter_map(|s| Some((*s, slot(&mut cfg, s.name)?.text())))
+            .map(|s| (*s, (s.slot)(&mut cfg).text()))
             .collect()
     }
 }
@@ -229,11 +231,10 @@ mod tests {
     #[test]
     fn each_setting_is_its_own_field_and_its_value_reads_back() {
         let defaults = Config::default().settings();
-        assert_eq!(defaults.len(), SETTINGS.len());
         for s in SETTINGS {
             // A value unlike the default, written as --set takes it.
             let mut probe = Config::default();
-            let changed = match slot(&mut probe, s.name).expect(s.name) {
+            let changed = match (s.slot)(&mut probe) {
                 Slot::Count(v, _) => (*v + 1).to_string(),
                 Slot::Events(v) => (*v + 1).to_string(),
                 Slot::Span(v) => format_span(*v + 1_000),
