@@ -28,6 +28,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::detectors::{Config, Scope, WHO, principal_of};
+use super::kept::Kept;
 use super::{DetectError, Finding, Source};
 use keytrail_rules::rule::Severity;
 
@@ -178,12 +179,15 @@ struct Ev {
 /// Run the catalog detector over `events` (events of AWS services' own making excluded);
 /// `reported` holds the IDs of events a rule already reported at low or above. With `scope`,
 /// only its keys' findings are made, from its principals' calls alone (the same findings).
+/// Findings go to `out` once no later call can join them (an hour after their first), so what
+/// is held is the last hour's open findings, never those below `out`'s minimum severity.
 pub async fn run(
     ctx: &SessionContext,
     cfg: &Config,
     reported: &HashSet<String>,
     scope: Option<&Scope>,
-) -> Result<Vec<Finding>, DetectError> {
+    out: &mut Kept,
+) -> Result<(), DetectError> {
     let cat = catalog();
     let names: BTreeSet<&str> = cat
         .values()
@@ -191,7 +195,7 @@ pub async fn run(
         .map(|c| c.name.as_str())
         .collect();
     if names.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let list = names
         .iter()
@@ -213,12 +217,25 @@ pub async fn run(
     let mut denials: HashMap<(String, String, String), Vec<i64>> = HashMap::new();
     // Per key: the non-routine persistence/escalation calls of the last hour.
     let mut chain: HashMap<String, Vec<(i64, String)>> = HashMap::new();
-    // (who, call) → open finding index.
-    let mut open: HashMap<(String, String, String), usize> = HashMap::new();
-    let mut out: Vec<Finding> = Vec::new();
+    // (who, call) → its finding of the last hour, which later calls may join.
+    let mut open: HashMap<(String, String, String), Finding> = HashMap::new();
+    // When `open` was last cleared of findings no call can join any more.
+    let mut swept = i64::MIN;
     const HOUR: i64 = 3_600_000;
+    let mut close = |f: Finding| {
+        if scope.is_none_or(|s| f.key.as_ref().is_some_and(|k| s.keys.contains(k))) {
+            out.push(f);
+        }
+    };
     while let Some(b) = stream.next().await {
         for r in keytrail_engine::rows::from_batch::<Row>(&b?)? {
+            if r.t.saturating_sub(swept) >= HOUR {
+                // Events come by time: a finding begun an hour ago is complete.
+                for (_, f) in open.extract_if(|_, f| r.t - f.time >= HOUR) {
+                    close(f);
+                }
+                swept = r.t;
+            }
             let Some(call) = cat.get(&(r.src.clone(), r.name.clone())) else {
                 continue;
             };
@@ -254,7 +271,10 @@ pub async fn run(
             let (severity, why) = if e.error.is_some() {
                 // Only refusals count as attempts: a throttled or not-found call is no probe.
                 if e.denied {
-                    denials.entry(ck.clone()).or_default().push(e.t);
+                    let d = denials.entry(ck.clone()).or_default();
+                    // Only the last hour's attempts count.
+                    d.retain(|t| e.t - *t <= HOUR);
+                    d.push(e.t);
                 }
                 let what = if e.denied { "denied" } else { "failed" };
                 if routine {
@@ -343,10 +363,9 @@ pub async fn run(
                 call.source.trim_end_matches(".amazonaws.com"),
                 call.tactics.join(", ")
             );
-            if let Some(&i) = open.get(&ck)
-                && e.t - out[i].time < HOUR
+            if let Some(f) = open.get_mut(&ck)
+                && e.t - f.time < HOUR
             {
-                let f = &mut out[i];
                 f.last = f.last.max(e.t);
                 if f.events.len() < cfg.evidence_cap {
                     f.events.push(e.id.clone());
@@ -357,8 +376,7 @@ pub async fn run(
                 }
                 continue;
             }
-            open.insert(ck, out.len());
-            out.push(Finding {
+            let f = Finding {
                 rule: ABUSED_CALL.to_owned(),
                 title: "Call from the catalog of abused AWS API calls".to_owned(),
                 severity,
@@ -379,13 +397,16 @@ pub async fn run(
                 events: vec![e.id],
                 details: BTreeMap::new(),
                 tags: call.tags(),
-            });
+            };
+            if let Some(done) = open.insert(ck, f) {
+                close(done);
+            }
         }
     }
-    if let Some(s) = scope {
-        out.retain(|f| f.key.as_ref().is_some_and(|k| s.keys.contains(k)));
+    for (_, f) in open {
+        close(f);
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

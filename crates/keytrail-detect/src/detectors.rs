@@ -16,6 +16,7 @@ use futures::StreamExt;
 use keytrail_model::Table;
 use keytrail_model::schema::col as c;
 
+use super::kept::Kept;
 use super::scan::{millis, texts};
 use super::{DetectError, Finding, Source};
 use keytrail_model::KeyStatus;
@@ -169,7 +170,7 @@ pub const CATALOG: [DetectorInfo; 12] = [
     },
     DetectorInfo {
         id: TWO_NETWORKS,
-        title: "Key used from distant networks within 30 minutes",
+        title: "Key alternating between distant networks",
         severity: Severity::High,
         category: "credential-use",
         description: "Within 30 minutes the key alternates between two public networks that differ in their first 16 bits (IPv6: 32), each used at least twice: two parties holding one key.",
@@ -635,7 +636,9 @@ fn minutes(ms: i64) -> String {
 
 struct Builder<'a> {
     cfg: &'a Config,
-    out: Vec<Finding>,
+    /// With a scope: the keys whose findings are made (a finding without a key is made too).
+    keys: Option<&'a BTreeSet<String>>,
+    out: &'a mut Kept,
 }
 
 impl Builder<'_> {
@@ -654,15 +657,50 @@ impl Builder<'_> {
         evs: &[&Ev],
         reason: String,
     ) {
-        let Some(d) = info(id) else {
-            return;
-        };
         let Some(first) = evs.first() else {
             return;
         };
-        let mut events: Vec<String> = evs.iter().map(|e| e.id.clone()).collect();
-        let total = events.len();
-        events.truncate(self.cfg.evidence_cap);
+        let last = evs.iter().map(|e| e.t).max().unwrap_or(first.t);
+        let ids = evs.iter().map(|e| e.id.clone());
+        self.make(id, severity, key, (first, last, evs.len()), ids, reason);
+    }
+
+    /// A finding about calls kept as [`Calls`].
+    fn finding_of(
+        &mut self,
+        id: &str,
+        severity: Severity,
+        key: Option<&str>,
+        c: &Calls,
+        reason: String,
+    ) {
+        let ids = c.ids.iter().map(|(_, id)| id.clone());
+        self.make(id, severity, key, (&c.first, c.last, c.total), ids, reason);
+    }
+
+    /// A finding whose evidence is `(first, last, total)`: its first event, the time of its
+    /// last, how many; `ids` are their IDs in order (the first `evidence_cap` are listed).
+    fn make(
+        &mut self,
+        id: &str,
+        severity: Severity,
+        key: Option<&str>,
+        (first, last, total): (&Ev, i64, usize),
+        ids: impl Iterator<Item = String>,
+        reason: String,
+    ) {
+        let Some(d) = info(id) else {
+            return;
+        };
+        // The findings of the keys asked for, not of the other sessions read with them.
+        if key.is_some_and(|k| self.keys.is_some_and(|keys| !keys.contains(k))) {
+            return;
+        }
+        if !self.out.wants(severity) {
+            self.out.count_below(first.t);
+            return;
+        }
+        let events: Vec<String> = ids.take(self.cfg.evidence_cap).collect();
         let reason = if total > events.len() {
             format!("{reason} [{total} events; first {} listed]", events.len())
         } else {
@@ -675,7 +713,7 @@ impl Builder<'_> {
             category: d.category.to_owned(),
             source: Source::Detector,
             time: first.t,
-            last: evs.iter().map(|e| e.t).max().unwrap_or(first.t),
+            last,
             key: key.map(str::to_owned),
             principal: first.arn.clone(),
             account: first.account.clone(),
@@ -688,20 +726,14 @@ impl Builder<'_> {
     }
 }
 
-/// Events of instance or workload credentials, kept until every key was read (their
-/// judgement needs the addresses of everyone else).
-struct Deferred {
-    key: String,
-    ev: Ev,
-}
-
 /// The stateful detectors over the `events` table of `ctx`; with `scope`, only its keys' events
 /// are read one by one (keys' lineage is the whole table's, principals' histories the scope's).
 pub async fn run(
     ctx: &SessionContext,
     cfg: &Config,
     scope: Option<&Scope>,
-) -> Result<Vec<Finding>, DetectError> {
+    out: &mut Kept,
+) -> Result<(), DetectError> {
     let started = std::time::Instant::now();
     let keys = scope.map(|s| &s.read);
     let lin = lineage(ctx, scope).await?;
@@ -711,10 +743,11 @@ pub async fn run(
     );
     let mut b = Builder {
         cfg,
-        out: Vec::new(),
+        keys: scope.map(|s| &s.keys),
+        out,
     };
     let mut people: HashMap<String, BTreeSet<String>> = HashMap::new();
-    let mut deferred: Vec<Deferred> = Vec::new();
+    let mut deferred = Deferred::default();
     for (lo, hi) in key_ranges(ctx, cfg.max_sort_events, keys).await? {
         let mut range = col(c::ACCESSKEYID).is_not_null();
         if let Some(keys) = keys {
@@ -770,13 +803,8 @@ pub async fn run(
         "detectors: keys read"
     );
     instances(&mut b, &deferred, &people);
-    workloads(&mut b, &lin, &deferred, &people);
-    if let Some(s) = scope {
-        // The findings of the keys asked for, not of the other sessions read with them.
-        b.out
-            .retain(|f| f.key.as_deref().is_none_or(|k| s.keys.contains(k)));
-    }
-    Ok(b.out)
+    workloads(&mut b, &deferred, &people);
+    Ok(())
 }
 
 /// Key ranges `[lo, hi)` of about `per_range` events each (from `key_daily`'s counts), so one
@@ -856,7 +884,7 @@ async fn read_keys(
     b: &mut Builder<'_>,
     lin: &Lineage,
     people: &mut HashMap<String, BTreeSet<String>>,
-    deferred: &mut Vec<Deferred>,
+    deferred: &mut Deferred,
 ) -> Result<(), DetectError> {
     let mut stream = df.execute_stream().await?;
     let mut current: Option<String> = None;
@@ -900,7 +928,7 @@ fn per_key(
     key: &str,
     all: &[Ev],
     people: &mut HashMap<String, BTreeSet<String>>,
-    deferred: &mut Vec<Deferred>,
+    deferred: &mut Deferred,
 ) {
     let evs: Vec<&Ev> = all.iter().filter(|e| !e.svc).collect();
     let Some(first) = evs.first() else {
@@ -908,13 +936,23 @@ fn per_key(
     };
     let cfg = b.cfg;
     let is_instance = evs.iter().any(|e| instance_of(e).is_some());
-    let workload = workload_kind(lin, key, &evs);
+    // A workload's calls are those of no instance.
+    let of_workload: Vec<&Ev> = evs
+        .iter()
+        .copied()
+        .filter(|e| instance_of(e).is_none())
+        .collect();
+    let workload = if of_workload.is_empty() {
+        None
+    } else {
+        workload_kind(lin, key, &of_workload)
+    };
     if is_instance || workload.is_some() {
-        for e in &evs {
-            deferred.push(Deferred {
-                key: key.to_owned(),
-                ev: (*e).clone(),
-            });
+        if is_instance {
+            deferred.instance_calls(cfg, key, &evs);
+        }
+        if let Some(kind) = workload {
+            deferred.workload_calls(cfg, key, kind, &of_workload);
         }
     } else {
         for e in &evs {
@@ -1355,115 +1393,121 @@ fn people_of(people: &HashMap<String, BTreeSet<String>>, ip: &str) -> Option<Str
         .map(|p| p.iter().cloned().collect::<Vec<_>>().join(", "))
 }
 
-fn instances(
-    b: &mut Builder<'_>,
-    deferred: &[Deferred],
-    people: &HashMap<String, BTreeSet<String>>,
-) {
-    let ranges = Arc::clone(&b.cfg.aws_ranges);
-    let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
-    let mut by: BTreeMap<String, Vec<&Deferred>> = BTreeMap::new();
-    for d in deferred {
-        if let Some(i) = instance_of(&d.ev) {
-            by.entry(i).or_default().push(d);
+/// Calls of one group (an instance's sessions, a workload's key) from one address, as the
+/// finding about them needs them: how many, the first (by time, then ID) and its key, the
+/// last time, every key, and the IDs of the first `evidence_cap`.
+struct Calls {
+    first: Ev,
+    key: String,
+    keys: BTreeSet<String>,
+    last: i64,
+    ids: BTreeSet<(i64, String)>,
+    total: usize,
+}
+
+impl Calls {
+    fn new(key: &str, e: &Ev) -> Calls {
+        Calls {
+            first: e.clone(),
+            key: key.to_owned(),
+            keys: BTreeSet::from([key.to_owned()]),
+            last: e.t,
+            ids: BTreeSet::from([(e.t, e.id.clone())]),
+            total: 1,
         }
     }
-    for (instance, mut ds) in by {
-        ds.sort_by(|a, b| (a.ev.t, &a.ev.id).cmp(&(b.ev.t, &b.ev.id)));
-        // The instance's own address: its first public address inside AWS (any first public
-        // address when no ranges are known).
-        let home = ds
-            .iter()
-            .filter(|d| !inside(&d.ev))
-            .filter_map(|d| d.ev.ip.clone())
-            .find(|ip| !known || ranges.contains(ip));
-        // address → (severity, why, events)
-        let mut bad: BTreeMap<String, (Severity, String, Vec<&Deferred>)> = BTreeMap::new();
-        for d in &ds {
-            if inside(&d.ev) {
+
+    fn add(&mut self, key: &str, e: &Ev, cap: usize) {
+        self.total += 1;
+        self.last = self.last.max(e.t);
+        if !self.keys.contains(key) {
+            self.keys.insert(key.to_owned());
+        }
+        if (e.t, &e.id) < (self.first.t, &self.first.id) {
+            self.first = e.clone();
+            self.key = key.to_owned();
+        }
+        if self.ids.len() < cap || self.ids.last().is_some_and(|l| (e.t, &e.id) < (l.0, &l.1)) {
+            self.ids.insert((e.t, e.id.clone()));
+            if self.ids.len() > cap {
+                self.ids.pop_last();
+            }
+        }
+    }
+
+    fn add_to(map: &mut BTreeMap<String, Calls>, ip: &str, key: &str, e: &Ev, cap: usize) {
+        match map.get_mut(ip) {
+            Some(c) => c.add(key, e, cap),
+            None => {
+                map.insert(ip.to_owned(), Calls::new(key, e));
+            }
+        }
+    }
+}
+
+/// An EC2 instance's sessions' calls from public addresses (outside VPC endpoints), kept until
+/// every key was read: their judgement needs the addresses of everyone else.
+#[derive(Default)]
+struct InstanceCalls {
+    /// The instance's own address: the one of its first call from inside AWS's ranges (from
+    /// any public address when no ranges are known), with that call's time and ID.
+    home: Option<(i64, String, String)>,
+    by_ip: BTreeMap<String, Calls>,
+}
+
+/// A workload key's calls that are not its own, judged as far as they can be before every
+/// key was read: what remains is whether people use their addresses too.
+struct WorkloadCalls {
+    key: String,
+    kind: Workload,
+    /// Where the workload's own calls came from, for the reason.
+    own: String,
+    /// Address → every call from it that is not the workload's own (what an address people
+    /// use condemns).
+    any: BTreeMap<String, Calls>,
+    /// Address → the verdict of its first call judged without people's addresses, and the
+    /// calls so judged.
+    judged: BTreeMap<String, (Severity, String, Calls)>,
+}
+
+/// What the instance and workload detectors keep of keys' events until every key was read.
+#[derive(Default)]
+struct Deferred {
+    instances: BTreeMap<String, InstanceCalls>,
+    workloads: Vec<WorkloadCalls>,
+}
+
+impl Deferred {
+    /// Keep what the instance detector needs of a key's events (those of an instance).
+    fn instance_calls(&mut self, cfg: &Config, key: &str, evs: &[&Ev]) {
+        let ranges = &cfg.aws_ranges;
+        let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
+        for e in evs {
+            let Some(instance) = instance_of(e) else {
+                continue;
+            };
+            if inside(e) {
                 continue;
             }
-            let ip = d.ev.ip.clone().unwrap_or_default();
-            let own = home.as_deref().unwrap_or("?");
-            let (sev, why) = if let Some(p) = people_of(people, &ip) {
-                (Severity::High, format!("an address also used by {p}"))
-            } else if known && matches!(place(&ranges, &ip), Place::Outside) {
-                (
-                    Severity::High,
-                    format!(
-                        "outside AWS (in no published AWS range; the instance's own address is {own})"
-                    ),
-                )
-            } else if home.as_deref() != Some(ip.as_str()) {
-                let at = match place(&ranges, &ip) {
-                    Place::Aws(p) if known => format!(", an AWS address ({p})"),
-                    _ => String::new(),
-                };
-                let sev = if known {
-                    Severity::Medium
-                } else {
-                    Severity::High
-                };
-                (sev, format!("not the instance's own address ({own}){at}"))
-            } else {
-                continue;
-            };
-            bad.entry(ip)
-                .or_insert_with(|| (sev, why, Vec::new()))
-                .2
-                .push(d);
-        }
-        for (ip, (sev, why, ds)) in bad {
-            let evs: Vec<&Ev> = ds.iter().map(|d| &d.ev).collect();
-            let keys: BTreeSet<&str> = ds.iter().map(|d| d.key.as_str()).collect();
-            let name = if instance.starts_with("i-") {
-                format!("EC2 instance {instance}")
-            } else {
-                "an EC2 instance".to_owned()
-            };
-            b.finding_at(
-                INSTANCE_ELSEWHERE,
-                sev,
-                Some(ds[0].key.as_str()),
-                &evs,
-                format!(
-                    "credentials of {name} (role {}, key {}) used from {ip}, {why}",
-                    role_of(evs[0].arn.as_deref()),
-                    keys.into_iter().collect::<Vec<_>>().join(", ")
-                ),
-            );
+            let ip = e.ip.as_deref().unwrap_or_default();
+            let i = self.instances.entry(instance).or_default();
+            if (!known || ranges.contains(ip))
+                && i.home
+                    .as_ref()
+                    .is_none_or(|(t, id, _)| (e.t, &e.id) < (*t, id))
+            {
+                i.home = Some((e.t, e.id.clone(), ip.to_owned()));
+            }
+            Calls::add_to(&mut i.by_ip, ip, key, e, cfg.evidence_cap);
         }
     }
-}
 
-/// A workload's own calls: what its credentials' first calls look like.
-struct Home {
-    networks: HashSet<String>,
-    clients: HashSet<String>,
-    addresses: BTreeSet<String>,
-    agents: BTreeSet<String>,
-}
-
-fn workloads(
-    b: &mut Builder<'_>,
-    lin: &Lineage,
-    deferred: &[Deferred],
-    people: &HashMap<String, BTreeSet<String>>,
-) {
-    let cfg = b.cfg;
-    let ranges = Arc::clone(&cfg.aws_ranges);
-    let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
-    let mut by: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
-    for d in deferred {
-        if instance_of(&d.ev).is_none() {
-            by.entry(d.key.as_str()).or_default().push(&d.ev);
-        }
-    }
-    let net16 = |ip| net::network(ip, cfg.distant_v4_prefix, cfg.distant_v6_prefix);
-    for (key, evs) in by {
-        let Some(kind) = workload_kind(lin, key, &evs) else {
-            continue;
-        };
+    /// Judge a workload key's calls (`evs`, by time: the key's calls of no instance) as far as
+    /// can be done without people's addresses.
+    fn workload_calls(&mut self, cfg: &Config, key: &str, kind: Workload, evs: &[&Ev]) {
+        let ranges = &cfg.aws_ranges;
+        let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
+        let net16 = |ip| net::network(ip, cfg.distant_v4_prefix, cfg.distant_v6_prefix);
         let marked = |e: &Ev| workload_marker(e.ua.as_deref()).is_some();
         let any_marked = evs.iter().any(|e| marked(e));
         // The workload's own calls: those its runtime marked; without marks, the first
@@ -1483,49 +1527,71 @@ fn workloads(
                 })
                 .collect()
         };
-        let mut home = Home {
-            networks: HashSet::new(),
-            clients: HashSet::new(),
-            addresses: BTreeSet::new(),
-            agents: BTreeSet::new(),
-        };
+        let mut networks = HashSet::new();
+        let mut clients = HashSet::new();
+        let mut addresses = BTreeSet::new();
+        let mut agents = BTreeSet::new();
         for e in &own {
             if let Some(Origin::Public(ip)) = e.ip.as_deref().map(net::origin) {
-                home.networks.insert(net16(ip));
+                networks.insert(net16(ip));
             }
             if let Some(ip) = &e.ip {
-                home.addresses.insert(ip.clone());
+                addresses.insert(ip.clone());
             }
             if let Some(ua) = &e.ua {
-                home.agents.insert(ua.clone());
+                agents.insert(ua.clone());
             }
             if let Some(c) = e.ua.as_deref().and_then(client_family) {
-                home.clients.insert(c);
+                clients.insert(c);
             }
         }
+        let own_desc = if addresses.is_empty() {
+            "no call of the workload's own is in the lake".to_owned()
+        } else {
+            format!(
+                "the workload's own calls came from {} ({})",
+                addresses
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                agents
+                    .iter()
+                    .filter_map(|a| client_family(a))
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let own_ids: HashSet<&str> = own.iter().map(|e| e.id.as_str()).collect();
-        // address → (severity, why, events)
-        let mut bad: BTreeMap<String, (Severity, String, Vec<&Ev>)> = BTreeMap::new();
-        for e in &evs {
+        let mut w = WorkloadCalls {
+            key: key.to_owned(),
+            kind,
+            own: own_desc,
+            any: BTreeMap::new(),
+            judged: BTreeMap::new(),
+        };
+        for e in evs {
             if inside(e) || marked(e) || own_ids.contains(e.id.as_str()) {
                 continue;
             }
             let Some(Origin::Public(ip)) = e.ip.as_deref().map(net::origin) else {
                 continue;
             };
-            let ipt = e.ip.clone().unwrap_or_default();
+            let ipt = e.ip.as_deref().unwrap_or_default();
+            Calls::add_to(&mut w.any, ipt, key, e, cfg.evidence_cap);
             let client = e.ua.as_deref().and_then(client_family);
-            let verdict = if let Some(p) = people_of(people, &ipt) {
-                Some((Severity::High, format!("an address also used by {p}")))
-            } else if known {
-                match place(&ranges, &ipt) {
+            let verdict = if known {
+                match place(ranges, ipt) {
                     Place::Outside => Some((
                         Severity::High,
                         "outside AWS (in no published AWS range)".to_owned(),
                     )),
                     Place::Aws(p) => {
-                        let new_net = !home.networks.contains(&net16(ip));
-                        let new_client = client.as_ref().is_none_or(|c| !home.clients.contains(c));
+                        let new_net = !networks.contains(&net16(ip));
+                        let new_client = client.as_ref().is_none_or(|c| !clients.contains(c));
                         (!own.is_empty() && new_net && new_client).then(|| {
                             (
                                 Severity::Medium,
@@ -1536,7 +1602,7 @@ fn workloads(
                 }
             } else {
                 // No ranges: a /16 the workload never used.
-                (any_marked && !home.networks.contains(&net16(ip))).then(|| {
+                (any_marked && !networks.contains(&net16(ip))).then(|| {
                     (
                         Severity::High,
                         "a network the workload never used".to_owned(),
@@ -1544,47 +1610,99 @@ fn workloads(
                 })
             };
             if let Some((sev, why)) = verdict {
-                bad.entry(ipt)
-                    .or_insert_with(|| (sev, why, Vec::new()))
-                    .2
-                    .push(e);
+                match w.judged.get_mut(ipt) {
+                    Some((_, _, c)) => c.add(key, e, cfg.evidence_cap),
+                    None => {
+                        w.judged
+                            .insert(ipt.to_owned(), (sev, why, Calls::new(key, e)));
+                    }
+                }
             }
         }
-        for (ip, (sev, why, ev)) in bad {
-            let client = ev[0]
+        if !w.any.is_empty() {
+            self.workloads.push(w);
+        }
+    }
+}
+
+fn instances(b: &mut Builder<'_>, deferred: &Deferred, people: &HashMap<String, BTreeSet<String>>) {
+    let ranges = Arc::clone(&b.cfg.aws_ranges);
+    let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
+    for (instance, calls) in &deferred.instances {
+        let home = calls.home.as_ref().map(|(_, _, ip)| ip.as_str());
+        for (ip, c) in &calls.by_ip {
+            let own = home.unwrap_or("?");
+            let (sev, why) = if let Some(p) = people_of(people, ip) {
+                (Severity::High, format!("an address also used by {p}"))
+            } else if known && matches!(place(&ranges, ip), Place::Outside) {
+                (
+                    Severity::High,
+                    format!(
+                        "outside AWS (in no published AWS range; the instance's own address is {own})"
+                    ),
+                )
+            } else if home != Some(ip.as_str()) {
+                let at = match place(&ranges, ip) {
+                    Place::Aws(p) if known => format!(", an AWS address ({p})"),
+                    _ => String::new(),
+                };
+                let sev = if known {
+                    Severity::Medium
+                } else {
+                    Severity::High
+                };
+                (sev, format!("not the instance's own address ({own}){at}"))
+            } else {
+                continue;
+            };
+            let name = if instance.starts_with("i-") {
+                format!("EC2 instance {instance}")
+            } else {
+                "an EC2 instance".to_owned()
+            };
+            let keys: Vec<&str> = c.keys.iter().map(String::as_str).collect();
+            b.finding_of(
+                INSTANCE_ELSEWHERE,
+                sev,
+                Some(c.key.as_str()),
+                c,
+                format!(
+                    "credentials of {name} (role {}, key {}) used from {ip}, {why}",
+                    role_of(c.first.arn.as_deref()),
+                    keys.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn workloads(b: &mut Builder<'_>, deferred: &Deferred, people: &HashMap<String, BTreeSet<String>>) {
+    for w in &deferred.workloads {
+        for (ip, any) in &w.any {
+            let (sev, why, c) = if let Some(p) = people_of(people, ip) {
+                (Severity::High, format!("an address also used by {p}"), any)
+            } else if let Some((sev, why, c)) = w.judged.get(ip) {
+                (*sev, why.clone(), c)
+            } else {
+                continue;
+            };
+            let client = c
+                .first
                 .ua
                 .as_deref()
                 .and_then(client_family)
                 .unwrap_or_else(|| "?".into());
-            let own_desc = if home.addresses.is_empty() {
-                "no call of the workload's own is in the lake".to_owned()
-            } else {
-                format!(
-                    "the workload's own calls came from {} ({})",
-                    home.addresses
-                        .iter()
-                        .take(3)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    home.agents
-                        .iter()
-                        .filter_map(|a| client_family(a))
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
-            b.finding_at(
+            let key = w.key.as_str();
+            b.finding_of(
                 WORKLOAD_OUTSIDE,
                 sev,
                 Some(key),
-                &ev,
+                c,
                 format!(
-                    "credentials of {} (role {}, key {key}) used from {ip} by {client}, {why}; {own_desc}",
-                    kind.name(),
-                    role_of(ev[0].arn.as_deref())
+                    "credentials of {} (role {}, key {key}) used from {ip} by {client}, {why}; {}",
+                    w.kind.name(),
+                    role_of(c.first.arn.as_deref()),
+                    w.own
                 ),
             );
         }
@@ -1594,6 +1712,39 @@ fn workloads(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_keep_the_first_events_by_time_then_id_whatever_order_they_come_in() {
+        let ev = |t: i64, id: &str| Ev {
+            t,
+            id: id.to_owned(),
+            arn: Some(format!("arn-{id}")),
+            ..Ev::default()
+        };
+        // Two sessions' keys read one after the other: the second key's calls are earlier.
+        let mut c = Calls::new("ASIA1", &ev(50, "e50"));
+        for (key, t, id) in [
+            ("ASIA1", 60, "e60"),
+            ("ASIA1", 70, "e70"),
+            ("ASIA2", 10, "e10b"),
+            ("ASIA2", 10, "e10a"),
+            ("ASIA2", 55, "e55"),
+            ("ASIA2", 80, "e80"),
+        ] {
+            c.add(key, &ev(t, id), 3);
+        }
+        assert_eq!(c.total, 7);
+        assert_eq!(
+            (c.first.t, c.first.id.as_str(), c.key.as_str()),
+            (10, "e10a", "ASIA2")
+        );
+        assert_eq!(c.first.arn.as_deref(), Some("arn-e10a"));
+        assert_eq!(c.last, 80);
+        let ids: Vec<&str> = c.ids.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["e10a", "e10b", "e50"]);
+        let keys: Vec<&str> = c.keys.iter().map(String::as_str).collect();
+        assert_eq!(keys, ["ASIA1", "ASIA2"]);
+    }
 
     #[test]
     fn client_families() {

@@ -14,6 +14,7 @@ pub mod compile;
 pub mod detectors;
 pub mod eval;
 pub mod fixture;
+pub mod kept;
 pub mod lint;
 pub mod scan;
 pub mod settings;
@@ -410,7 +411,8 @@ pub async fn detect_in(
     let past = opts
         .since
         .map(|since| scan::window_sql(None, Some(since), partitioned));
-    let mut all = routine_with_past(ctx, &rules, all, past.as_deref(), &opts.config).await?;
+    let all = routine_with_past(ctx, &rules, all, past.as_deref(), &opts.config).await?;
+    let mut kept = kept::Kept::new(opts.min_severity, opts.since, opts.until);
     if opts.detectors {
         let mut reported: std::collections::HashSet<String> = all
             .iter()
@@ -424,26 +426,22 @@ pub async fn detect_in(
             (None, Some(keys)) => Some(std::sync::Arc::new(detectors::Scope::of(ctx, keys).await?)),
             (None, None) => None,
         };
-        let mut found = detectors::run(ctx, &opts.config, scope.as_deref()).await?;
+        detectors::run(ctx, &opts.config, scope.as_deref(), &mut kept).await?;
         let detected = started.elapsed();
-        found.extend(catalog::run(ctx, &opts.config, &reported, scope.as_deref()).await?);
+        catalog::run(ctx, &opts.config, &reported, scope.as_deref(), &mut kept).await?;
         tracing::debug!(
             detectors_ms = detected.as_millis() as u64,
             catalog_ms = (started.elapsed() - detected).as_millis() as u64,
             "detectors and the catalog of abused calls ran"
         );
-        all.extend(found.into_iter().filter(|f| {
-            opts.since.is_none_or(|s| f.time >= s) && opts.until.is_none_or(|u| f.time < u)
-        }));
     }
+    for f in all {
+        kept.push(f);
+    }
+    let (mut all, below) = kept.finish();
     all.sort_by(|a, b| {
         (a.time, &a.key, &a.rule, &a.events).cmp(&(b.time, &b.key, &b.rule, &b.events))
     });
-    let below = all
-        .iter()
-        .filter(|f| f.severity < opts.min_severity)
-        .count();
-    all.retain(|f| f.severity >= opts.min_severity);
     let keys = risk(&all);
     Ok(DetectReport {
         findings: all,
