@@ -3,7 +3,7 @@
 //! All times are UTC milliseconds since the Unix epoch (the unit of the lake's timestamp
 //! columns).
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
@@ -114,22 +114,38 @@ pub fn parse_time_bound(input: &str, bound: Bound, now: Millis) -> Result<Millis
     Ok(now - parse_span(s).ok_or_else(err)?)
 }
 
-/// A length of time, `N` followed by `ms`, `s`, `m` (or `min`), `h`, `d` or `w`, in
-/// milliseconds: the relative times above and the detectors' windows.
+/// A length of time, a number followed by `ms`, `s`, `m` (or `min`), `h`, `d` or `w`, in
+/// milliseconds: the relative times above, the detectors' windows, `follow`'s intervals. The
+/// number may have a fraction (`1.5h`, `0.5s`) when it comes to whole milliseconds; a number
+/// without a unit is refused (seconds or minutes?).
 pub fn parse_span(input: &str) -> Option<Millis> {
     let s = input.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = num.parse().ok()?;
-    match unit {
-        "ms" => Duration::try_milliseconds(n),
-        "s" => Duration::try_seconds(n),
-        "m" | "min" => Duration::try_minutes(n),
-        "h" => Duration::try_hours(n),
-        "d" => Duration::try_days(n),
-        "w" => Duration::try_weeks(n),
-        _ => None,
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
+    let size: Millis = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return None,
+    };
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (num.contains('.') && !digits(frac)) || frac.len() > 9 {
+        return None;
     }
-    .map(|d| d.num_milliseconds())
+    let ms = whole.parse::<Millis>().ok()?.checked_mul(size)?;
+    if frac.is_empty() {
+        return Some(ms);
+    }
+    // frac < 10^9 and size < 10^9: the product fits.
+    let part = frac.parse::<Millis>().ok()? * size;
+    let scale = 10_i64.pow(frac.len() as u32);
+    if part % scale != 0 {
+        return None;
+    }
+    ms.checked_add(part / scale)
 }
 
 /// A length of time in the largest unit [`parse_span`] reads that states it exactly
@@ -185,7 +201,15 @@ mod tests {
         assert_eq!(parse_span("250ms"), Some(250));
         assert_eq!(parse_span("15"), None);
         assert_eq!(parse_span("m"), None);
-        assert_eq!(parse_span("1.5h"), None);
+        assert_eq!(parse_span("1.5h"), Some(5_400_000));
+        assert_eq!(parse_span("0.25s"), Some(250));
+        assert_eq!(parse_span("2.0m"), Some(120_000));
+        for bad in [
+            "1.5ms", "0.0001s", "1.", ".5s", "1..5s", "1.5.2s", "1.5", "",
+        ] {
+            assert_eq!(parse_span(bad), None, "{bad}");
+        }
+        assert_eq!(parse_span("99999999999999999w"), None);
         assert_eq!(parse_span("-5m"), None);
         assert_eq!(parse_span("5y"), None);
         for (ms, text) in [

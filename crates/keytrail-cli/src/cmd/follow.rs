@@ -81,27 +81,11 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
     s.parse()
 }
 
-/// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.
+/// A length of time as [`keytrail_model::time::parse_span`] reads it (`500ms`, `1.5s`, `2m`).
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: f64 = n
-        .parse()
-        .with_context(|| format!("`{text}` is not a duration (500ms, 10s, 2m, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => bail!("`{text}`: the unit is ms, s, m or h"),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        bail!("`{text}` is not a duration");
-    }
-    Ok(Duration::from_secs_f64(secs))
+    let ms = keytrail_model::time::parse_span(text)
+        .with_context(|| format!("`{text}` is not a length of time (500ms, 1.5s, 2m, 1h, 1d)"))?;
+    Ok(Duration::from_millis(u64::try_from(ms)?))
 }
 
 pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -163,6 +147,25 @@ pub fn run(args: FollowArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         Some("-") => Some(Sink::Stdout),
         Some(path) => Some(Sink::File(PathBuf::from(path))),
     };
+    let detection_flags: Vec<&str> = [
+        (!args.rules.rules.is_empty(), "--rules"),
+        (args.rules.no_bundled, "--no-bundled"),
+        (args.detectors.no_detectors, "--no-detectors"),
+        (!args.detectors.settings.is_empty(), "--set"),
+        (
+            args.detectors.ranges.aws_ip_ranges.is_some(),
+            "--aws-ip-ranges",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect();
+    if opts.findings.is_none() && !detection_flags.is_empty() {
+        bail!(
+            "{}: detection runs only with --findings FILE",
+            detection_flags.join(", ")
+        );
+    }
     if opts.findings.is_some() {
         opts.detection = Detection {
             rules: crate::cmd::detect::rule_set(&args.rules)?,
@@ -300,10 +303,11 @@ mod tests {
         assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h").ok(), Some(Duration::from_secs(3600)));
         assert_eq!(
-            parse_duration("1.5").ok(),
+            parse_duration("1.5s").ok(),
             Some(Duration::from_millis(1500))
         );
-        for bad in ["", "s", "10x", "-1s", "1d"] {
+        assert_eq!(parse_duration("1d").ok(), Some(Duration::from_secs(86_400)));
+        for bad in ["", "s", "10x", "-1s", "1.5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

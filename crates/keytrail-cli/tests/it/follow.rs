@@ -741,6 +741,26 @@ fn usage_errors() {
             ],
             "--shard",
         ),
+        (
+            vec![
+                "--queue-url",
+                "https://q",
+                "--lake",
+                "/tmp/x",
+                "--set",
+                "denied-count=3",
+                "--no-detectors",
+            ],
+            "--no-detectors, --set: detection runs only with --findings",
+        ),
+        (
+            vec!["s3://b", "--lake", "/tmp/x", "--rules", "/tmp/r"],
+            "--rules: detection runs only with --findings",
+        ),
+        (
+            vec!["s3://b", "--lake", "/tmp/x", "--poll-interval", "1.5"],
+            "--poll-interval",
+        ),
     ] {
         let out = run_code(keytrail().arg("follow").args(&args), 2);
         let err = String::from_utf8_lossy(&out.stderr);
