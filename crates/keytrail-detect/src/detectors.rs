@@ -935,13 +935,13 @@ fn per_key(
         return;
     };
     let cfg = b.cfg;
-    let is_instance = evs.iter().any(|e| instance_of(e).is_some());
     // A workload's calls are those of no instance.
     let of_workload: Vec<&Ev> = evs
         .iter()
         .copied()
         .filter(|e| instance_of(e).is_none())
         .collect();
+    let is_instance = of_workload.len() < evs.len();
     let workload = if of_workload.is_empty() {
         None
     } else {
@@ -1380,6 +1380,11 @@ enum Place {
     Outside,
 }
 
+/// Whether AWS's ranges are known at all (an empty file leaves every address unplaced).
+fn ranges_known(ranges: &AwsRanges) -> bool {
+    ranges.v4_prefixes + ranges.v6_prefixes > 0
+}
+
 fn place(ranges: &AwsRanges, ip: &str) -> Place {
     match ranges.lookup_text(ip) {
         Some(a) => Place::Aws(format!("{} {}", a.service(), a.region)),
@@ -1481,7 +1486,7 @@ impl Deferred {
     /// Keep what the instance detector needs of a key's events (those of an instance).
     fn instance_calls(&mut self, cfg: &Config, key: &str, evs: &[&Ev]) {
         let ranges = &cfg.aws_ranges;
-        let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
+        let known = ranges_known(ranges);
         for e in evs {
             let Some(instance) = instance_of(e) else {
                 continue;
@@ -1506,7 +1511,7 @@ impl Deferred {
     /// can be done without people's addresses.
     fn workload_calls(&mut self, cfg: &Config, key: &str, kind: Workload, evs: &[&Ev]) {
         let ranges = &cfg.aws_ranges;
-        let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
+        let known = ranges_known(ranges);
         let net16 = |ip| net::network(ip, cfg.distant_v4_prefix, cfg.distant_v6_prefix);
         let marked = |e: &Ev| workload_marker(e.ua.as_deref()).is_some();
         let any_marked = evs.iter().any(|e| marked(e));
@@ -1627,7 +1632,7 @@ impl Deferred {
 
 fn instances(b: &mut Builder<'_>, deferred: &Deferred, people: &HashMap<String, BTreeSet<String>>) {
     let ranges = Arc::clone(&b.cfg.aws_ranges);
-    let known = ranges.v4_prefixes + ranges.v6_prefixes > 0;
+    let known = ranges_known(&ranges);
     for (instance, calls) in &deferred.instances {
         let home = calls.home.as_ref().map(|(_, _, ip)| ip.as_str());
         for (ip, c) in &calls.by_ip {

@@ -56,16 +56,6 @@ impl Kept {
         }
     }
 
-    /// How many findings were kept.
-    pub fn len(&self) -> usize {
-        self.findings.len()
-    }
-
-    /// Whether no finding was kept.
-    pub fn is_empty(&self) -> bool {
-        self.findings.is_empty()
-    }
-
     /// The findings kept, in the order they came, and the count of those below the minimum.
     pub fn finish(self) -> (Vec<Finding>, usize) {
         (self.findings, self.below)
@@ -113,7 +103,6 @@ mod tests {
         k.count_below(9);
         k.count_below(12);
         k.count_below(20);
-        assert_eq!(k.len(), 2);
         let (kept, below) = k.finish();
         let times: Vec<(i64, Severity)> = kept.iter().map(|f| (f.time, f.severity)).collect();
         assert_eq!(times, vec![(10, Severity::Low), (15, Severity::Critical)]);
