@@ -412,13 +412,23 @@ pub async fn detect_in(
         .since
         .map(|since| scan::window_sql(None, Some(since), partitioned));
     let all = routine_with_past(ctx, &rules, all, past.as_deref(), &opts.config).await?;
-    let mut kept = kept::Kept::new(opts.min_severity, opts.since, opts.until);
-    if opts.detectors {
-        let mut reported: std::collections::HashSet<String> = all
-            .iter()
+    // The events the rules reported at low or above: the catalog of abused calls does not
+    // flag them again.
+    let mut reported: std::collections::HashSet<String> = if opts.detectors {
+        all.iter()
             .filter(|f| f.severity >= Severity::Low)
             .flat_map(|f| f.events.iter().cloned())
-            .collect();
+            .collect()
+    } else {
+        Default::default()
+    };
+    // Below `--min-severity` or outside the window a rule finding is only counted, before the
+    // detectors' state grows.
+    let mut kept = kept::Kept::new(opts.min_severity, opts.since, opts.until);
+    for f in all {
+        kept.push(f);
+    }
+    if opts.detectors {
         reported.extend(opts.reported.iter().cloned());
         let started = std::time::Instant::now();
         let scope = match (&opts.scope, &opts.keys) {
@@ -434,9 +444,6 @@ pub async fn detect_in(
             catalog_ms = (started.elapsed() - detected).as_millis() as u64,
             "detectors and the catalog of abused calls ran"
         );
-    }
-    for f in all {
-        kept.push(f);
     }
     let (mut all, below) = kept.finish();
     all.sort_by(|a, b| {

@@ -10,7 +10,7 @@ use keytrail_model::awsip::AwsRanges;
 use keytrail_detect::{self as detect, DetectOptions, RuleSet};
 
 use crate::flags::{AwsRangesArg, DetectArgs, DetectorArgs, RuleSourceArgs};
-use crate::output::{emit, format_for, session_options, window};
+use crate::output::{Output, format_for, session_options, window};
 use crate::render::Format;
 
 /// The rules the flags ask for. Rules keytrail cannot run (Sigma aggregations, other log
@@ -72,8 +72,9 @@ pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
         ..DetectOptions::default()
     };
     let report = detect::detect(crate::cmd::location::lake_location(&args.lake)?, &opts)?;
-    let text = crate::render::detect::render(&report, format)?;
-    emit(&text, args.output.output.as_deref())?;
+    let mut out = Output::open(args.output.output.as_deref())?;
+    crate::render::detect::write(&report, format, out.writer())?;
+    out.finish()?;
     Ok(if report.found() {
         ExitCode::from(1)
     } else {

@@ -2,6 +2,7 @@
 //! come from the same record batches as every other keytrail output; JSON is the whole
 //! report as one document.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use keytrail_detect::{DetectReport, Finding, KeyRisk, Listed};
@@ -103,68 +104,63 @@ pub fn keys_batch(keys: &[KeyRisk]) -> anyhow::Result<(SchemaRef, RecordBatch)> 
     )
 }
 
-/// Render a detection report. CSV holds the findings only (one table per file); the other
-/// formats add the keys ranked by risk.
-pub fn render(report: &DetectReport, format: Format) -> anyhow::Result<String> {
+/// Write a detection report to `out`. JSON and JSON lines are written finding by finding,
+/// never whole in memory (a report at `--min-severity info` over a big lake holds millions);
+/// the tables are rendered first. CSV holds the findings only (one table per file); the
+/// other formats add the keys ranked by risk.
+pub fn write(report: &DetectReport, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
     match format {
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(report)?;
-            s.push('\n');
-            Ok(s)
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            out.write_all(b"\n")?;
         }
         Format::Jsonl => {
-            let mut out = String::new();
             for f in &report.findings {
-                out.push_str(&serde_json::to_string(f)?);
-                out.push('\n');
+                serde_json::to_writer(&mut *out, f)?;
+                out.write_all(b"\n")?;
             }
-            Ok(out)
         }
         Format::Csv => {
             let (s, b) = findings_batch(&report.findings, false)?;
-            super::batches_text(Format::Csv, &s, &[b], 90)
+            out.write_all(super::batches_text(Format::Csv, &s, &[b], 90)?.as_bytes())?;
         }
         Format::Table | Format::Markdown => {
-            let md = format == Format::Markdown;
-            let mut out = String::new();
-            let heading = |text: &str| {
-                if md {
-                    format!("## {text}\n\n")
-                } else {
-                    format!("{text}\n\n")
-                }
-            };
-            out.push_str(&heading(&format!(
-                "Findings: {} (at or above {}; {} below; {} events, {} rules, {} detectors)",
-                report.findings.len(),
-                report.min_severity,
-                report.below_min_severity,
-                report.events,
-                report.rules,
-                report.detectors
-            )));
-            if !report.findings.is_empty() {
-                let (s, b) = findings_batch(&report.findings, !md)?;
-                out.push_str(&super::batches_text(
-                    if md { Format::Markdown } else { Format::Table },
-                    &s,
-                    &[b],
-                    90,
-                )?);
-                out.push('\n');
-                out.push_str(&heading("Keys by risk"));
-                let (s, b) = keys_batch(&report.keys)?;
-                out.push_str(&super::batches_text(
-                    if md { Format::Markdown } else { Format::Table },
-                    &s,
-                    &[b],
-                    90,
-                )?);
-            }
-            Ok(out)
+            out.write_all(tables(report, format == Format::Markdown)?.as_bytes())?;
         }
         Format::Html => anyhow::bail!("use table, csv, json, jsonl or markdown for detections"),
     }
+    Ok(())
+}
+
+/// The findings and the keys by risk as text tables, or as Markdown when `md`.
+fn tables(report: &DetectReport, md: bool) -> anyhow::Result<String> {
+    let format = if md { Format::Markdown } else { Format::Table };
+    let mut out = String::new();
+    let heading = |text: &str| {
+        if md {
+            format!("## {text}\n\n")
+        } else {
+            format!("{text}\n\n")
+        }
+    };
+    out.push_str(&heading(&format!(
+        "Findings: {} (at or above {}; {} below; {} events, {} rules, {} detectors)",
+        report.findings.len(),
+        report.min_severity,
+        report.below_min_severity,
+        report.events,
+        report.rules,
+        report.detectors
+    )));
+    if !report.findings.is_empty() {
+        let (s, b) = findings_batch(&report.findings, !md)?;
+        out.push_str(&super::batches_text(format, &s, &[b], 90)?);
+        out.push('\n');
+        out.push_str(&heading("Keys by risk"));
+        let (s, b) = keys_batch(&report.keys)?;
+        out.push_str(&super::batches_text(format, &s, &[b], 90)?);
+    }
+    Ok(out)
 }
 
 /// The listing as a record batch.
