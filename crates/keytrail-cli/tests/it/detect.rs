@@ -206,6 +206,56 @@ fn the_sample_findings_as_csv() {
 }
 
 #[test]
+fn the_sample_findings_as_json_lines_are_the_json_reports_findings() {
+    let out = run_code(
+        keytrail()
+            .arg("detect")
+            .arg("--lake")
+            .arg(sample_lake())
+            .args([
+                "--format",
+                "jsonl",
+                "--min-severity",
+                "info",
+                "--threads",
+                "2",
+            ]),
+        1,
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(text.ends_with('\n'), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a finding per line"))
+        .collect();
+    let r = detect_json(sample_lake(), &["--min-severity", "info"], 1);
+    let findings = r["findings"].as_array().expect("findings");
+    assert!(findings.len() > 30, "{}", findings.len());
+    assert_eq!(&lines, findings);
+    // Written to a file, the same bytes.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let file = tmp.path().join("findings.jsonl");
+    run_code(
+        keytrail()
+            .arg("detect")
+            .arg("--lake")
+            .arg(sample_lake())
+            .args([
+                "--format",
+                "jsonl",
+                "--min-severity",
+                "info",
+                "--threads",
+                "2",
+            ])
+            .arg("-o")
+            .arg(&file),
+        1,
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("written"), text);
+}
+
+#[test]
 fn the_sample_findings_as_markdown() {
     let out = run_code(
         keytrail()
