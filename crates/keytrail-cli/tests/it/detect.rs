@@ -207,22 +207,19 @@ fn the_sample_findings_as_csv() {
 
 #[test]
 fn the_sample_findings_as_json_lines_are_the_json_reports_findings() {
-    let out = run_code(
-        keytrail()
-            .arg("detect")
-            .arg("--lake")
-            .arg(sample_lake())
-            .args([
-                "--format",
-                "jsonl",
-                "--min-severity",
-                "info",
-                "--threads",
-                "2",
-            ]),
-        1,
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    let jsonl = || {
+        let mut c = keytrail();
+        c.arg("detect").arg("--lake").arg(sample_lake()).args([
+            "--format",
+            "jsonl",
+            "--min-severity",
+            "info",
+            "--threads",
+            "2",
+        ]);
+        c
+    };
+    let text = String::from_utf8(run_code(&mut jsonl(), 1).stdout).expect("UTF-8");
     assert!(text.ends_with('\n'), "{text}");
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -235,23 +232,7 @@ fn the_sample_findings_as_json_lines_are_the_json_reports_findings() {
     // Written to a file, the same bytes.
     let tmp = tempfile::tempdir().expect("tmp");
     let file = tmp.path().join("findings.jsonl");
-    run_code(
-        keytrail()
-            .arg("detect")
-            .arg("--lake")
-            .arg(sample_lake())
-            .args([
-                "--format",
-                "jsonl",
-                "--min-severity",
-                "info",
-                "--threads",
-                "2",
-            ])
-            .arg("-o")
-            .arg(&file),
-        1,
-    );
+    run_code(jsonl().arg("-o").arg(&file), 1);
     assert_eq!(std::fs::read_to_string(&file).expect("written"), text);
 }
 
