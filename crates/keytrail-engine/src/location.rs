@@ -1,7 +1,7 @@
 //! Where a lake is: a directory, or a prefix of an S3 bucket (or of any object store).
 //!
 //! A lake in S3 is reached with explicit settings only: the caller (the CLI, which finds
-//! credentials as the AWS CLI does) hands over a region, static credentials and, for
+//! credentials as the AWS CLI does) hands over a region, a credentials provider and, for
 //! S3-compatible stores, an endpoint. Nothing here reads the environment or asks the instance
 //! metadata service, so a query never waits on either.
 
@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::execution::object_store::ObjectStoreUrl;
-use object_store::ObjectStore;
+use object_store::aws::{AwsCredential, AwsCredentialProvider};
+use object_store::{ObjectStore, StaticCredentialProvider};
 
 /// How to reach S3: explicit values, nothing looked up.
 #[derive(Clone)]
@@ -21,9 +22,10 @@ pub struct S3Access {
     /// An S3-compatible endpoint (`http://127.0.0.1:9000`): path-style addressing, and plain
     /// HTTP allowed when the URL says `http://`.
     pub endpoint: Option<String>,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub session_token: Option<String>,
+    /// What requests are signed with, asked for before each request: static credentials
+    /// ([`S3Access::new`]), or a provider that renews temporary ones (the CLI's, from the AWS
+    /// SDK: `keytrail_ingest::s3access::SdkCredentials`).
+    pub credentials: AwsCredentialProvider,
     /// Requests in flight at once.
     pub concurrency: usize,
     /// Retries of a request that failed with a retryable error (throttling, 5xx, a broken
@@ -36,18 +38,34 @@ pub struct S3Access {
 }
 
 impl S3Access {
-    /// Access with these credentials and region, and keytrail's defaults for the rest.
+    /// Access with these static credentials and region, and keytrail's defaults for the rest.
     pub fn new(
         region: impl Into<String>,
         access_key_id: impl Into<String>,
         secret_access_key: impl Into<String>,
     ) -> S3Access {
+        S3Access::with_credentials(
+            region,
+            None,
+            Arc::new(StaticCredentialProvider::new(AwsCredential {
+                key_id: access_key_id.into(),
+                secret_key: secret_access_key.into(),
+                token: None,
+            })),
+        )
+    }
+
+    /// Access to `endpoint` (AWS's when `None`) in `region`, signed with what `credentials`
+    /// gives, and keytrail's defaults for the rest.
+    pub fn with_credentials(
+        region: impl Into<String>,
+        endpoint: Option<String>,
+        credentials: AwsCredentialProvider,
+    ) -> S3Access {
         S3Access {
             region: region.into(),
-            endpoint: None,
-            access_key_id: access_key_id.into(),
-            secret_access_key: secret_access_key.into(),
-            session_token: None,
+            endpoint,
+            credentials,
             concurrency: 32,
             max_retries: 5,
             retry_timeout: Duration::from_secs(120),
@@ -56,18 +74,13 @@ impl S3Access {
     }
 }
 
-/// Secrets are never printed: the key ID is not a secret, the rest is left out.
+/// Secrets are never printed: the credentials' own `Debug` shows the key ID at most.
 impl fmt::Debug for S3Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Access")
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "<redacted>"),
-            )
+            .field("credentials", &self.credentials)
             .field("concurrency", &self.concurrency)
             .field("max_retries", &self.max_retries)
             .finish()
@@ -189,8 +202,15 @@ mod tests {
 
     #[test]
     fn secrets_are_not_printed() {
-        let mut a = S3Access::new("us-east-1", "AKIAEXAMPLE", "very-secret");
-        a.session_token = Some("token-secret".into());
+        let a = S3Access::with_credentials(
+            "us-east-1",
+            None,
+            Arc::new(StaticCredentialProvider::new(AwsCredential {
+                key_id: "AKIAEXAMPLE".into(),
+                secret_key: "very-secret".into(),
+                token: Some("token-secret".into()),
+            })),
+        );
         let loc = LakeLocation::S3(S3Location::new("b", "/p/q/", a));
         let text = format!("{loc:?} {loc}");
         assert!(!text.contains("very-secret"), "{text}");

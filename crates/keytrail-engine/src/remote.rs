@@ -74,7 +74,8 @@ fn parse_root(prefix: &str, name: &str) -> Result<Path, EngineError> {
     })
 }
 
-/// The S3 client for `loc`: explicit credentials, region and endpoint; retries with backoff.
+/// The S3 client for `loc`: explicit credentials provider, region and endpoint; retries with
+/// backoff.
 fn s3_store(loc: &S3Location) -> Result<Arc<dyn ObjectStore>, EngineError> {
     let a = &loc.access;
     let mut options = ClientOptions::new()
@@ -83,16 +84,12 @@ fn s3_store(loc: &S3Location) -> Result<Arc<dyn ObjectStore>, EngineError> {
     let mut b = AmazonS3Builder::new()
         .with_bucket_name(&loc.bucket)
         .with_region(&a.region)
-        .with_access_key_id(&a.access_key_id)
-        .with_secret_access_key(&a.secret_access_key)
+        .with_credentials(Arc::clone(&a.credentials))
         .with_retry(RetryConfig {
             backoff: BackoffConfig::default(),
             max_retries: a.max_retries,
             retry_timeout: a.retry_timeout,
         });
-    if let Some(token) = &a.session_token {
-        b = b.with_token(token);
-    }
     if let Some(endpoint) = &a.endpoint {
         b = b
             .with_endpoint(endpoint)

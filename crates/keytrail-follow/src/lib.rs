@@ -38,13 +38,14 @@ pub mod testkit;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::SharedCredentialsProvider;
 use futures::StreamExt;
 use keytrail_engine::{LakeLocation, S3Access, S3Location};
 use keytrail_ingest::s3::{S3Source, S3Uri};
+use keytrail_ingest::s3access::S3Credentials;
 use keytrail_ingest::s3lake::S3Lake;
 use keytrail_ingest::source::{NameKind, looks_like_log};
 use keytrail_ingest::{Decider, IngestOptions, Input, Location, NoProgress, ObjectRef, RunSummary};
@@ -80,9 +81,10 @@ pub struct FollowOptions {
     /// A lake in S3: where each batch's working copy is made (the system's temporary
     /// directory when `None`).
     pub work_dir: Option<PathBuf>,
-    /// A lake in S3: the credentials (and region) the query engine reads it with when the
-    /// findings are computed; found as `ingest.s3` says when `None` (tests give their own).
-    pub lake_credentials: Option<(SharedCredentialsProvider, String)>,
+    /// A lake in S3: the region, endpoint and credentials the query engine reads it with when
+    /// the findings are computed; found as `ingest.s3` says when `None` (tests give their
+    /// own). Temporary credentials are renewed before they expire.
+    pub lake_credentials: Option<S3Credentials>,
     /// Where findings go; `None`: no detection.
     pub findings: Option<Sink>,
     pub detection: Detection,
@@ -251,7 +253,7 @@ struct Follower<'a> {
     rt: tokio::runtime::Runtime,
     s3: aws_sdk_s3::Client,
     /// The lake, when it is in S3, and how the query engine signs its reads of it.
-    remote: Option<(S3Lake, SharedCredentialsProvider, String)>,
+    remote: Option<(S3Lake, S3Credentials)>,
     log: Option<FindingsLog>,
     totals: Counters,
     lag: Option<f64>,
@@ -286,12 +288,12 @@ pub fn follow(
     let remote = match &opts.ingest.remote_lake {
         None => None,
         Some(uri) => {
-            let (creds, region) = match &opts.lake_credentials {
+            let creds = match &opts.lake_credentials {
                 Some(c) => c.clone(),
-                None => rt.block_on(keytrail_ingest::s3access::provider(&opts.ingest.s3))?,
+                None => rt.block_on(keytrail_ingest::s3access::resolve(&opts.ingest.s3))?,
             };
             let lake = S3Lake::new(s3.clone(), uri.clone(), opts.ingest.s3_lake.clone());
-            Some((lake, creds, region))
+            Some((lake, creds))
         }
     };
     // Create the lake if it does not exist, finish or clean up runs stopped half-way.
@@ -432,15 +434,12 @@ impl Follower<'_> {
         };
         let lake = match &self.remote {
             None => LakeLocation::Dir(self.opts.ingest.lake.clone()),
-            Some((remote, creds, region)) => {
-                let a = self.rt.block_on(keytrail_ingest::s3access::access(
-                    creds,
-                    region.clone(),
-                    &self.opts.ingest.s3,
-                ))?;
-                let mut access = S3Access::new(a.region, a.access_key_id, a.secret_access_key);
-                access.session_token = a.session_token;
-                access.endpoint = a.endpoint_url;
+            Some((remote, c)) => {
+                let access = S3Access::with_credentials(
+                    c.region.clone(),
+                    c.endpoint_url.clone(),
+                    Arc::new(c.credentials.clone()),
+                );
                 let uri = remote.uri();
                 LakeLocation::S3(S3Location::new(uri.bucket.clone(), &uri.prefix, access))
             }

@@ -123,20 +123,24 @@ impl Moto {
         aws_sdk_sqs::Client::from_conf(conf)
     }
 
-    /// The server's credentials and region, as a follower of a lake in S3 takes them.
-    pub fn credentials(&self) -> (aws_sdk_s3::config::SharedCredentialsProvider, String) {
-        (
-            aws_sdk_s3::config::SharedCredentialsProvider::new(
-                aws_sdk_s3::config::Credentials::new(
-                    ACCESS_KEY,
-                    SECRET,
-                    None,
-                    None,
-                    "keytrail-testkit",
+    /// The server's region, endpoint and credentials, as a follower of a lake in S3 takes them.
+    pub fn credentials(&self) -> keytrail_ingest::s3access::S3Credentials {
+        keytrail_ingest::s3access::S3Credentials {
+            region: REGION.to_owned(),
+            endpoint_url: Some(self.endpoint()),
+            credentials: keytrail_ingest::s3access::SdkCredentials::new(
+                aws_sdk_s3::config::SharedCredentialsProvider::new(
+                    aws_sdk_s3::config::Credentials::new(
+                        ACCESS_KEY,
+                        SECRET,
+                        None,
+                        None,
+                        "keytrail-testkit",
+                    ),
                 ),
+                None,
             ),
-            REGION.to_owned(),
-        )
+        }
     }
 
     /// The lake under `s3://bucket/prefix` of the server, as the query engine reaches it.

@@ -1,9 +1,11 @@
 //! `--lake DIR|s3://BUCKET/PREFIX` and the S3 flags → where the lake is. For a lake in S3 the
 //! credentials and region are found as the AWS CLI finds them (`--profile`, `--region`,
-//! `AWS_*`, the profile files, SSO, roles), once, and handed to the query engine as values.
+//! `AWS_*`, the profile files, SSO, roles) and handed to the query engine as a credentials
+//! provider that renews temporary credentials before they expire.
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use keytrail_engine::{IoStats, LakeLocation, LakeSession, S3Access, S3Location};
@@ -40,18 +42,11 @@ pub fn location_of(lake: &Path, s3: &S3ClientArgs) -> anyhow::Result<LakeLocatio
     crate::cmd::ingest::client_options(s3, &mut opts)?;
     let found = keytrail_ingest::s3access::resolve_blocking(&opts)
         .with_context(|| format!("reaching the lake {uri}"))?;
-    if let Some(expires) = found.expires
-        && expires
-            .duration_since(std::time::SystemTime::now())
-            .map_or(true, |left| left.as_secs() < 15 * 60)
-    {
-        tracing::warn!(
-            "the temporary AWS credentials expire in less than 15 minutes; a query still running then fails"
-        );
-    }
-    let mut access = S3Access::new(found.region, found.access_key_id, found.secret_access_key);
-    access.session_token = found.session_token;
-    access.endpoint = found.endpoint_url;
+    let access = S3Access::with_credentials(
+        found.region,
+        found.endpoint_url,
+        Arc::new(found.credentials),
+    );
     Ok(LakeLocation::S3(S3Location::new(
         uri.bucket,
         &uri.prefix,

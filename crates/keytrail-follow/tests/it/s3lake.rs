@@ -1,9 +1,18 @@
 //! A lake in S3: batches commit to the bucket through working copies, findings read the lake
 //! in place, and the findings cursor lives in the lake's bucket.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::future::ProvideCredentials as CredentialsFuture;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use keytrail_engine::{LakeLocation, S3Access, S3Location};
 use keytrail_follow::testkit::{self, ACCOUNT, Moto, REGION};
 use keytrail_follow::{FollowOptions, Sink, Source};
 use keytrail_ingest::s3::S3Uri;
+use keytrail_ingest::s3access::SdkCredentials;
 use keytrail_ingest::{IngestOptions, Input};
 use keytrail_model::time::now_millis;
 use serde_json::Value;
@@ -39,6 +48,22 @@ fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
+}
+
+/// `keytrail ingest --lake s3://...` of one log object of `records` delivered at `t`, as
+/// another writer of the lake; the commit it made.
+fn ingest_object(env: &Env, tag: &str, t: i64, records: &[Value]) -> Option<u64> {
+    let dir = env.tmp.path().join("by-ingest").join(tag);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let name = testkit::log_key(ACCOUNT, REGION, t, tag);
+    let file = dir.join(name.rsplit('/').next().expect("file name"));
+    std::fs::write(&file, testkit::log_object(records)).expect("write");
+    let mut o = IngestOptions::with_inputs(vec![Input::Local(file)], dir.join("work"));
+    o.remote_lake = Some(lake_uri(env));
+    o.s3_client = Some(env.s3.clone());
+    keytrail_ingest::ingest(&o, &keytrail_ingest::NoProgress)
+        .expect("ingest")
+        .commit
 }
 
 /// The findings cursor the lake's bucket holds: (seq, written).
@@ -107,23 +132,16 @@ fn a_lake_in_s3_is_followed_and_its_findings_cursor_kept_in_the_bucket() {
     assert_eq!(cursor(&env), (1, 1));
 
     // 2: another writer commits while no follower runs (`keytrail ingest --lake s3://...`).
-    let dir = env.tmp.path().join("by-ingest");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let name = testkit::log_key(ACCOUNT, REGION, t0 + 10 * MIN, "B2");
-    let file = dir.join(name.rsplit('/').next().expect("file name"));
-    std::fs::write(
-        &file,
-        testkit::log_object(&[
+    let commit = ingest_object(
+        &env,
+        "B2",
+        t0 + 10 * MIN,
+        &[
             deactivate("b2-deact", t0 + 10 * MIN),
             use_key("b2-use-0", t0 + 11 * MIN),
-        ]),
-    )
-    .expect("write");
-    let mut o = IngestOptions::with_inputs(vec![Input::Local(file)], dir.join("work"));
-    o.remote_lake = Some(lake_uri(&env));
-    o.s3_client = Some(env.s3.clone());
-    let s = keytrail_ingest::ingest(&o, &keytrail_ingest::NoProgress).expect("ingest");
-    assert_eq!(s.commit, Some(2));
+        ],
+    );
+    assert_eq!(commit, Some(2));
 
     // 3: started again, the follower writes that commit's findings (its cursor, read back
     // from the bucket, is at 1), then goes on with the queue.
@@ -170,4 +188,64 @@ fn a_lake_in_s3_is_followed_and_its_findings_cursor_kept_in_the_bucket() {
         0
     );
     assert_eq!(env.counts(&url), (0, 0));
+}
+
+/// Temporary credentials valid for `valid` from each call (moto checks none), counting the
+/// calls: a new key ID each time, as a role's session gives.
+#[derive(Debug)]
+struct Expiring {
+    valid: Duration,
+    calls: Arc<AtomicUsize>,
+}
+
+impl ProvideCredentials for Expiring {
+    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        CredentialsFuture::ready(Ok(Credentials::new(
+            format!("ASIATESTSESSION{n:05}"),
+            "session-secret",
+            Some("session-token".to_owned()),
+            Some(SystemTime::now() + self.valid),
+            "keytrail-test",
+        )))
+    }
+}
+
+#[test]
+fn a_query_of_a_lake_in_s3_renews_credentials_about_to_expire() {
+    let env = Env::new("s3creds");
+    let t0 = now_millis() - 6 * 3_600_000;
+    let commit = ingest_object(
+        &env,
+        "C1",
+        t0,
+        &[use_key("c-0", t0), use_key("c-1", t0 + MIN)],
+    );
+    assert_eq!(commit, Some(1));
+
+    // Valid for an hour: asked for once for the whole query. Valid for a minute (less than
+    // the five minutes kept in hand): asked for again before each request.
+    let mut calls = Vec::new();
+    for valid in [Duration::from_secs(3600), Duration::from_secs(60)] {
+        let counted = Arc::new(AtomicUsize::new(0));
+        let creds = SdkCredentials::new(
+            SharedCredentialsProvider::new(Expiring {
+                valid,
+                calls: Arc::clone(&counted),
+            }),
+            None,
+        );
+        let access =
+            S3Access::with_credentials(REGION, Some(Moto::shared().endpoint()), Arc::new(creds));
+        let lake = LakeLocation::S3(S3Location::new(env.bucket.clone(), PREFIX, access));
+        assert_eq!(event_ids(lake), ["c-0", "c-1"]);
+        calls.push(counted.load(Ordering::SeqCst));
+    }
+    assert_eq!(calls[0], 1, "{calls:?}");
+    // Once per request: at least the lake's description, the manifest's listing and the
+    // commit record before any data is read.
+    assert!(calls[1] >= 3, "{calls:?}");
 }
