@@ -26,6 +26,17 @@ use crate::manifest::FileRecord;
 /// of keys and its statistics and bloom filter let readers skip the rest.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Largest data page, in bytes before compression. Parquet's default (1 MiB) makes one page of
+/// each column of a row group, so a reader wanting a key's few rows must decompress and decode
+/// every value of the row group's JSON and ID columns, the bulk of a file. A page is cut at the
+/// first mini-batch (`write_batch_size`, 1,024 rows) that takes it past this size, so those
+/// columns come in pages of 1,024 to 2,048 rows that the page index lets a reader skip.
+pub const DATA_PAGE_BYTES: usize = 64 * 1024;
+
+/// Most rows in a data page of any column: the small, dictionary-encoded columns are cut too,
+/// so that a reader of one key's rows skips most of their pages as well.
+pub const DATA_PAGE_ROWS: usize = 2048;
+
 /// The keytrail version that writes files, stamped into their metadata.
 pub const WRITER: &str = concat!("keytrail ", env!("CARGO_PKG_VERSION"));
 
@@ -44,12 +55,15 @@ const NO_DICTIONARY: &[&str] = &[
     "edgedevicedetails",
 ];
 
-/// Parquet writer settings for a table: zstd, page statistics, a bloom filter on the access
-/// key, the sort order declared, the schema version stamped.
+/// Parquet writer settings for a table: zstd, page statistics, pages of at most
+/// [`DATA_PAGE_BYTES`] and [`DATA_PAGE_ROWS`], a bloom filter on the access key, the sort order declared, the schema
+/// version stamped.
 pub fn writer_properties(table: Table, run_id: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
+        .set_data_page_row_count_limit(DATA_PAGE_ROWS)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_key_value_metadata(Some(vec![
             KeyValue::new(META_SCHEMA_VERSION.to_owned(), SCHEMA_VERSION.to_string()),

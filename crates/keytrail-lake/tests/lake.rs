@@ -669,3 +669,90 @@ fn a_scope_adopted_joins_the_run_and_one_dropped_leaves_nothing() {
             .any(|_| true)
     );
 }
+
+#[test]
+fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
+    use keytrail_lake::Relation;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    // 30 keys of 200 events each, every event with about 200 bytes of request parameters.
+    let lines: Vec<String> = (0..6000)
+        .map(|i| {
+            format!(
+                r#"{{"eventTime":"2024-01-01T{:02}:{:02}:{:02}Z","eventID":"e{i:05}","eventName":"GetObject","requestParameters":{{"bucketName":"bucket-{}","key":"{}"}},"userIdentity":{{"type":"IAMUser","accessKeyId":"AKIA{:04}"}}}}"#,
+                i / 3600 % 24,
+                i / 60 % 60,
+                i % 60,
+                i % 97,
+                "x".repeat(150 + i % 50),
+                i % 30,
+            )
+        })
+        .collect();
+    t.write(Table::Events, DAY, &[batch(&lines)]).expect("write");
+    t.commit(vec![object("o", "h")]).expect("commit");
+
+    let snap = lake.snapshot().expect("snapshot");
+    let files: Vec<_> = snap.table_files(Table::Events).collect();
+    assert_eq!(files.len(), 1);
+    let file = std::fs::File::open(snap.path(&files[0].record.path)).expect("open");
+    let meta = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Required)
+        .parse_and_finish(&file)
+        .expect("metadata");
+    let leaf = |name: &str| {
+        meta.file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.path().string() == name)
+            .expect("column")
+    };
+    let offsets = meta.offset_index().expect("offset index");
+    // Every page of a column as file-wide row ranges `[start, end)`.
+    let pages = |name: &str| {
+        let mut out = Vec::new();
+        let mut base = 0u64;
+        for (rg, cols) in meta.row_groups().iter().zip(offsets) {
+            let locs = cols[leaf(name)].page_locations();
+            let rows = rg.num_rows() as u64;
+            for (i, p) in locs.iter().enumerate() {
+                let end = locs.get(i + 1).map_or(rows, |n| n.first_row_index as u64);
+                out.push((base + p.first_row_index as u64, base + end));
+            }
+            base += rows;
+        }
+        out
+    };
+    let request = pages("requestparameters");
+    assert!(
+        request.len() >= 5,
+        "1.3 MB of request parameters in pages of at most 64 KiB (cut at 1,024-row batches): {} page(s)",
+        request.len()
+    );
+    assert!(
+        request.iter().all(|(a, b)| b - a <= 1024),
+        "{request:?}"
+    );
+    // A small column is cut by rows: pages of at most 2,048.
+    let names = pages("eventname");
+    assert!(
+        names.len() >= 3 && names.iter().all(|(a, b)| b - a <= 2048),
+        "{names:?}"
+    );
+
+    // One key's rows (the index says where) are on at most two of those pages.
+    let found = snap.lookup(&["AKIA0007"], Relation::Held).expect("lookup");
+    assert_eq!(found.iter().map(|e| e.rows).sum::<u64>(), 200);
+    let touched = request
+        .iter()
+        .filter(|(start, end)| {
+            found
+                .iter()
+                .any(|e| e.first_row < *end && e.first_row + e.rows > *start)
+        })
+        .count();
+    assert!((1..=2).contains(&touched), "{touched} of {} pages", request.len());
+}
