@@ -245,14 +245,39 @@ fn heading(inv: &Investigation) -> Vec<String> {
     lines
 }
 
-/// Pretty JSON of `v`, indented one level (a member of the top object).
-fn member(name: &str, v: &serde_json::Value) -> anyhow::Result<String> {
-    let text = serde_json::to_string_pretty(v)?;
-    Ok(format!(
-        "  {}: {}",
-        serde_json::to_string(name)?,
-        text.replace('\n', "\n  ")
-    ))
+/// A writer that indents every line after the first by one level (two spaces), so that a
+/// value written pretty through it reads as a member of the top object.
+struct Indented<'a>(&'a mut dyn Write);
+
+impl Write for Indented<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for line in buf.split_inclusive(|b| *b == b'\n') {
+            self.0.write_all(line)?;
+            if line.ends_with(b"\n") {
+                self.0.write_all(b"  ")?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Write `v` as pretty JSON, a member `name` of the top object, straight to `out` (the blast
+/// radius of a long chain is hundreds of thousands of items: never held as text or as a
+/// `serde_json::Value`). `end` follows it.
+fn member(
+    out: &mut dyn Write,
+    name: &str,
+    v: &impl serde::Serialize,
+    end: &str,
+) -> anyhow::Result<()> {
+    write!(out, "  {}: ", serde_json::to_string(name)?)?;
+    serde_json::to_writer_pretty(Indented(out), v)?;
+    writeln!(out, "{end}")?;
+    Ok(())
 }
 
 /// Write the investigation in `format`, reading the timeline's rows from `session`.
@@ -265,20 +290,15 @@ pub async fn render(
     let mut timeline = Timeline::open(session, inv, format == Format::Json).await?;
     match format {
         Format::Json => {
-            let v = serde_json::to_value(inv)?;
             writeln!(out, "{{")?;
-            for name in [
-                "start_keys",
-                "window",
-                "keys",
-                "derived",
-                "blast_radius",
-                "activity",
-                "custody",
-                "timeline_rows",
-            ] {
-                writeln!(out, "{},", member(name, &v[name])?)?;
-            }
+            member(out, "start_keys", &inv.start_keys, ",")?;
+            member(out, "window", &inv.window, ",")?;
+            member(out, "keys", &inv.keys, ",")?;
+            member(out, "derived", &inv.derived, ",")?;
+            member(out, "blast_radius", &inv.blast_radius, ",")?;
+            member(out, "activity", &inv.activity, ",")?;
+            member(out, "custody", &inv.custody, ",")?;
+            member(out, "timeline_rows", &inv.timeline_rows, ",")?;
             write!(out, "  \"timeline\": [")?;
             let mut first = true;
             while let Some(chunk) = timeline.next(session).await? {
@@ -294,7 +314,7 @@ pub async fn render(
                 }
             }
             writeln!(out, "{}],", if first { "" } else { "\n  " })?;
-            writeln!(out, "{}", member("notes", &v["notes"])?)?;
+            member(out, "notes", &inv.notes, "")?;
             writeln!(out, "}}")?;
         }
         Format::Jsonl => {
