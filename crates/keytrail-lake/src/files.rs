@@ -56,8 +56,8 @@ const NO_DICTIONARY: &[&str] = &[
 ];
 
 /// Parquet writer settings for a table: zstd, page statistics, pages of at most
-/// [`DATA_PAGE_BYTES`] and [`DATA_PAGE_ROWS`], a bloom filter on the access key, the sort order declared, the schema
-/// version stamped.
+/// [`DATA_PAGE_BYTES`] and [`DATA_PAGE_ROWS`], a bloom filter on the access key, the sort
+/// order declared, the schema version stamped.
 pub fn writer_properties(table: Table, run_id: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))

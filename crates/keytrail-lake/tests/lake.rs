@@ -691,7 +691,8 @@ fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
             )
         })
         .collect();
-    t.write(Table::Events, DAY, &[batch(&lines)]).expect("write");
+    t.write(Table::Events, DAY, &[batch(&lines)])
+        .expect("write");
     t.commit(vec![object("o", "h")]).expect("commit");
 
     let snap = lake.snapshot().expect("snapshot");
@@ -732,10 +733,7 @@ fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
         "1.3 MB of request parameters in pages of at most 64 KiB (cut at 1,024-row batches): {} page(s)",
         request.len()
     );
-    assert!(
-        request.iter().all(|(a, b)| b - a <= 1024),
-        "{request:?}"
-    );
+    assert!(request.iter().all(|(a, b)| b - a <= 1024), "{request:?}");
     // A small column is cut by rows: pages of at most 2,048.
     let names = pages("eventname");
     assert!(
@@ -754,5 +752,9 @@ fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
                 .any(|e| e.first_row < *end && e.first_row + e.rows > *start)
         })
         .count();
-    assert!((1..=2).contains(&touched), "{touched} of {} pages", request.len());
+    assert!(
+        (1..=2).contains(&touched),
+        "{touched} of {} pages",
+        request.len()
+    );
 }
