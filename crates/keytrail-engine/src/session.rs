@@ -19,7 +19,7 @@ use crate::counting::IoStats;
 use crate::error::EngineError;
 use crate::location::LakeLocation;
 use crate::remote::RemoteLake;
-use crate::storage::Storage;
+use crate::storage::{Lookups, Storage};
 use crate::table::LakeTable;
 
 /// How a session runs.
@@ -57,6 +57,7 @@ pub struct LakeSession {
     manifest: Arc<Manifest>,
     snapshot: Arc<Snapshot>,
     storage: Storage,
+    lookups: Arc<Lookups>,
 }
 
 /// Bytes read from the end of a data file in an object store to get its footer in one request
@@ -124,7 +125,8 @@ impl LakeSession {
         ctx.runtime_env()
             .register_object_store(remote.url().as_ref(), remote.store());
         let storage = Storage::Remote(Arc::clone(&remote));
-        LakeSession::register(&ctx, &snapshot, &storage)?;
+        let lookups = Arc::new(Lookups::default());
+        LakeSession::register(&ctx, &snapshot, &storage, &lookups)?;
         Ok(LakeSession {
             ctx,
             location,
@@ -133,6 +135,7 @@ impl LakeSession {
             manifest: Arc::new(manifest),
             snapshot,
             storage,
+            lookups,
         })
     }
 
@@ -162,7 +165,8 @@ impl LakeSession {
             datafusion::execution::object_store::ObjectStoreUrl::local_filesystem().as_ref(),
             Arc::new(store),
         );
-        LakeSession::register(&ctx, &snapshot, &Storage::Local)?;
+        let lookups = Arc::new(Lookups::default());
+        LakeSession::register(&ctx, &snapshot, &Storage::Local, &lookups)?;
         Ok(LakeSession {
             ctx,
             location,
@@ -171,6 +175,7 @@ impl LakeSession {
             manifest: Arc::new(manifest),
             snapshot,
             storage: Storage::Local,
+            lookups,
         })
     }
 
@@ -178,6 +183,7 @@ impl LakeSession {
         ctx: &SessionContext,
         snapshot: &Arc<Snapshot>,
         storage: &Storage,
+        lookups: &Arc<Lookups>,
     ) -> Result<(), EngineError> {
         for table in Table::ALL {
             ctx.register_table(
@@ -186,6 +192,7 @@ impl LakeSession {
                     table,
                     Arc::clone(snapshot),
                     storage.clone(),
+                    Arc::clone(lookups),
                 )),
             )?;
         }
@@ -219,7 +226,15 @@ impl LakeSession {
         keys: &[&str],
         relation: Relation,
     ) -> Result<Vec<IndexEntry>, EngineError> {
-        self.storage.lookup(&self.snapshot, keys, relation).await
+        let all = self
+            .lookups
+            .any(&self.storage, &self.snapshot, keys)
+            .await?;
+        Ok(all
+            .iter()
+            .filter(|e| relation.wants(e.named))
+            .cloned()
+            .collect())
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -233,7 +248,12 @@ impl LakeSession {
     /// `table` over `snapshot` (part of this session's snapshot), read from where this
     /// session reads its files: to register a table of some of the lake's files.
     pub fn table(&self, table: Table, snapshot: Arc<Snapshot>) -> LakeTable {
-        LakeTable::with_storage(table, snapshot, self.storage.clone())
+        LakeTable::with_storage(
+            table,
+            snapshot,
+            self.storage.clone(),
+            Arc::clone(&self.lookups),
+        )
     }
 
     /// Plan one SQL statement.

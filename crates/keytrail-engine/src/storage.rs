@@ -2,7 +2,8 @@
 //! lake in S3 does differently from one of a lake on disk. Both plan from the same snapshot;
 //! they differ in the URL and object path of each file and in how the key index is read.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -56,5 +57,66 @@ impl Storage {
             Storage::Local => Ok(snapshot.lookup(keys, relation)?),
             Storage::Remote(r) => r.lookup(snapshot, keys, relation).await,
         }
+    }
+}
+
+/// Key-index lookups kept by a session.
+const KEPT_LOOKUPS: usize = 4;
+
+/// The last few key-index lookups of a session (shared by its tables), so that queries asking
+/// for the same keys again read the index once: an investigation reads its timeline a chunk of
+/// days at a time, each chunk a query of the whole chain's keys (17,021 keys read the 17 MB
+/// index of a 10M-event lake twice per chunk before).
+#[derive(Debug, Default)]
+pub(crate) struct Lookups {
+    recent: Mutex<VecDeque<Lookup>>,
+}
+
+#[derive(Debug)]
+struct Lookup {
+    /// Held so that no other snapshot can take its address.
+    snapshot: Arc<Snapshot>,
+    /// Sorted, without duplicates.
+    keys: Vec<String>,
+    entries: Arc<Vec<IndexEntry>>,
+}
+
+impl Lookups {
+    /// Every entry of `keys` (both relations) in `snapshot`'s indexed `events` files, read
+    /// through `storage` unless a recent lookup asked for the same keys of the same snapshot.
+    pub(crate) async fn any(
+        &self,
+        storage: &Storage,
+        snapshot: &Arc<Snapshot>,
+        keys: &[&str],
+    ) -> Result<Arc<Vec<IndexEntry>>, EngineError> {
+        let mut sorted: Vec<&str> = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let same = |l: &Lookup| {
+            Arc::ptr_eq(&l.snapshot, snapshot)
+                && l.keys.len() == sorted.len()
+                && l.keys.iter().zip(&sorted).all(|(a, b)| a == b)
+        };
+        if let Some(hit) = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|r| r.iter().find(|l| same(l)).map(|l| Arc::clone(&l.entries)))
+        {
+            return Ok(hit);
+        }
+        let entries = Arc::new(storage.lookup(snapshot, &sorted, Relation::Any).await?);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == KEPT_LOOKUPS {
+                recent.pop_front();
+            }
+            recent.push_back(Lookup {
+                snapshot: Arc::clone(snapshot),
+                keys: sorted.iter().map(|k| (*k).to_owned()).collect(),
+                entries: Arc::clone(&entries),
+            });
+        }
+        Ok(entries)
     }
 }

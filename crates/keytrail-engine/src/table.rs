@@ -29,13 +29,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use keytrail_lake::{DataFile, Relation, Snapshot};
+use keytrail_lake::{DataFile, Snapshot};
 use keytrail_model::Table;
 use keytrail_model::schema::{UTC, col};
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 use crate::prune::{ScanFilter, analyze};
-use crate::storage::Storage;
+use crate::storage::{Lookups, Storage};
 
 /// The rows of a file a scan reads, from the key index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,6 +55,7 @@ pub struct LakeTable {
     table: Table,
     snapshot: Arc<Snapshot>,
     storage: Storage,
+    lookups: Arc<Lookups>,
     file_schema: SchemaRef,
     schema: SchemaRef,
 }
@@ -85,19 +86,23 @@ impl LakeTable {
             table,
             snapshot,
             storage: Storage::Local,
+            lookups: Arc::default(),
             file_schema,
             schema,
         }
     }
 
-    /// A table of a snapshot whose files are read from `storage`.
+    /// A table of a snapshot whose files are read from `storage`, sharing a session's recent
+    /// key-index `lookups`.
     pub(crate) fn with_storage(
         table: Table,
         snapshot: Arc<Snapshot>,
         storage: Storage,
+        lookups: Arc<Lookups>,
     ) -> LakeTable {
         LakeTable {
             storage,
+            lookups,
             ..LakeTable::new(table, snapshot)
         }
     }
@@ -132,22 +137,27 @@ impl LakeTable {
             });
         }
         let indexed = self.table == Table::Events;
-        let mut ranges: BTreeMap<&str, Rows> = BTreeMap::new();
         if indexed && files.iter().any(|f| f.indexed) {
-            let mut entries = Vec::new();
-            for (set, relation) in [(&keys.held, Relation::Held), (&keys.named, Relation::Named)] {
-                if set.is_empty() {
-                    continue;
+            let asked: Vec<&str> = keys
+                .held
+                .iter()
+                .chain(&keys.named)
+                .map(String::as_str)
+                .collect();
+            let entries = self
+                .lookups
+                .any(&self.storage, &self.snapshot, &asked)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let wanted = |e: &&keytrail_lake::IndexEntry| {
+                if e.named {
+                    keys.named.contains(&e.key)
+                } else {
+                    keys.held.contains(&e.key)
                 }
-                let list: Vec<&str> = set.iter().map(String::as_str).collect();
-                entries.extend(
-                    self.storage
-                        .lookup(&self.snapshot, &list, relation)
-                        .await
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?,
-                );
-            }
-            for e in &entries {
+            };
+            let mut ranges: BTreeMap<&str, Rows> = BTreeMap::new();
+            for e in entries.iter().filter(wanted) {
                 if filter.time.overlaps(e.min_time, e.max_time) {
                     let r = ranges.entry(e.file.as_str()).or_insert(Rows {
                         ranges: Vec::new(),

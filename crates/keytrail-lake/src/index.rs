@@ -515,7 +515,8 @@ pub enum Relation {
 }
 
 impl Relation {
-    fn wants(self, named: bool) -> bool {
+    /// Whether an entry of the index (`named` or not) is of this relation.
+    pub fn wants(self, named: bool) -> bool {
         match self {
             Relation::Held => !named,
             Relation::Named => named,

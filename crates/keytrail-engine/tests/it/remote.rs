@@ -136,10 +136,22 @@ fn a_one_key_question_fetches_only_the_files_the_index_names() {
         let fetched: BTreeSet<String> = io.under("events/").map(|(k, _)| k.to_owned()).collect();
         assert_eq!(fetched, named);
         assert_eq!(io.under("key_daily/").count(), 0, "{io:#?}");
-        // The session's lookup reads the index in the store and agrees with the local one.
+        // The session's lookup agrees with the local one, and is the query's, kept: the index
+        // is not read again for the same keys; it is for others.
+        let index_reads = |s: &LakeSession| {
+            s.io_stats()
+                .expect("counted")
+                .total_under("_keytrail/index/")
+                .requests
+        };
+        let before = index_reads(&s);
         let entries = s.lookup(&[ONE_DAY], Relation::Any).await?;
         let looked: BTreeSet<String> = entries.into_iter().map(|e| e.file).collect();
         assert_eq!(looked, named);
+        assert_eq!(index_reads(&s), before);
+        let entries = s.lookup(&[ONE_DAY, ABSENT], Relation::Held).await?;
+        assert!(index_reads(&s) > before);
+        assert!(!entries.is_empty() && entries.iter().all(|e| !e.named));
         Ok(())
     })
     .expect("remote session");
