@@ -6,7 +6,8 @@
 //!   pruned by day and by each file's time and key range, and, for a key or key set, by the
 //!   lake's key index down to the rows that hold the keys.
 //! - [`rows`]: results as Rust structs through one typed reader, collected or streamed.
-//! - [`window`]: time windows as typed predicates.
+//! - [`window`]: time windows and key sets as typed predicates ([`keyset`]: a set of thousands
+//!   of keys as one expression).
 //!
 //! - [`LakeLocation`]: a lake directory, or a lake in S3 read in place through `object_store`
 //!   (the manifest, the key index and the data files fetched with range requests, every request
@@ -17,6 +18,7 @@
 mod counting;
 mod error;
 pub mod json;
+pub mod keyset;
 mod location;
 pub mod prune;
 mod remote;

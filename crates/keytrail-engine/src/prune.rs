@@ -11,6 +11,8 @@ use keytrail_model::Millis;
 use keytrail_model::schema::col;
 use keytrail_model::time::day_of;
 
+use crate::keyset::KeySet;
+
 /// The keys a scan is restricted to: an event can match only if it was made with a key of
 /// `held` or names a key of `named`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,15 +21,42 @@ pub struct KeyFilter {
     pub named: BTreeSet<String>,
 }
 
-impl KeyFilter {
+/// The keys of one condition, borrowed from it: a scan's planning asks whether each of its
+/// filters is a key condition, and copying the tens of thousands of keys of a large set only
+/// to answer that cost more than the answer.
+#[derive(Default)]
+struct Keys<'a> {
+    held: Vec<&'a str>,
+    named: Vec<&'a str>,
+}
+
+impl<'a> Keys<'a> {
+    fn of(named: bool, keys: impl IntoIterator<Item = &'a str>) -> Keys<'a> {
+        let mut out = Keys::default();
+        if named {
+            out.named.extend(keys);
+        } else {
+            out.held.extend(keys);
+        }
+        out
+    }
+
     fn len(&self) -> usize {
         self.held.len() + self.named.len()
     }
 
-    fn union(mut self, other: KeyFilter) -> KeyFilter {
+    fn union(mut self, other: Keys<'a>) -> Keys<'a> {
         self.held.extend(other.held);
         self.named.extend(other.named);
         self
+    }
+
+    fn owned(&self) -> KeyFilter {
+        let set = |v: &[&str]| v.iter().map(|k| (*k).to_owned()).collect();
+        KeyFilter {
+            held: set(&self.held),
+            named: set(&self.named),
+        }
     }
 }
 
@@ -87,7 +116,7 @@ impl ScanFilter {
 }
 
 /// Whether `e` is a key condition the key index answers exactly: a key column equal to a
-/// literal or in a list of literals, or an `OR` of such.
+/// literal, in a list of literals or in a [`crate::keyset::key_in`] set, or an `OR` of such.
 pub fn is_key_filter(e: &Expr) -> bool {
     keys_of(e).is_some()
 }
@@ -95,18 +124,20 @@ pub fn is_key_filter(e: &Expr) -> bool {
 /// Read the filters of a scan (each a conjunct, or conjunctions of them).
 pub fn analyze(filters: &[Expr]) -> ScanFilter {
     let mut out = ScanFilter::default();
+    let mut keys: Option<Keys<'_>> = None;
     for f in filters {
         for c in split_conjunction(f) {
             if let Some(k) = keys_of(c)
-                && out.keys.as_ref().is_none_or(|cur| k.len() < cur.len())
+                && keys.as_ref().is_none_or(|cur| k.len() < cur.len())
             {
-                out.keys = Some(k);
+                keys = Some(k);
             }
             out.time = out.time.and(time_of(c));
             let (lo, hi) = days_of(c);
             out.days = (max_opt(out.days.0, lo), min_opt(out.days.1, hi));
         }
     }
+    out.keys = keys.as_ref().map(Keys::owned);
     out
 }
 
@@ -141,22 +172,7 @@ fn key_column(name: &str) -> Option<bool> {
     }
 }
 
-fn keyed(named: bool, keys: impl IntoIterator<Item = String>) -> KeyFilter {
-    let keys: BTreeSet<String> = keys.into_iter().collect();
-    if named {
-        KeyFilter {
-            held: BTreeSet::new(),
-            named: keys,
-        }
-    } else {
-        KeyFilter {
-            held: keys,
-            named: BTreeSet::new(),
-        }
-    }
-}
-
-fn keys_of(e: &Expr) -> Option<KeyFilter> {
+fn keys_of(e: &Expr) -> Option<Keys<'_>> {
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
             Operator::Eq => {
@@ -164,16 +180,23 @@ fn keys_of(e: &Expr) -> Option<KeyFilter> {
                     (Some(c), Some(v)) => (c, v),
                     _ => (column_name(right)?, text(left)?),
                 };
-                Some(keyed(key_column(c)?, [v.to_owned()]))
+                Some(Keys::of(key_column(c)?, [v]))
             }
             Operator::Or => Some(keys_of(left)?.union(keys_of(right)?)),
             _ => None,
         },
         Expr::InList(l) if !l.negated => {
             let named = key_column(column_name(&l.expr)?)?;
-            let values: Option<Vec<String>> =
-                l.list.iter().map(|v| text(v).map(str::to_owned)).collect();
-            Some(keyed(named, values?))
+            let values: Option<Vec<&str>> = l.list.iter().map(text).collect();
+            Some(Keys::of(named, values?))
+        }
+        Expr::ScalarFunction(f) => {
+            let set = f.func.inner().downcast_ref::<KeySet>()?;
+            let [arg] = f.args.as_slice() else {
+                return None;
+            };
+            let named = key_column(column_name(arg)?)?;
+            Some(Keys::of(named, set.keys()))
         }
         _ => None,
     }

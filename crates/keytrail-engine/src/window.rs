@@ -7,6 +7,8 @@ use keytrail_model::Millis;
 use keytrail_model::schema::{UTC, col as c};
 use keytrail_model::time::day_of;
 
+use crate::keyset::key_in;
+
 /// A UTC timestamp literal of the lake's type.
 pub fn ts(ms: Millis) -> Expr {
     lit(ScalarValue::TimestampMillisecond(
@@ -34,13 +36,30 @@ pub fn window(since: Option<Millis>, until: Option<Millis>) -> Expr {
     parts.into_iter().reduce(Expr::and).unwrap_or(lit(true))
 }
 
-/// `column IN (values)`, `false` for no values.
+/// Largest list [`any_of`] writes as `IN`: DataFusion's own pruning by row-group and page
+/// statistics reads `IN` lists up to this length (and none longer).
+pub const IN_LIST_MAX: usize = 20;
+
+/// `column IN (values)`, `false` for no values; see [`any_in`].
 pub fn any_of<'a>(column: &str, values: impl IntoIterator<Item = &'a str>) -> Expr {
-    let list: Vec<Expr> = values.into_iter().map(lit).collect();
-    if list.is_empty() {
+    any_in(&[column], values)
+}
+
+/// One of `columns` in `values` (`c1 IN (values) OR c2 IN (values) …`), `false` for no values;
+/// longer lists than [`IN_LIST_MAX`] as one [`key_in`] set, which planning does not rewrite
+/// value by value.
+pub fn any_in<'a>(columns: &[&str], values: impl IntoIterator<Item = &'a str>) -> Expr {
+    let values: Vec<&str> = values.into_iter().collect();
+    if values.is_empty() {
         lit(false)
+    } else if values.len() > IN_LIST_MAX {
+        key_in(columns, values)
     } else {
-        col(column).in_list(list, false)
+        columns
+            .iter()
+            .map(|c| col(*c).in_list(values.iter().map(|v| lit(*v)).collect(), false))
+            .reduce(Expr::or)
+            .unwrap_or(lit(false))
     }
 }
 
@@ -58,5 +77,21 @@ mod tests {
         assert!(f.day_allowed(2) && !f.day_allowed(3) && !f.day_allowed(0));
         let f = analyze(&[any_of("accesskeyid", ["AKIAA", "AKIAB"])]);
         assert_eq!(f.keys.map(|k| k.held.len()), Some(2));
+        // A long list is one set, read by pruning all the same.
+        let many: Vec<String> = (0..=IN_LIST_MAX).map(|i| format!("AKIA{i:04}")).collect();
+        let e = any_of("targetkeyid", many.iter().map(String::as_str));
+        assert!(matches!(e, Expr::ScalarFunction(_)));
+        let k = analyze(&[e]).keys.expect("keys");
+        assert!(k.held.is_empty());
+        assert_eq!(k.named.into_iter().collect::<Vec<_>>(), many);
+        for n in [2, IN_LIST_MAX + 1] {
+            let e = any_in(
+                &["accesskeyid", "mintedkeyid"],
+                many[..n].iter().map(String::as_str),
+            );
+            let k = analyze(&[e]).keys.expect("keys");
+            assert_eq!(k.held.len(), n);
+            assert_eq!(k.named.len(), n);
+        }
     }
 }
