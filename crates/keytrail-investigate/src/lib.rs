@@ -19,11 +19,12 @@ mod summary;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::logical_expr::{Expr, col};
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 use keytrail_engine::rows::{from_batch, from_batches};
-use keytrail_engine::window::{any_of, date, window};
+use keytrail_engine::window::{any_in, any_of, date, window};
 use keytrail_engine::{EngineError, LakeSession, SessionOptions, block_on};
 use keytrail_lake::Relation;
 use keytrail_model::schema::col as c;
@@ -39,7 +40,7 @@ use blast::{Blast, Call};
 pub const MAX_DEPTH: usize = 32;
 
 /// Timeline rows read and sorted at a time.
-const CHUNK_ROWS: u64 = 50_000;
+const CHUNK_ROWS: u64 = 25_000;
 
 /// What can go wrong investigating.
 #[derive(Debug, thiserror::Error)]
@@ -410,11 +411,11 @@ async fn deactivations(
 
 /// The timeline's rows: made with a chain key, or naming one; within the window.
 fn timeline_filter(chain: &BTreeSet<String>, since: Option<Millis>, until: Option<Millis>) -> Expr {
-    let keys = || chain.iter().map(String::as_str);
-    any_of(c::ACCESSKEYID, keys())
-        .or(any_of(c::TARGETKEYID, keys()))
-        .or(any_of(c::MINTEDKEYID, keys()))
-        .and(window(since, until))
+    any_in(
+        &[c::ACCESSKEYID, c::TARGETKEYID, c::MINTEDKEYID],
+        chain.iter().map(String::as_str),
+    )
+    .and(window(since, until))
 }
 
 /// What pass one reads of each timeline event.
@@ -814,14 +815,20 @@ struct TimelineFields {
     kt_arn: Option<String>,
 }
 
-/// The timeline's rows in time order, read a bounded chunk of days at a time.
+/// A chunk being read.
+type Reading = SpawnedTask<Result<TimelineChunk, InvestigateError>>;
+
+/// The timeline's rows in time order, read a bounded chunk of days at a time. The next chunk
+/// is read while the caller writes the one it was given (so at most two are in memory).
 pub struct Timeline {
-    chain: BTreeSet<String>,
-    since: Option<Millis>,
-    until: Option<Millis>,
+    chain: Arc<BTreeSet<String>>,
+    /// Of every chunk, built once: its key set is the chain's.
+    filter: Expr,
     /// Inclusive day ranges still to read.
     chunks: std::vec::IntoIter<(i32, i32)>,
     with_events: bool,
+    /// The next chunk, being read (stopped if the timeline is dropped).
+    ahead: Option<Reading>,
 }
 
 impl Timeline {
@@ -831,6 +838,17 @@ impl Timeline {
         session: &LakeSession,
         inv: &Investigation,
         with_events: bool,
+    ) -> Result<Timeline, InvestigateError> {
+        Timeline::open_in_chunks(session, inv, with_events, CHUNK_ROWS).await
+    }
+
+    /// [`Timeline::open`] in chunks of whole days of about `chunk_rows` rows (a day's rows
+    /// are never split; a day of more rows is a chunk of its own).
+    pub async fn open_in_chunks(
+        session: &LakeSession,
+        inv: &Investigation,
+        with_events: bool,
+        chunk_rows: u64,
     ) -> Result<Timeline, InvestigateError> {
         let chain: BTreeSet<String> = inv.keys.iter().map(|k| k.key.clone()).collect();
         let list: Vec<&str> = chain.iter().map(String::as_str).collect();
@@ -853,7 +871,7 @@ impl Timeline {
         let mut current: Option<(i32, i32, u64)> = None;
         for (day, rows) in per_day {
             current = match current {
-                Some((a, _, n)) if n + rows <= CHUNK_ROWS => Some((a, day, n + rows)),
+                Some((a, _, n)) if n + rows <= chunk_rows => Some((a, day, n + rows)),
                 Some((a, b, _)) => {
                     chunks.push((a, b));
                     Some((day, day, rows))
@@ -865,11 +883,11 @@ impl Timeline {
             chunks.push((a, b));
         }
         Ok(Timeline {
-            chain,
-            since: inv.since,
-            until: inv.until,
+            filter: timeline_filter(&chain, inv.since, inv.until),
+            chain: Arc::new(chain),
             chunks: chunks.into_iter(),
             with_events,
+            ahead: None,
         })
     }
 
@@ -879,69 +897,87 @@ impl Timeline {
         session: &LakeSession,
     ) -> Result<Option<TimelineChunk>, InvestigateError> {
         loop {
-            let Some((a, b)) = self.chunks.next() else {
-                return Ok(None);
+            let current = match self.ahead.take() {
+                Some(r) => r,
+                None => match self.start(session).await? {
+                    Some(r) => r,
+                    None => return Ok(None),
+                },
             };
-            let df = events(session)
-                .await?
-                .filter(
-                    timeline_filter(&self.chain, self.since, self.until)
-                        .and(col(c::DATE).gt_eq(date(a)))
-                        .and(col(c::DATE).lt_eq(date(b))),
-                )?
-                .sort_by(vec![col(c::EVENTTIME), col(c::EVENTID)])?;
-            let batches = df.collect().await?;
-            let mut chunk = TimelineChunk::default();
-            for batch in &batches {
-                let fields = fields_of(batch)?;
-                for f in from_batch::<TimelineFields>(&fields)? {
-                    chunk.rows.push(self.row(f));
-                }
-                if self.with_events {
-                    chunk.events_json.extend(events_json(batch)?);
-                }
-            }
+            self.ahead = self.start(session).await?;
+            let chunk = current.join().await.map_err(|e| {
+                InvestigateError::Invalid(format!("internal: reading the timeline failed: {e}"))
+            })??;
             if !chunk.rows.is_empty() {
                 return Ok(Some(chunk));
             }
         }
     }
 
-    fn row(&self, f: TimelineFields) -> TimelineRow {
-        let relation = if f
-            .accesskeyid
-            .as_ref()
-            .is_some_and(|k| self.chain.contains(k))
-        {
-            MADE_WITH
-        } else {
-            NAMES
+    /// Start reading the next chunk of days, if any is left.
+    async fn start(&mut self, session: &LakeSession) -> Result<Option<Reading>, InvestigateError> {
+        let Some((a, b)) = self.chunks.next() else {
+            return Ok(None);
         };
-        let name = f.eventname.clone().unwrap_or_default();
-        let request: Option<Value> = f
-            .requestparameters
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok());
-        TimelineRow {
-            time: format_millis(f.eventtime),
-            event_id: f.eventid,
-            key: f.accesskeyid,
-            relation,
-            identity_type: f.kt_type,
-            identity_arn: f.kt_arn,
-            event_source: f.eventsource,
-            summary: summary::summarize(
-                &name,
-                request.as_ref(),
-                f.mintedkeyid.as_deref(),
-                f.mintedprincipal.as_deref(),
-            ),
-            event_name: f.eventname,
-            region: f.awsregion,
-            source_ip: f.sourceipaddress,
-            user_agent: f.useragent,
-            error_code: f.errorcode,
-        }
+        let df = events(session)
+            .await?
+            .filter(
+                self.filter
+                    .clone()
+                    .and(col(c::DATE).gt_eq(date(a)))
+                    .and(col(c::DATE).lt_eq(date(b))),
+            )?
+            .sort_by(vec![col(c::EVENTTIME), col(c::EVENTID)])?;
+        let chain = Arc::clone(&self.chain);
+        let with_events = self.with_events;
+        Ok(Some(SpawnedTask::spawn(async move {
+            let batches = df.collect().await?;
+            let mut chunk = TimelineChunk::default();
+            for batch in &batches {
+                let fields = fields_of(batch)?;
+                for f in from_batch::<TimelineFields>(&fields)? {
+                    chunk.rows.push(timeline_row(&chain, f));
+                }
+                if with_events {
+                    chunk.events_json.extend(events_json(batch)?);
+                }
+            }
+            Ok(chunk)
+        })))
+    }
+}
+
+/// A row of the timeline of the keys of `chain`.
+fn timeline_row(chain: &BTreeSet<String>, f: TimelineFields) -> TimelineRow {
+    let relation = if f.accesskeyid.as_ref().is_some_and(|k| chain.contains(k)) {
+        MADE_WITH
+    } else {
+        NAMES
+    };
+    let name = f.eventname.clone().unwrap_or_default();
+    let request: Option<Value> = f
+        .requestparameters
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok());
+    TimelineRow {
+        time: format_millis(f.eventtime),
+        event_id: f.eventid,
+        key: f.accesskeyid,
+        relation,
+        identity_type: f.kt_type,
+        identity_arn: f.kt_arn,
+        event_source: f.eventsource,
+        summary: summary::summarize(
+            &name,
+            request.as_ref(),
+            f.mintedkeyid.as_deref(),
+            f.mintedprincipal.as_deref(),
+        ),
+        event_name: f.eventname,
+        region: f.awsregion,
+        source_ip: f.sourceipaddress,
+        user_agent: f.useragent,
+        error_code: f.errorcode,
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use keytrail_engine::{LakeSession, SessionOptions, block_on};
 use keytrail_ingest::{IngestOptions, Input, NoProgress, ingest};
 use keytrail_investigate::{
-    InvestigateError, InvestigateOptions, Investigation, TimelineRow, investigate,
+    InvestigateError, InvestigateOptions, Investigation, Timeline, TimelineRow, investigate,
     raw::investigate_raw, timeline_rows,
 };
 use keytrail_model::AccessKeyId;
@@ -425,6 +425,74 @@ fn check_chain(inv: &Investigation, timeline: &[TimelineRow]) {
         .map(|s| (s.value.as_str(), s.events))
         .collect();
     assert_eq!(ips, vec![("198.51.100.66", 13)]);
+}
+
+/// The timeline read a day at a time (each chunk read while the one before is taken) is the
+/// timeline read at once: every row once, in time order, each with its event; a chunk left
+/// empty by `--since` is skipped.
+#[test]
+fn a_timeline_read_a_day_at_a_time_is_the_whole_timeline() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let logs = tmp.path().join("logs");
+    for day in 1..=4 {
+        let p = logs.join(format!(
+            "AWSLogs/{ACCOUNT}/CloudTrail/us-east-1/2024/12/0{day}/{ACCOUNT}_CloudTrail_us-east-1_2024120{day}T1200Z_AAAAAAAAAAAAAAA{day}.json.gz"
+        ));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        let events: Vec<Value> = ["09", "10"]
+            .iter()
+            .map(|h| {
+                let time = format!("2024-12-0{day}T{h}:00:00Z");
+                event(
+                    LEAKED,
+                    USER,
+                    &time,
+                    "s3.amazonaws.com",
+                    "ListBuckets",
+                    json!({}),
+                    Value::Null,
+                    None,
+                )
+            })
+            .collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&serde_json::to_vec(&json!({"Records": events})).expect("json"))
+            .expect("gz");
+        std::fs::write(p, gz.finish().expect("gz")).expect("write");
+    }
+    let lake = lake_of(&logs, tmp.path());
+    let mut o = opts(&[LEAKED]);
+    o.since = Some(keytrail_model::time::parse_event_time("2024-12-02T00:00:00Z").expect("t"));
+    let (whole, chunks) = block_on(2, async {
+        let s = LakeSession::open(&lake, &session_opts()).await?;
+        let inv = investigate(&s, &o).await?;
+        let whole = timeline_rows(&s, &inv).await?;
+        let mut t = Timeline::open_in_chunks(&s, &inv, true, 1).await?;
+        let mut chunks = Vec::new();
+        while let Some(c) = t.next(&s).await? {
+            assert_eq!(c.rows.len(), c.events_json.len());
+            for (row, e) in c.rows.iter().zip(&c.events_json) {
+                let e: Value = serde_json::from_str(e).expect("event JSON");
+                assert_eq!(e["eventid"].as_str(), row.event_id.as_deref());
+            }
+            chunks.push(c.rows);
+        }
+        Ok::<_, InvestigateError>((whole, chunks))
+    })
+    .expect("investigate");
+    let times = |rows: &[TimelineRow]| rows.iter().map(|r| r.time.clone()).collect::<Vec<_>>();
+    let expected: Vec<String> = (2..=4)
+        .flat_map(|d| ["09", "10"].map(|h| format!("2024-12-0{d}T{h}:00:00Z")))
+        .collect();
+    assert_eq!(times(&whole), expected);
+    assert_eq!(
+        chunks.iter().map(|c| times(c)).collect::<Vec<_>>(),
+        expected
+            .chunks(2)
+            .map(<[String]>::to_vec)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(chunks.concat(), whole);
 }
 
 #[test]
