@@ -1,8 +1,8 @@
 //! A column's membership in a large set of access keys as one expression.
 //!
-//! `column IN (k1, …, kN)` with the 17,021 keys of an investigation's chain is 17,021
+//! `column IN (k1, …, kN)` with the 49,234 keys of an investigation's chain is 49,234
 //! expressions that DataFusion's optimizer rewrites, clones and hashes in every pass of every
-//! query: a third of an investigation's planning (`docs/benchmarks.md`). [`key_in`] is one
+//! query: 16 % of such an investigation's CPU time (`docs/benchmarks.md`). [`key_in`] is one
 //! function call holding the set; the scan's pruning ([`crate::prune`]) reads it as it reads an
 //! `IN` list, so the key index still chooses the files and rows.
 
@@ -37,7 +37,7 @@ pub fn key_in<'a>(columns: &[&str], keys: impl IntoIterator<Item = &'a str>) -> 
 #[derive(Debug)]
 pub struct KeySet {
     keys: Arc<HashSet<String>>,
-    /// Of the set, whatever its order: plans hash expressions often, and hashing 17k keys each
+    /// Of the set, whatever its order: plans hash expressions often, and hashing 49k keys each
     /// time would cost what this module saves.
     fingerprint: u64,
     signature: Signature,
