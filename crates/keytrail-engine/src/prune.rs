@@ -2,8 +2,6 @@
 //! for (made with, or named by, the event), and its time and day range. Only what is certain is
 //! taken; anything else is left to DataFusion, which applies every filter to the rows read.
 
-use std::collections::BTreeSet;
-
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
@@ -14,11 +12,31 @@ use keytrail_model::time::day_of;
 use crate::keyset::KeySet;
 
 /// The keys a scan is restricted to: an event can match only if it was made with a key of
-/// `held` or names a key of `named`.
+/// `held` or names a key of `named`. Each list is sorted, without repeats, and borrowed from
+/// the scan's filters: a chain's filters hold tens of thousands of keys, and a scan made a copy
+/// of every one of them to plan which files to open.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KeyFilter {
-    pub held: BTreeSet<String>,
-    pub named: BTreeSet<String>,
+pub struct KeyFilter<'a> {
+    pub held: Vec<&'a str>,
+    pub named: Vec<&'a str>,
+}
+
+impl KeyFilter<'_> {
+    /// Whether events made with `key` can match.
+    pub fn holds(&self, key: &str) -> bool {
+        self.held.binary_search(&key).is_ok()
+    }
+
+    /// Whether events naming `key` can match.
+    pub fn names(&self, key: &str) -> bool {
+        self.named.binary_search(&key).is_ok()
+    }
+
+    /// Whether a key of `held` lies in `lo..=hi`.
+    pub fn holds_between(&self, lo: &str, hi: &str) -> bool {
+        let i = self.held.partition_point(|k| *k < lo);
+        self.held.get(i).is_some_and(|k| *k <= hi)
+    }
 }
 
 /// The keys of one condition, borrowed from it: a scan's planning asks whether each of its
@@ -51,11 +69,15 @@ impl<'a> Keys<'a> {
         self
     }
 
-    fn owned(&self) -> KeyFilter {
-        let set = |v: &[&str]| v.iter().map(|k| (*k).to_owned()).collect();
+    fn into_filter(self) -> KeyFilter<'a> {
+        let sorted = |mut v: Vec<&'a str>| {
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
         KeyFilter {
-            held: set(&self.held),
-            named: set(&self.named),
+            held: sorted(self.held),
+            named: sorted(self.named),
         }
     }
 }
@@ -95,17 +117,17 @@ fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     }
 }
 
-/// What a scan's filters allow.
+/// What a scan's filters allow (borrowing their keys).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ScanFilter {
-    pub keys: Option<KeyFilter>,
+pub struct ScanFilter<'a> {
+    pub keys: Option<KeyFilter<'a>>,
     /// Range of `eventtime`.
     pub time: TimeRange,
     /// Range of the `date` partition (inclusive day numbers).
     pub days: (Option<i32>, Option<i32>),
 }
 
-impl ScanFilter {
+impl ScanFilter<'_> {
     /// Whether a file of partition `day` can hold a matching row.
     pub fn day_allowed(&self, day: i32) -> bool {
         let (lo, hi) = self.days;
@@ -122,7 +144,7 @@ pub fn is_key_filter(e: &Expr) -> bool {
 }
 
 /// Read the filters of a scan (each a conjunct, or conjunctions of them).
-pub fn analyze(filters: &[Expr]) -> ScanFilter {
+pub fn analyze(filters: &[Expr]) -> ScanFilter<'_> {
     let mut out = ScanFilter::default();
     let mut keys: Option<Keys<'_>> = None;
     for f in filters {
@@ -137,7 +159,7 @@ pub fn analyze(filters: &[Expr]) -> ScanFilter {
             out.days = (max_opt(out.days.0, lo), min_opt(out.days.1, hi));
         }
     }
-    out.keys = keys.as_ref().map(Keys::owned);
+    out.keys = keys.map(Keys::into_filter);
     out
 }
 
@@ -309,15 +331,16 @@ mod tests {
 
     #[test]
     fn keys_times_and_days() {
-        let f = analyze(&[
+        let filters = [
             c("accesskeyid").eq(lit("AKIAA")),
             c("eventtime")
                 .gt_eq(ts(1000))
                 .and(c("eventtime").lt(ts(5000))),
             Expr::Literal(ScalarValue::Date32(Some(3)), None).lt_eq(c("date")),
-        ]);
+        ];
+        let f = analyze(&filters);
         let k = f.keys.expect("keys");
-        assert_eq!(k.held.into_iter().collect::<Vec<_>>(), ["AKIAA"]);
+        assert_eq!(k.held, ["AKIAA"]);
         assert!(k.named.is_empty());
         assert_eq!(
             f.time,
@@ -328,19 +351,34 @@ mod tests {
         );
         assert_eq!(f.days, (Some(3), None));
 
-        let f = analyze(&[c("accesskeyid")
+        let filters = [c("accesskeyid")
             .in_list(vec![lit("AKIAA"), lit("AKIAB")], false)
-            .or(c("targetkeyid").in_list(vec![lit("AKIAC")], false))]);
+            .or(c("targetkeyid").in_list(vec![lit("AKIAC")], false))];
+        let f = analyze(&filters);
         let k = f.keys.expect("keys");
         assert_eq!(k.held.len(), 2);
-        assert_eq!(k.named.into_iter().collect::<Vec<_>>(), ["AKIAC"]);
+        assert_eq!(k.named, ["AKIAC"]);
+
+        // Sorted without repeats, and asked by binary search.
+        let filters = [c("accesskeyid").in_list(
+            vec![lit("AKIAD"), lit("AKIAB"), lit("AKIAD"), lit("AKIAF")],
+            false,
+        )];
+        let f = analyze(&filters);
+        let k = f.keys.expect("keys");
+        assert_eq!(k.held, ["AKIAB", "AKIAD", "AKIAF"]);
+        assert!(k.holds("AKIAD") && !k.holds("AKIAC") && !k.names("AKIAD"));
+        assert!(k.holds_between("AKIAC", "AKIAD") && k.holds_between("AKIAF", "AKIAZ"));
+        assert!(!k.holds_between("AKIAA", "AKIAA") && !k.holds_between("AKIAG", "AKIAZ"));
 
         // Not certain: no key restriction.
-        let f = analyze(&[c("accesskeyid")
+        let filters = [c("accesskeyid")
             .eq(lit("AKIAA"))
-            .or(c("eventname").eq(lit("X")))]);
+            .or(c("eventname").eq(lit("X")))];
+        let f = analyze(&filters);
         assert_eq!(f.keys, None);
-        let f = analyze(&[c("accesskeyid").in_list(vec![lit("AKIAA")], true)]);
+        let filters = [c("accesskeyid").in_list(vec![lit("AKIAA")], true)];
+        let f = analyze(&filters);
         assert_eq!(f.keys, None);
     }
 }

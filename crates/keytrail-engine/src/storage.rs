@@ -91,7 +91,9 @@ impl Lookups {
         keys: &[&str],
     ) -> Result<Arc<Vec<IndexEntry>>, EngineError> {
         let mut sorted: Vec<&str> = keys.to_vec();
-        sorted.sort_unstable();
+        if !sorted.is_sorted() {
+            sorted.sort_unstable();
+        }
         sorted.dedup();
         let same = |l: &Lookup| {
             Arc::ptr_eq(&l.snapshot, snapshot)

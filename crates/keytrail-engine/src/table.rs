@@ -8,7 +8,7 @@
 //! read. Every filter is still applied by DataFusion to the rows read (pushdown is `Inexact`):
 //! pruning can only make a scan read less, never answer differently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -108,7 +108,7 @@ impl LakeTable {
     }
 
     /// The files (and, for each, the rows) a scan with `filter` must read.
-    pub async fn plan_files(&self, filter: &ScanFilter) -> Result<Vec<PlannedFile>> {
+    pub async fn plan_files(&self, filter: &ScanFilter<'_>) -> Result<Vec<PlannedFile>> {
         let mut files: Vec<&DataFile> = self
             .snapshot
             .table_files(self.table)
@@ -128,9 +128,7 @@ impl LakeTable {
         if keys.named.is_empty() {
             files.retain(|f| match &f.record.stats {
                 Some(s) => match (&s.min_key, &s.max_key) {
-                    (Some(lo), Some(hi)) => {
-                        keys.held.range(lo.clone()..=hi.clone()).next().is_some()
-                    }
+                    (Some(lo), Some(hi)) => keys.holds_between(lo, hi),
                     _ => false,
                 },
                 None => true,
@@ -138,36 +136,38 @@ impl LakeTable {
         }
         let indexed = self.table == Table::Events;
         if indexed && files.iter().any(|f| f.indexed) {
-            let asked: Vec<&str> = keys
-                .held
-                .iter()
-                .chain(&keys.named)
-                .map(String::as_str)
-                .collect();
+            // Both lists sorted: the same keys held and named (a chain's) are asked once.
+            let asked: Vec<&str> = if keys.held == keys.named {
+                keys.held.clone()
+            } else {
+                keys.held.iter().chain(&keys.named).copied().collect()
+            };
             let entries = self
                 .lookups
                 .any(&self.storage, &self.snapshot, &asked)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            // The entries are of every file; those of the files left are looked at first.
+            let left: HashSet<&str> = files.iter().map(|f| f.record.path.as_str()).collect();
             let wanted = |e: &&keytrail_lake::IndexEntry| {
-                if e.named {
-                    keys.named.contains(&e.key)
-                } else {
-                    keys.held.contains(&e.key)
-                }
+                filter.time.overlaps(e.min_time, e.max_time)
+                    && left.contains(e.file.as_str())
+                    && if e.named {
+                        keys.names(&e.key)
+                    } else {
+                        keys.holds(&e.key)
+                    }
             };
             let mut ranges: BTreeMap<&str, Rows> = BTreeMap::new();
             for e in entries.iter().filter(wanted) {
-                if filter.time.overlaps(e.min_time, e.max_time) {
-                    let r = ranges.entry(e.file.as_str()).or_insert(Rows {
-                        ranges: Vec::new(),
-                        min_time: e.min_time,
-                        max_time: e.max_time,
-                    });
-                    r.ranges.push((e.first_row, e.rows));
-                    r.min_time = r.min_time.min(e.min_time);
-                    r.max_time = r.max_time.max(e.max_time);
-                }
+                let r = ranges.entry(e.file.as_str()).or_insert(Rows {
+                    ranges: Vec::new(),
+                    min_time: e.min_time,
+                    max_time: e.max_time,
+                });
+                r.ranges.push((e.first_row, e.rows));
+                r.min_time = r.min_time.min(e.min_time);
+                r.max_time = r.max_time.max(e.max_time);
             }
             let mut out = Vec::new();
             for f in files {
