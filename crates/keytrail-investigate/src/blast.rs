@@ -2,10 +2,12 @@
 //! compromised-key checklist groups it. The grouping is a table (event source, event names,
 //! group), not code: a call not in the table that changed something lands in `other-changes`.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use keytrail_model::time::format_millis;
 use serde::Serialize;
+
+use crate::summary;
 
 /// One thing done (or tried) with a key of the chain.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -274,8 +276,9 @@ pub struct Call<'a> {
     pub readonly: Option<bool>,
     /// `requestParameters` as stored (JSON text).
     pub request: Option<&'a str>,
-    /// What was asked, in a few words (the resources it names).
-    pub summary: &'a str,
+    /// The `mintedkeyid` and `mintedprincipal` facts.
+    pub minted_key: Option<&'a str>,
+    pub minted_principal: Option<&'a str>,
 }
 
 /// The blast radius, built one call at a time (in any order).
@@ -283,7 +286,7 @@ pub struct Call<'a> {
 pub struct Blast {
     items: Vec<BlastItem>,
     /// (group, action, key) → grouped row for reconnaissance and denied calls.
-    grouped: BTreeMap<(&'static str, String, Option<String>), (BlastItem, i64)>,
+    grouped: HashMap<(&'static str, String, Option<String>), (BlastItem, i64)>,
 }
 
 impl Blast {
@@ -298,18 +301,22 @@ impl Blast {
         } else {
             group_of(c.source, c.name)
         };
-        let item = |group: &'static str| BlastItem {
+        // What was asked is summed up only for the calls listed one by one (a grouped row
+        // names error codes instead): most of a busy chain's calls are grouped.
+        let item = |group: &'static str, resource: String| BlastItem {
             group,
             action: c.name.to_owned(),
-            resource: c.summary.to_owned(),
+            resource,
             succeeded: ok,
             time: format_millis(c.time),
             key: c.key.map(str::to_owned),
             event_id: c.event_id.map(str::to_owned),
             count: 1,
         };
+        let summary =
+            || summary::summarize_text(c.name, c.request, c.minted_key, c.minted_principal);
         if let Some(g) = group {
-            self.items.push(item(g));
+            self.items.push(item(g, summary()));
             return;
         }
         let readonly = c.readonly.unwrap_or_else(|| is_recon(c.name));
@@ -318,7 +325,7 @@ impl Blast {
         } else if readonly || is_recon(c.name) {
             "reconnaissance"
         } else if ok {
-            self.items.push(item("other-changes"));
+            self.items.push(item("other-changes", summary()));
             return;
         } else {
             "denied" // failed for another reason; listed with the denied calls
@@ -333,9 +340,8 @@ impl Blast {
             .or_insert_with(|| {
                 (
                     BlastItem {
-                        resource: String::new(),
                         count: 0,
-                        ..item(g)
+                        ..item(g, String::new())
                     },
                     c.time,
                 )
@@ -382,11 +388,12 @@ impl Blast {
             .unwrap_or(99)
         };
         items.sort_by(|a, b| {
-            (order(a.group), &a.time, &a.action, &a.event_id).cmp(&(
+            (order(a.group), &a.time, &a.action, &a.event_id, &a.key).cmp(&(
                 order(b.group),
                 &b.time,
                 &b.action,
                 &b.event_id,
+                &b.key,
             ))
         });
         items

@@ -31,7 +31,6 @@ use keytrail_model::schema::col as c;
 use keytrail_model::time::format_millis;
 use keytrail_model::{AccessKeyId, KeyKind, KeyStatus, Millis, Table};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub use blast::BlastItem;
 use blast::{Blast, Call};
@@ -476,11 +475,15 @@ fn tally(
     key: &str,
 ) {
     let Some(v) = value else { return };
-    let e = map.entry(v.clone()).or_insert_with(|| SeenTally {
-        first: t,
-        last: t,
-        ..SeenTally::default()
-    });
+    // Most values were seen before: look them up without copying them.
+    let e = match map.get_mut(v) {
+        Some(e) => e,
+        None => map.entry(v.clone()).or_insert_with(|| SeenTally {
+            first: t,
+            last: t,
+            ..SeenTally::default()
+        }),
+    };
     e.events += 1;
     e.errors += u64::from(failed);
     e.first = e.first.min(t);
@@ -621,20 +624,9 @@ pub async fn investigate(
             tally(&mut tallies.agents, &r.useragent, t, failed, key);
             tally(&mut tallies.regions, &r.awsregion, t, failed, key);
             tally(&mut tallies.services, &r.eventsource, t, failed, key);
-            let name = r.eventname.as_deref().unwrap_or_default();
-            let request: Option<Value> = r
-                .requestparameters
-                .as_deref()
-                .and_then(|t| serde_json::from_str(t).ok());
-            let summary = summary::summarize(
-                name,
-                request.as_ref(),
-                r.mintedkeyid.as_deref(),
-                r.mintedprincipal.as_deref(),
-            );
             blast.add(&Call {
                 source: r.eventsource.as_deref().unwrap_or_default(),
-                name,
+                name: r.eventname.as_deref().unwrap_or_default(),
                 key: Some(key),
                 time: t,
                 event_id: r.eventid.as_deref(),
@@ -642,7 +634,8 @@ pub async fn investigate(
                 denied: r.denied,
                 readonly: r.readonly,
                 request: r.requestparameters.as_deref(),
-                summary: &summary,
+                minted_key: r.mintedkeyid.as_deref(),
+                minted_principal: r.mintedprincipal.as_deref(),
             });
         }
     }
@@ -757,15 +750,19 @@ pub async fn investigate(
 /// The keys as a tree, depth first: each key followed by the keys it minted, in minting order.
 fn tree_order(mut keys: BTreeMap<String, ChainKey>, edges: &[Edge]) -> Vec<ChainKey> {
     let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // A key has one parent, so it is listed once, under the first edge from it (a key minting
+    // tens of thousands is common in automation: no scan of the list per edge).
+    let mut listed: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for e in edges {
         if keys
             .get(&e.child)
             .is_some_and(|c| c.parent.as_deref() == Some(e.parent.as_str()))
+            && listed.insert(e.child.as_str())
         {
-            let list = children.entry(e.parent.clone()).or_default();
-            if !list.contains(&e.child) {
-                list.push(e.child.clone());
-            }
+            children
+                .entry(e.parent.clone())
+                .or_default()
+                .push(e.child.clone());
         }
     }
     let mut roots: Vec<String> = keys
@@ -919,31 +916,53 @@ impl Timeline {
         let Some((a, b)) = self.chunks.next() else {
             return Ok(None);
         };
-        let df = events(session)
-            .await?
-            .filter(
-                self.filter
-                    .clone()
-                    .and(col(c::DATE).gt_eq(date(a)))
-                    .and(col(c::DATE).lt_eq(date(b))),
-            )?
-            .sort_by(vec![col(c::EVENTTIME), col(c::EVENTID)])?;
+        let df = events(session).await?.filter(
+            self.filter
+                .clone()
+                .and(col(c::DATE).gt_eq(date(a)))
+                .and(col(c::DATE).lt_eq(date(b))),
+        )?;
         let chain = Arc::clone(&self.chain);
         let with_events = self.with_events;
         Ok(Some(SpawnedTask::spawn(async move {
-            let batches = df.collect().await?;
-            let mut chunk = TimelineChunk::default();
-            for batch in &batches {
-                let fields = fields_of(batch)?;
+            // Each batch is turned into rows as it is read and dropped; the chunk is then put in
+            // time order here (sorting the batches in DataFusion would hold them, sorted, beside
+            // the rows made of them).
+            let mut stream = df.execute_stream().await?;
+            let mut read: Vec<(i64, TimelineRow, Option<String>)> = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let fields = fields_of(&batch)?;
+                let mut events = if with_events {
+                    events_json(&batch)?
+                } else {
+                    Vec::new()
+                }
+                .into_iter();
                 for f in from_batch::<TimelineFields>(&fields)? {
-                    chunk.rows.push(timeline_row(&chain, f));
+                    let ms = f.eventtime;
+                    read.push((ms, timeline_row(&chain, f), events.next()));
                 }
-                if with_events {
-                    chunk.events_json.extend(events_json(batch)?);
-                }
+            }
+            read.sort_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| nulls_last(&a.1.event_id, &b.1.event_id))
+            });
+            let mut chunk = TimelineChunk::default();
+            for (_, row, event) in read {
+                chunk.rows.push(row);
+                chunk.events_json.extend(event);
             }
             Ok(chunk)
         })))
+    }
+}
+
+/// `a` and `b` in order, `None` after every value.
+fn nulls_last(a: &Option<String>, b: &Option<String>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (a, b) => a.is_none().cmp(&b.is_none()),
     }
 }
 
@@ -954,11 +973,6 @@ fn timeline_row(chain: &BTreeSet<String>, f: TimelineFields) -> TimelineRow {
     } else {
         NAMES
     };
-    let name = f.eventname.clone().unwrap_or_default();
-    let request: Option<Value> = f
-        .requestparameters
-        .as_deref()
-        .and_then(|t| serde_json::from_str(t).ok());
     TimelineRow {
         time: format_millis(f.eventtime),
         event_id: f.eventid,
@@ -967,9 +981,9 @@ fn timeline_row(chain: &BTreeSet<String>, f: TimelineFields) -> TimelineRow {
         identity_type: f.kt_type,
         identity_arn: f.kt_arn,
         event_source: f.eventsource,
-        summary: summary::summarize(
-            &name,
-            request.as_ref(),
+        summary: summary::summarize_text(
+            f.eventname.as_deref().unwrap_or_default(),
+            f.requestparameters.as_deref(),
             f.mintedkeyid.as_deref(),
             f.mintedprincipal.as_deref(),
         ),

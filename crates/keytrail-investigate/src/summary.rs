@@ -36,6 +36,18 @@ const FIELDS: &[&str] = &[
     "accountId",
 ];
 
+/// [`summarize`] of a call's `requestParameters` as the lake stores them (JSON text; text that
+/// is not JSON names nothing).
+pub fn summarize_text(
+    event_name: &str,
+    request: Option<&str>,
+    minted_key: Option<&str>,
+    minted_principal: Option<&str>,
+) -> String {
+    let request: Option<Value> = request.and_then(|t| serde_json::from_str(t).ok());
+    summarize(event_name, request.as_ref(), minted_key, minted_principal)
+}
+
 /// Up to four `name=value` pairs, then the credential a call minted (the `mintedkeyid` and
 /// `mintedprincipal` facts).
 pub fn summarize(
