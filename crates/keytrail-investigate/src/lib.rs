@@ -948,7 +948,10 @@ impl Timeline {
                 a.0.cmp(&b.0)
                     .then_with(|| nulls_last(&a.1.event_id, &b.1.event_id))
             });
-            let mut chunk = TimelineChunk::default();
+            let mut chunk = TimelineChunk {
+                rows: Vec::with_capacity(read.len()),
+                events_json: Vec::with_capacity(if with_events { read.len() } else { 0 }),
+            };
             for (_, row, event) in read {
                 chunk.rows.push(row);
                 chunk.events_json.extend(event);
