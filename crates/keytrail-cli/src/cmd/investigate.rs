@@ -105,7 +105,7 @@ pub fn run(args: InvestigateArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             Some(inv) => inv,
             None => investigate(&session, &opts).await?,
         };
-        crate::render::investigate::render(out.writer(), &inv, &session, format).await
+        crate::render::investigate::render(out.writer(), inv, &session, format).await
     })?;
     out.finish()?;
     Ok(code)

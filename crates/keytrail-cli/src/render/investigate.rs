@@ -10,7 +10,7 @@ use std::sync::Arc;
 use keytrail_engine::LakeSession;
 use keytrail_engine::arrow::array::{RecordBatch, StringArray};
 use keytrail_engine::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use keytrail_investigate::{Investigation, Seen, Timeline, TimelineRow};
+use keytrail_investigate::{Activity, Investigation, Seen, Timeline, TimelineRow};
 
 use super::{BatchWriter, Format, escape};
 
@@ -280,13 +280,24 @@ fn member(
     Ok(())
 }
 
+/// The parts of an investigation written before its timeline (the chain, the derived keys,
+/// the blast radius, the activity), freed once written: for a busy chain they are hundreds of
+/// megabytes that would otherwise be held while the timeline is read and written.
+fn release_written(inv: &mut Investigation) {
+    inv.keys = Vec::new();
+    inv.derived = Vec::new();
+    inv.blast_radius = Vec::new();
+    inv.activity = Activity::default();
+}
+
 /// Write the investigation in `format`, reading the timeline's rows from `session`.
 pub async fn render(
     out: &mut dyn Write,
-    inv: &Investigation,
+    mut inv: Investigation,
     session: &LakeSession,
     format: Format,
 ) -> anyhow::Result<()> {
+    let inv = &mut inv;
     let mut timeline = Timeline::open(session, inv, format == Format::Json).await?;
     match format {
         Format::Json => {
@@ -299,6 +310,7 @@ pub async fn render(
             member(out, "activity", &inv.activity, ",")?;
             member(out, "custody", &inv.custody, ",")?;
             member(out, "timeline_rows", &inv.timeline_rows, ",")?;
+            release_written(inv);
             write!(out, "  \"timeline\": [")?;
             let mut first = true;
             while let Some(chunk) = timeline.next(session).await? {
@@ -318,13 +330,17 @@ pub async fn render(
             writeln!(out, "}}")?;
         }
         Format::Jsonl => {
+            release_written(inv);
             while let Some(chunk) = timeline.next(session).await? {
                 for row in &chunk.rows {
                     writeln!(out, "{}", serde_json::to_string(row)?)?;
                 }
             }
         }
-        Format::Csv => stream_timeline(out, &mut timeline, session, Format::Csv).await?,
+        Format::Csv => {
+            release_written(inv);
+            stream_timeline(out, &mut timeline, session, Format::Csv).await?
+        }
         Format::Table | Format::Markdown => {
             let md = format == Format::Markdown;
             let mut first = true;
@@ -342,6 +358,7 @@ pub async fn render(
                 title(out, s.title, md)?;
                 super::write_batches(out, format, &s.schema, &[s.batch], 70)?;
             }
+            release_written(inv);
             title(out, "Timeline", md)?;
             stream_timeline(out, &mut timeline, session, format).await?;
         }
@@ -409,7 +426,7 @@ fn html_row(out: &mut dyn Write, cells: &[String], failed: bool) -> anyhow::Resu
 
 async fn html(
     out: &mut dyn Write,
-    inv: &Investigation,
+    inv: &mut Investigation,
     timeline: &mut Timeline,
     session: &LakeSession,
 ) -> anyhow::Result<()> {
@@ -441,6 +458,7 @@ async fn html(
         }
         writeln!(out, "</table>")?;
     }
+    release_written(inv);
     let header: Vec<String> = TIMELINE.iter().map(|h| (*h).to_owned()).collect();
     html_table_head(out, "Timeline", &header)?;
     while let Some(chunk) = timeline.next(session).await? {
