@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray};
+use arrow::array::{Array, AsArray, BooleanArray, StringArrayType};
 use arrow::datatypes::DataType;
 use datafusion::common::{ScalarValue, exec_err, utils::take_function_args};
 use datafusion::error::Result;
@@ -67,6 +67,11 @@ impl KeySet {
 
     fn holds(&self, key: &str) -> bool {
         self.keys.contains(key)
+    }
+
+    /// For each value of `array`: in the set, or null where the value is.
+    fn holds_each<'a>(&self, array: impl StringArrayType<'a>) -> BooleanArray {
+        array.iter().map(|v| v.map(|k| self.holds(k))).collect()
     }
 }
 
@@ -130,22 +135,10 @@ impl ScalarUDFImpl for KeySet {
             }
             ColumnarValue::Array(a) => a,
         };
-        let found: BooleanArray = match array.data_type() {
-            DataType::Utf8 => array
-                .as_string::<i32>()
-                .iter()
-                .map(|v| v.map(|k| self.holds(k)))
-                .collect(),
-            DataType::LargeUtf8 => array
-                .as_string::<i64>()
-                .iter()
-                .map(|v| v.map(|k| self.holds(k)))
-                .collect(),
-            DataType::Utf8View => array
-                .as_string_view()
-                .iter()
-                .map(|v| v.map(|k| self.holds(k)))
-                .collect(),
+        let found = match array.data_type() {
+            DataType::Utf8 => self.holds_each(array.as_string::<i32>()),
+            DataType::LargeUtf8 => self.holds_each(array.as_string::<i64>()),
+            DataType::Utf8View => self.holds_each(array.as_string_view()),
             other => return exec_err!("{KEY_IN} of a {other}"),
         };
         Ok(ColumnarValue::Array(Arc::new(found)))

@@ -313,8 +313,7 @@ impl Blast {
             event_id: c.event_id.map(str::to_owned),
             count: 1,
         };
-        let summary =
-            || summary::summarize_text(c.name, c.request, c.minted_key, c.minted_principal);
+        let summary = || summary::summarize(c.name, c.request, c.minted_key, c.minted_principal);
         if let Some(g) = group {
             self.items.push(item(g, summary()));
             return;

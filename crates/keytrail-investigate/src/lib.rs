@@ -984,7 +984,7 @@ fn timeline_row(chain: &BTreeSet<String>, f: TimelineFields) -> TimelineRow {
         identity_type: f.kt_type,
         identity_arn: f.kt_arn,
         event_source: f.eventsource,
-        summary: summary::summarize_text(
+        summary: summary::summarize(
             f.eventname.as_deref().unwrap_or_default(),
             f.requestparameters.as_deref(),
             f.mintedkeyid.as_deref(),

@@ -36,28 +36,18 @@ const FIELDS: &[&str] = &[
     "accountId",
 ];
 
-/// [`summarize`] of a call's `requestParameters` as the lake stores them (JSON text; text that
-/// is not JSON names nothing).
-pub fn summarize_text(
+/// Up to four `name=value` pairs of a call's `requestParameters` as the lake stores them (JSON
+/// text; text that is not JSON names nothing), then the credential the call minted (the
+/// `mintedkeyid` and `mintedprincipal` facts).
+pub fn summarize(
     event_name: &str,
     request: Option<&str>,
     minted_key: Option<&str>,
     minted_principal: Option<&str>,
 ) -> String {
     let request: Option<Value> = request.and_then(|t| serde_json::from_str(t).ok());
-    summarize(event_name, request.as_ref(), minted_key, minted_principal)
-}
-
-/// Up to four `name=value` pairs, then the credential a call minted (the `mintedkeyid` and
-/// `mintedprincipal` facts).
-pub fn summarize(
-    event_name: &str,
-    request: Option<&Value>,
-    minted_key: Option<&str>,
-    minted_principal: Option<&str>,
-) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if let Some(Value::Object(req)) = request {
+    if let Some(Value::Object(req)) = &request {
         for f in FIELDS {
             if parts.len() >= 4 {
                 break;
@@ -114,13 +104,13 @@ mod tests {
     fn names_the_resource_and_what_was_created() {
         let req: Value = serde_json::json!({"userName": "backup-admin", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"});
         assert_eq!(
-            summarize("AttachUserPolicy", Some(&req), None, None),
+            summarize("AttachUserPolicy", Some(&req.to_string()), None, None),
             "userName=backup-admin, policyArn=arn:aws:iam::aws:policy/AdministratorAccess"
         );
         assert_eq!(
             summarize(
                 "GetFederationToken",
-                Some(&serde_json::json!({"name": "x"})),
+                Some(r#"{"name": "x"}"#),
                 Some("ASIAEXAMPLE"),
                 Some("arn:aws:sts::1:federated-user/x")
             ),
@@ -128,7 +118,12 @@ mod tests {
         );
         let sg: Value = serde_json::json!({"groupId": "sg-1", "ipPermissions": {"items": [{"ipRanges": {"items": [{"cidrIp": "0.0.0.0/0"}]}}]}});
         assert_eq!(
-            summarize("AuthorizeSecurityGroupIngress", Some(&sg), None, None),
+            summarize(
+                "AuthorizeSecurityGroupIngress",
+                Some(&sg.to_string()),
+                None,
+                None
+            ),
             "groupId=sg-1, open to 0.0.0.0/0"
         );
     }
