@@ -115,8 +115,8 @@ const KIND_OF_KEY: &str = "CASE WHEN accesskeyid LIKE 'AKIA%' THEN 'long-term' W
 ///   before `as_of`, last use and all;
 /// - `since`'s day (unless midnight, or the same day): `key_daily` has its last use, and only
 ///   the window's counts are taken from `events` (from `since` on), in extra rows whose other
-///   columns are NULL. Readers of `daily` order "last" aggregates NULLS FIRST so such rows never
-///   win, and `min`/`max` skip them.
+///   columns are NULL: they are never a key's latest row (see [`lake_ctes`]), and `min`/`max`
+///   skip them.
 pub fn daily(w: &Window, d: Dialect) -> String {
     let a_day = day_of(w.as_of);
     let a_partial = w.as_of.rem_euclid(DAY) != 0;
@@ -182,29 +182,26 @@ pub fn daily(w: &Window, d: Dialect) -> String {
 /// CTEs shared by every report: `daily`, `lake_keys` (one row per key seen in the lake before
 /// `as_of`, with its latest use and its activity in the window) and `ips` (distinct source
 /// IPs in the window).
+///
+/// A key's latest use (who, which call, where from) is the `daily` row whose `lasteventtime`
+/// is the key's greatest, joined back to the key's sums, instead of one ordered "last"
+/// aggregate per column: DataFusion holds each such aggregate's ordering per group as scalar
+/// values, and the nine of them took most of the report's time. The row is unique because
+/// `daily` has one row per key per day (`key_daily`'s own rule, and the re-aggregated partial
+/// day is a day `key_daily` is not read for) and a day's last event lies in that day; the
+/// count-only rows of `since`'s day have no `lasteventtime`, so they never match.
 fn lake_ctes(w: &Window, d: Dialect) -> String {
-    // NULLS FIRST: `daily`'s count-only rows (see [`daily`]) never give the last value.
-    let order = "lasteventtime NULLS FIRST, lasteventid NULLS FIRST";
-    let last = |x: &str| d.last(x, order);
     format!(
         "daily AS ({daily}), \
-         lake_keys AS (SELECT accesskeyid, {kind} AS keykind, {account} AS accountid, {ptype} AS principaltype, \
-           {arn} AS principalarn, {user} AS username, min(firsteventtime) AS first_seen, max(lasteventtime) AS last_used, \
-           {src} AS lasteventsource, {name} AS lasteventname, {region} AS lastawsregion, {ip} AS lastsourceipaddress, \
-           sum(w_events) AS events, sum(w_errors) AS errors \
-           FROM daily GROUP BY accesskeyid), \
+         lake_keys AS (SELECT a.accesskeyid, l.keykind, l.accountid, l.principaltype, l.principalarn, l.username, \
+           a.first_seen, a.last_used, l.lasteventsource, l.lasteventname, l.lastawsregion, l.lastsourceipaddress, \
+           a.events, a.errors \
+           FROM (SELECT accesskeyid, min(firsteventtime) AS first_seen, max(lasteventtime) AS last_used, \
+             sum(w_events) AS events, sum(w_errors) AS errors FROM daily GROUP BY accesskeyid) a \
+           LEFT JOIN daily l ON l.accesskeyid = a.accesskeyid AND l.lasteventtime = a.last_used), \
          ips AS (SELECT accesskeyid, count(DISTINCT ip) AS source_ips \
            FROM (SELECT accesskeyid, unnest(w_ips) AS ip FROM daily) u GROUP BY accesskeyid)",
         daily = daily(w, d),
-        kind = last("keykind"),
-        account = last("accountid"),
-        ptype = last("principaltype"),
-        arn = last("principalarn"),
-        user = last("username"),
-        src = last("lasteventsource"),
-        name = last("lasteventname"),
-        region = last("lastawsregion"),
-        ip = last("lastsourceipaddress"),
     )
 }
 
