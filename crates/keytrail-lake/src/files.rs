@@ -55,12 +55,17 @@ const NO_DICTIONARY: &[&str] = &[
     "edgedevicedetails",
 ];
 
-/// Parquet writer settings for a table: zstd, page statistics, pages of at most
+/// Long text columns that keep a dictionary and zstd (beside [`NO_DICTIONARY`]).
+const ZSTD_ALSO: &[&str] = &["useragent", "errormessage"];
+
+/// Parquet writer settings for a table: Snappy, zstd for the long text columns (the
+/// Parquet crate makes a zstd context pair for every column chunk it reads, which costs more
+/// than the short columns gain from zstd), page statistics, pages of at most
 /// [`DATA_PAGE_BYTES`] and [`DATA_PAGE_ROWS`], a bloom filter on the access key, the sort
 /// order declared, the schema version stamped.
 pub fn writer_properties(table: Table, run_id: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_compression(Compression::SNAPPY)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_data_page_size_limit(DATA_PAGE_BYTES)
         .set_data_page_row_count_limit(DATA_PAGE_ROWS)
@@ -77,6 +82,12 @@ pub fn writer_properties(table: Table, run_id: &str) -> WriterProperties {
     if matches!(table, Table::Events | Table::Insights) {
         for c in NO_DICTIONARY {
             b = b.set_column_dictionary_enabled(ColumnPath::from(*c), false);
+        }
+        for c in NO_DICTIONARY.iter().chain(ZSTD_ALSO) {
+            b = b.set_column_compression(
+                ColumnPath::from(*c),
+                Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+            );
         }
         b = b.set_sorting_columns(Some(sort_columns(table)));
     } else {
