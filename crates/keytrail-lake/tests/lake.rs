@@ -671,6 +671,50 @@ fn a_scope_adopted_joins_the_run_and_one_dropped_leaves_nothing() {
 }
 
 #[test]
+fn long_text_columns_are_zstd_and_the_others_snappy() {
+    use parquet::basic::Compression;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    let lines: Vec<String> = (0..50)
+        .map(|i| {
+            format!(
+                r#"{{"eventTime":"2024-01-01T00:00:{:02}Z","eventID":"e{i:03}","eventName":"GetObject","userAgent":"aws-cli/2.{i}","requestParameters":{{"bucketName":"b{i}"}},"userIdentity":{{"type":"IAMUser","accessKeyId":"AKIA{:04}"}}}}"#,
+                i % 60,
+                i % 7,
+            )
+        })
+        .collect();
+    t.write(Table::Events, DAY, &[batch(&lines)])
+        .expect("write");
+    t.commit(vec![object("o", "h")]).expect("commit");
+    let snap = lake.snapshot().expect("snapshot");
+    let files: Vec<_> = snap.table_files(Table::Events).collect();
+    assert_eq!(files.len(), 1);
+    let file = std::fs::File::open(snap.path(&files[0].record.path)).expect("open");
+    let reader = SerializedFileReader::new(file).expect("reader");
+    let rg = reader.metadata().row_group(0);
+    let codec = |name: &str| {
+        rg.columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .map(|c| c.compression())
+            .expect("column")
+    };
+    for name in ["requestparameters", "eventid", "useragent"] {
+        assert!(
+            matches!(codec(name), Compression::ZSTD(_)),
+            "{name}: {:?}",
+            codec(name)
+        );
+    }
+    for name in ["accesskeyid", "eventname", "eventtime"] {
+        assert_eq!(codec(name), Compression::SNAPPY, "{name}");
+    }
+}
+
+#[test]
 fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
     use keytrail_lake::Relation;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
