@@ -670,13 +670,27 @@ fn a_scope_adopted_joins_the_run_and_one_dropped_leaves_nothing() {
     );
 }
 
+/// A new lake holding `lines` as one day's events, committed: its directory (to outlive the
+/// rest), its snapshot, and its one events file, opened.
+fn one_events_file(
+    lines: &[String],
+) -> (tempfile::TempDir, keytrail_lake::Snapshot, std::fs::File) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    t.write(Table::Events, DAY, &[batch(lines)]).expect("write");
+    t.commit(vec![object("o", "h")]).expect("commit");
+    let snap = lake.snapshot().expect("snapshot");
+    let files: Vec<_> = snap.table_files(Table::Events).collect();
+    assert_eq!(files.len(), 1);
+    let file = std::fs::File::open(snap.path(&files[0].record.path)).expect("open");
+    (dir, snap, file)
+}
+
 #[test]
 fn long_text_columns_are_zstd_and_the_others_snappy() {
     use parquet::basic::Compression;
     use parquet::file::reader::{FileReader, SerializedFileReader};
-    let dir = tempfile::tempdir().expect("tmp");
-    let lake = Lake::create(dir.path()).expect("lake");
-    let t = lake.begin(FilterSpec::all()).expect("begin");
     let lines: Vec<String> = (0..50)
         .map(|i| {
             format!(
@@ -686,13 +700,7 @@ fn long_text_columns_are_zstd_and_the_others_snappy() {
             )
         })
         .collect();
-    t.write(Table::Events, DAY, &[batch(&lines)])
-        .expect("write");
-    t.commit(vec![object("o", "h")]).expect("commit");
-    let snap = lake.snapshot().expect("snapshot");
-    let files: Vec<_> = snap.table_files(Table::Events).collect();
-    assert_eq!(files.len(), 1);
-    let file = std::fs::File::open(snap.path(&files[0].record.path)).expect("open");
+    let (_dir, _snap, file) = one_events_file(&lines);
     let reader = SerializedFileReader::new(file).expect("reader");
     let rg = reader.metadata().row_group(0);
     let codec = |name: &str| {
@@ -718,9 +726,6 @@ fn long_text_columns_are_zstd_and_the_others_snappy() {
 fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
     use keytrail_lake::Relation;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
-    let dir = tempfile::tempdir().expect("tmp");
-    let lake = Lake::create(dir.path()).expect("lake");
-    let t = lake.begin(FilterSpec::all()).expect("begin");
     // 30 keys of 200 events each, every event with about 200 bytes of request parameters.
     let lines: Vec<String> = (0..6000)
         .map(|i| {
@@ -735,14 +740,7 @@ fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
             )
         })
         .collect();
-    t.write(Table::Events, DAY, &[batch(&lines)])
-        .expect("write");
-    t.commit(vec![object("o", "h")]).expect("commit");
-
-    let snap = lake.snapshot().expect("snapshot");
-    let files: Vec<_> = snap.table_files(Table::Events).collect();
-    assert_eq!(files.len(), 1);
-    let file = std::fs::File::open(snap.path(&files[0].record.path)).expect("open");
+    let (_dir, snap, file) = one_events_file(&lines);
     let meta = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Required)
         .parse_and_finish(&file)
