@@ -15,6 +15,7 @@
 //!
 //! Investigation, detections and reports stand on this crate; rendering is the CLI's.
 
+mod compact;
 mod counting;
 mod error;
 pub mod json;

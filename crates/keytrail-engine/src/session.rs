@@ -11,10 +11,12 @@ use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use keytrail_lake::{IndexEntry, Lake, Manifest, Relation, Snapshot};
 use keytrail_model::Table;
 
+use crate::compact::CompactSortInput;
 use crate::counting::IoStats;
 use crate::error::EngineError;
 use crate::location::LakeLocation;
@@ -91,7 +93,13 @@ fn context_with(
             opts.memory_limit.max(16 << 20),
         )))
         .build_arc()?;
-    let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(CompactSortInput))
+        .build();
+    let mut ctx = SessionContext::new_with_state(state);
     // json_get_str(requestparameters, 'userName') and friends, for the JSON columns.
     datafusion_functions_json::register_all(&mut ctx)?;
     Ok(ctx)

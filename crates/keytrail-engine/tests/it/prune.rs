@@ -199,3 +199,53 @@ fn a_query_planned_before_a_compaction_reads_its_own_files() {
         );
     });
 }
+
+/// The batches the node `node` produced, from the text of `EXPLAIN ANALYZE`.
+fn batches_out(analyzed: &str, node: &str) -> usize {
+    let line = analyzed
+        .lines()
+        .find(|l| l.trim_start().starts_with(node))
+        .unwrap_or_else(|| panic!("no {node} in {analyzed}"));
+    let n = line
+        .split("output_batches=")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no output_batches in {line}"));
+    n.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"))
+}
+
+#[test]
+fn a_sort_is_given_compact_batches_not_the_scans_slivers() {
+    let (_tmp, lake) = sample_lake();
+    run(&lake, async |s| {
+        // A key's rows are a few in each of the files that hold it: the scan gives one small
+        // batch per file, which the sort is given gathered into one batch per partition.
+        let q = "SELECT * FROM events WHERE accesskeyid = 'AKIARTXV5AHDZMKNCBCQ' ORDER BY eventtime, eventid";
+        let p = plan(s, q).await;
+        let t = text(&p);
+        assert!(t.contains("SortExec") && t.contains("CompactExec"), "{t}");
+        let batches = collect(Arc::clone(&p), s.context().task_ctx())
+            .await
+            .expect("runs");
+        let schema = batches[0].schema();
+        let rows = cells(&schema, &batches).expect("cells").1;
+        assert_eq!(rows.len(), 54);
+        let analyzed = one(s, &format!("EXPLAIN ANALYZE {q}")).await;
+        let analyzed = &analyzed[0][1];
+        let scanned = batches_out(analyzed, "DataSourceExec");
+        let given = batches_out(analyzed, "CompactExec");
+        assert!(
+            scanned > 2 && (1..=2).contains(&given),
+            "scan {scanned}, sort given {given}: {analyzed}"
+        );
+        // The same rows, in the same order, as without the index's pruning.
+        let full = one(s, "SELECT * FROM events WHERE concat(accesskeyid, '') = 'AKIARTXV5AHDZMKNCBCQ' ORDER BY eventtime, eventid").await;
+        assert_eq!(rows, full);
+        // A top-k keeps only its k rows: it is left as it is.
+        let p = plan(s, &format!("{q} LIMIT 3")).await;
+        assert!(!text(&p).contains("CompactExec"), "{}", text(&p));
+    });
+}
