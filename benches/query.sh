@@ -13,6 +13,7 @@
 #   4. count(*) of events
 #   5. the investigation of the automation key, written as JSON
 #   6. the last-used report as of midnight and as of mid-day (end to end / the same statement)
+#   7. the unused and rotation reports (lake only, the CLI's defaults), the same two cases
 # Needs: cargo, python3 with duckdb (pip install -r requirements-test.txt), GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +68,15 @@ for case in "${next}T00:00:00Z ${last_day}T00:00:00Z" "${last_day}T12:00:00Z $(d
   for i in $(seq "$RUNS"); do
     timed "keytrail 6 report last-used" "$KT" report last-used --lake "$LAKE" --as-of "$1" --since "$2" --threads "$THREADS" --format csv -q >/dev/null
     timed "duckdb   6 report statement" python3 benches/scripts/duckdb_report.py "$LAKE" "$sql" 1 "$THREADS" >/dev/null
+  done
+  for report in unused rotation; do
+    echo "== $report as of $1"
+    "$TARGET/release/examples/report_sql" "$LAKE" "$1" "$2" 1 "$THREADS" "$sql" "$report" >/dev/null
+    for i in $(seq "$RUNS"); do
+      timed "keytrail 7 report $report" "$KT" report "$report" --lake "$LAKE" --as-of "$1" --threads "$THREADS" --format csv -q >"$OUT/$report-kt.csv"
+      timed "duckdb   7 report statement" python3 benches/scripts/duckdb_report.py "$LAKE" "$sql" 1 "$THREADS"
+    done
+    echo "rows: $report keytrail $(($(wc -l <"$OUT/$report-kt.csv") - 1))"
   done
 done
 rm -f "$sql"

@@ -1,23 +1,31 @@
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)] // a measuring tool
-//! The last-used report's statement, timed in DataFusion, and written in DuckDB's dialect for
-//! `benches/scripts/duckdb_report.py` (`benches/report.sh` runs both).
+//! A report's statement, timed in DataFusion, and written in DuckDB's dialect for
+//! `benches/scripts/duckdb_report.py` (`benches/report.sh` and `benches/query.sh` run both).
 //!
-//! `cargo run --release -p keytrail-benches --example report_sql -- LAKE AS_OF SINCE RUNS THREADS OUT.sql`
+//! `cargo run --release -p keytrail-benches --example report_sql -- LAKE AS_OF SINCE RUNS THREADS OUT.sql [REPORT]`
 //!
-//! Each run opens a fresh session (the manifest and file listing are part of the cost, as in
-//! `keytrail report`), plans and runs the statement, and collects every row. Prints the
-//! rows, then one line per run: `datafusion run N: S seconds`.
+//! REPORT is `last-used` (the default; activity counted from SINCE), `unused` or `rotation`
+//! (with the CLI's defaults: 90 days, a 7-day grace, a 90-day maximum age; SINCE is not used,
+//! their window is the 90 days before AS_OF). The reports are the lake-only ones (no
+//! inventory). Each run opens a fresh session (the manifest and file listing are part of the
+//! cost, as in `keytrail report`), plans and runs the statement, and collects every row.
+//! OUT.sql is the DuckDB statement: the report's tables as CTEs of its query. Prints
+//! one line per run: `datafusion run N: S seconds, R rows`. With `KEYTRAIL_EXPLAIN` set, each run's
+//! query (after its tables) is an `EXPLAIN ANALYZE`, and its plan is printed with its metrics.
 
 use std::time::Instant;
 
 use keytrail_engine::{EngineError, LakeSession, SessionOptions, block_on};
 use keytrail_model::time::{Bound, now_millis, parse_time_bound};
-use keytrail_report::sql::{Dialect, KindFilter, Window, last_used};
+use keytrail_report::ReportKind;
+use keytrail_report::sql::{Dialect, KindFilter};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
-    if a.len() != 7 {
-        eprintln!("usage: report_sql LAKE AS_OF SINCE RUNS THREADS OUT.sql");
+    if !(7..=8).contains(&a.len()) {
+        eprintln!(
+            "usage: report_sql LAKE AS_OF SINCE RUNS THREADS OUT.sql [last-used|unused|rotation]"
+        );
         std::process::exit(2);
     }
     let lake = std::path::PathBuf::from(&a[1]);
@@ -25,13 +33,25 @@ fn main() {
     let since = parse_time_bound(&a[3], Bound::Start, as_of).unwrap();
     let runs: usize = a[4].parse().unwrap();
     let threads: usize = a[5].parse().unwrap();
-    let w = Window { since, as_of };
-    std::fs::write(
-        &a[6],
-        last_used(&w, KindFilter::All, false, Dialect::DuckDb),
-    )
-    .unwrap();
-    let statement = last_used(&w, KindFilter::All, false, Dialect::DataFusion);
+    let kind = match a.get(7).map_or("last-used", String::as_str) {
+        "last-used" => ReportKind::LastUsed {
+            since,
+            kinds: KindFilter::All,
+        },
+        "unused" => ReportKind::Unused { days: 90, grace: 7 },
+        "rotation" => ReportKind::Rotation { max_age: 90 },
+        other => {
+            eprintln!("unknown report {other:?}: last-used, unused or rotation");
+            std::process::exit(2);
+        }
+    };
+    let w = kind.window(as_of);
+    std::fs::write(&a[6], kind.script(&w, false, Dialect::DuckDb).text()).unwrap();
+    let mut script = kind.script(&w, false, Dialect::DataFusion);
+    let explain = std::env::var_os("KEYTRAIL_EXPLAIN").is_some();
+    if explain {
+        script.query = format!("EXPLAIN ANALYZE {}", script.query);
+    }
     let opts = SessionOptions {
         threads,
         ..SessionOptions::default()
@@ -43,8 +63,14 @@ fn main() {
             keytrail_report::prepare(&session)
                 .await
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
-            let df = session.context().sql(&statement).await?;
-            let batches = df.collect().await?;
+            let (_, batches) = keytrail_report::execute(&session, &script)
+                .await
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            if explain {
+                let text = keytrail_engine::arrow::util::pretty::pretty_format_batches(&batches)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                println!("{text}");
+            }
             Ok::<_, EngineError>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
         })
         .unwrap();

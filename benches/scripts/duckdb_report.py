@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""DuckDB running the last-used report's statement over keytrail's lake: the peer figure.
+"""DuckDB running a report's statement over keytrail's lake: the peer figure.
 
 usage: duckdb_report.py LAKE SQL_FILE RUNS THREADS
 
 SQL_FILE is the statement in DuckDB's dialect, written by `report_sql` (the same plan as
-keytrail's: key_daily for whole days, events for the partial days at the window's edges).
+keytrail's: key_daily for whole days, events for the partial days at the window's edges, and
+for the unused and rotation reports events' key lifecycle columns).
 `events` and `key_daily` are views over the lake's Hive-partitioned Parquet files. Each run is a
 fresh connection (views created, statement run, every row fetched), like a fresh keytrail
 session. Prints one line per run: `duckdb run N: S seconds, R rows`."""

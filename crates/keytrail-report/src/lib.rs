@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::datasource::MemTable;
 use keytrail_model::Millis;
 use keytrail_model::time::{day_of, format_millis, parse_day};
@@ -61,7 +61,7 @@ impl From<datafusion::error::DataFusionError> for ReportError {
         ReportError::Engine(e.into())
     }
 }
-pub use sql::{DAY, Dialect, KindFilter, Window};
+pub use sql::{DAY, Dialect, KindFilter, Script, Window};
 
 /// Which report, with its parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,8 +84,23 @@ impl ReportKind {
         }
     }
 
+    /// The report's SQL over `window`, in dialect `d`; `has_inventory` when the session has the
+    /// inventory's tables (`inventory_keys`, `credential_slots`).
+    pub fn script(&self, window: &Window, has_inventory: bool, d: Dialect) -> Script {
+        match *self {
+            ReportKind::LastUsed { kinds, .. } => Script {
+                tables: Vec::new(),
+                query: sql::last_used(window, kinds, has_inventory, d),
+            },
+            ReportKind::Unused { days, grace } => {
+                sql::unused(window, days, grace, has_inventory, d)
+            }
+            ReportKind::Rotation { max_age } => sql::rotation(window, max_age, has_inventory, d),
+        }
+    }
+
     /// The window whose daily activity the report counts and charts.
-    fn window(&self, as_of: Millis) -> Window {
+    pub fn window(&self, as_of: Millis) -> Window {
         let since = match self {
             ReportKind::LastUsed { since, .. } => *since,
             ReportKind::Unused { days, .. } => as_of - i64::from(*days) * DAY,
@@ -176,6 +191,71 @@ fn arrow_error(e: arrow::error::ArrowError) -> ReportError {
     ReportError::Engine(e.into())
 }
 
+/// Run a script in the session: each of its tables is computed once and registered under its
+/// name, the query's rows are collected, and the tables are dropped again. Returns the query's
+/// schema (of its batches, or as planned when there are none) and its batches.
+pub async fn execute(
+    session: &LakeSession,
+    script: &Script,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ReportError> {
+    let ctx = session.context();
+    let result = async {
+        for (name, statement) in &script.tables {
+            let df = ctx.sql(statement).await?;
+            let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let (schema, batches) = one_schema(&planned, df.collect().await?)?;
+            ctx.deregister_table(*name)?;
+            ctx.register_table(*name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        }
+        let df = ctx.sql(&script.query).await?;
+        let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        let schema = batches.first().map_or(planned, RecordBatch::schema);
+        Ok::<_, ReportError>((schema, batches))
+    }
+    .await;
+    for (name, _) in &script.tables {
+        ctx.deregister_table(*name)?;
+    }
+    result
+}
+
+/// A result's batches under one schema, for a table: the planned schema with every field
+/// nullable (the batches of a `UNION`'s branches differ in which columns may be null, and a
+/// `MemTable` refuses batches of differing schemas), each column cast to its field's type where
+/// a batch's differs.
+fn one_schema(
+    planned: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>), ReportError> {
+    let fields: Vec<Field> = planned
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
+    let batches = batches
+        .into_iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(Arc::clone(c))
+                    } else {
+                        cast(c, f.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(Arc::clone(&schema), columns)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(arrow_error)?;
+    Ok((schema, batches))
+}
+
 /// Run a report in an open session.
 pub async fn run(
     session: &LakeSession,
@@ -203,17 +283,8 @@ pub async fn run(
     prepare(session).await?;
     let has_inventory = !inventory.is_empty();
     let window = req.kind.window(as_of);
-    let statement = match req.kind {
-        ReportKind::LastUsed { kinds, .. } => {
-            sql::last_used(&window, kinds, has_inventory, Dialect::DataFusion)
-        }
-        ReportKind::Unused { days, grace } => sql::unused(&window, days, grace, has_inventory),
-        ReportKind::Rotation { max_age } => sql::rotation(&window, max_age, has_inventory),
-    };
-    let df = session.context().sql(&statement).await?;
-    let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
-    let schema = batches.first().map_or(planned, RecordBatch::schema);
+    let script = req.kind.script(&window, has_inventory, Dialect::DataFusion);
+    let (schema, batches) = execute(session, &script).await?;
 
     let coverage = coverage(session, &window).await?;
     let activity = if req.charts {

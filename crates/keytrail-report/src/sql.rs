@@ -13,9 +13,11 @@
 //!
 //! # Dialects
 //!
-//! The last-used statement is also written in DuckDB's dialect, for the benchmark that runs the
+//! Every report's statement is also written in DuckDB's dialect, for the benchmark that runs the
 //! same query in both engines (`benches/`); the two differ only in how a typed timestamp
-//! literal, an ordered "last" aggregate, epoch milliseconds and integer division are spelled.
+//! literal, an ordered "last" aggregate, epoch milliseconds, integer division and a day's text
+//! are spelled. The inventory's tables exist only in a keytrail session: the benchmark runs the
+//! lake-only reports.
 
 use keytrail_model::Millis;
 use keytrail_model::time::{day_of, day_string};
@@ -179,7 +181,8 @@ pub fn daily(w: &Window, d: Dialect) -> String {
     sql
 }
 
-/// CTEs shared by every report: `daily`, `lake_keys` (one row per key seen in the lake before
+/// CTEs of the last-used report (the unused and rotation reports make `lake_keys` a table of
+/// [`Script`]): `daily`, `lake_keys` (one row per key seen in the lake before
 /// `as_of`, with its latest use and its activity in the window) and `ips` (distinct source
 /// IPs in the window).
 ///
@@ -192,34 +195,69 @@ pub fn daily(w: &Window, d: Dialect) -> String {
 /// count-only rows of `since`'s day have no `lasteventtime`, so they never match.
 fn lake_ctes(w: &Window, d: Dialect) -> String {
     format!(
-        "daily AS ({daily}), \
-         lake_keys AS (SELECT a.accesskeyid, l.keykind, l.accountid, l.principaltype, l.principalarn, l.username, \
-           a.first_seen, a.last_used, l.lasteventsource, l.lasteventname, l.lastawsregion, l.lastsourceipaddress, \
-           a.events, a.errors \
-           FROM (SELECT accesskeyid, min(firsteventtime) AS first_seen, max(lasteventtime) AS last_used, \
-             sum(w_events) AS events, sum(w_errors) AS errors FROM daily GROUP BY accesskeyid) a \
-           LEFT JOIN daily l ON l.accesskeyid = a.accesskeyid AND l.lasteventtime = a.last_used), \
+        "daily AS ({daily}), lake_keys AS ({LAKE_KEYS}), \
          ips AS (SELECT accesskeyid, count(DISTINCT ip) AS source_ips \
            FROM (SELECT accesskeyid, unnest(w_ips) AS ip FROM daily) u GROUP BY accesskeyid)",
         daily = daily(w, d),
     )
 }
 
+/// The body of `lake_keys` (see [`lake_ctes`]), over `daily`.
+const LAKE_KEYS: &str = "SELECT a.accesskeyid, l.keykind, l.accountid, l.principaltype, l.principalarn, l.username, \
+    a.first_seen, a.last_used, l.lasteventsource, l.lasteventname, l.lastawsregion, l.lastsourceipaddress, \
+    a.events, a.errors \
+    FROM (SELECT accesskeyid, min(firsteventtime) AS first_seen, max(lasteventtime) AS last_used, \
+      sum(w_events) AS events, sum(w_errors) AS errors FROM daily GROUP BY accesskeyid) a \
+    LEFT JOIN daily l ON l.accesskeyid = a.accesskeyid AND l.lasteventtime = a.last_used";
+
 /// Calls that changed a key's status before `as_of` (the `targetkeyid` and `keystatus`
 /// facts: successful `CreateAccessKey`, `UpdateAccessKey` and `DeleteAccessKey`): which key,
 /// which user, and the status each call left the key in.
-fn key_changes_cte(w: &Window) -> String {
-    let d = Dialect::DataFusion;
+fn key_changes(w: &Window, d: Dialect) -> String {
     format!(
-        "key_changes AS (SELECT eventtime, eventid, eventname, targetkeyid AS key_id, \
+        "SELECT eventtime, eventid, eventname, targetkeyid AS key_id, \
            keystatus AS status, \
            COALESCE(targetuser, \
              CASE WHEN useridentity.type = 'Root' THEN '<root_account>' ELSE useridentity.username END) AS user_name, \
            resourceaccountid AS account_id \
          FROM events \
-         WHERE keystatus IS NOT NULL AND eventtime < {as_of})",
+         WHERE keystatus IS NOT NULL AND eventtime < {as_of}",
         as_of = d.ts(w.as_of),
     )
+}
+
+/// A report's SQL: tables computed first, each once and in order (a table may read those before
+/// it), then the statement whose rows are the report.
+///
+/// DataFusion plans a CTE again at every reference: the unused and rotation reports read their
+/// per-key facts in several places, and as one statement scanned `key_daily` ten times and
+/// `events` four. Their shared parts are tables here instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Script {
+    /// `(name, statement)`, in the order to compute them.
+    pub tables: Vec<(&'static str, String)>,
+    /// The report's rows.
+    pub query: String,
+}
+
+impl Script {
+    /// The script as one statement, its tables as CTEs of the query (for DuckDB, which computes a
+    /// CTE read more than once only once; as temporary tables it took twice the time).
+    pub fn text(&self) -> String {
+        if self.tables.is_empty() {
+            return self.query.clone();
+        }
+        let ctes = self
+            .tables
+            .iter()
+            .map(|(name, statement)| format!("{name} AS ({statement})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match self.query.strip_prefix("WITH ") {
+            Some(rest) => format!("WITH {ctes}, {rest}"),
+            None => format!("WITH {ctes} {}", self.query),
+        }
+    }
 }
 
 /// The `inventory` CTE: one row per key the inventory knows (by ID, or as an unmatched
@@ -235,8 +273,7 @@ fn key_changes_cte(w: &Window) -> String {
 /// 3. the user's only key slot and the only long-term key of the user's ARN in the lake, first
 ///    seen at or after `last_rotated`, and used in the lake on the day the report says the key
 ///    was last used.
-fn inventory_ctes(w: &Window, has_inventory: bool) -> String {
-    let d = Dialect::DataFusion;
+fn inventory_ctes(w: &Window, has_inventory: bool, d: Dialect) -> String {
     let null_ts = d.null_ts();
     if !has_inventory {
         return format!(
@@ -371,24 +408,12 @@ const FROM_LAKE: &str =
 /// The last-used report: one row per access key (seen in the lake before `as_of`, or listed by
 /// the inventory), stalest first.
 pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect) -> String {
-    let inventory = if d == Dialect::DataFusion {
-        let changes = if has_inventory {
-            format!("{}, ", key_changes_cte(w))
-        } else {
-            String::new()
-        };
-        format!("{changes}{}", inventory_ctes(w, has_inventory))
+    let changes = if has_inventory {
+        format!("key_changes AS ({}), ", key_changes(w, d))
     } else {
-        // The benchmark runs the lake-only report in DuckDB.
-        format!(
-            "inventory AS (SELECT CAST(NULL AS VARCHAR) AS access_key_id, CAST(NULL AS VARCHAR) AS user_name, \
-               CAST(NULL AS VARCHAR) AS user_arn, CAST(NULL AS VARCHAR) AS account_id, CAST(NULL AS VARCHAR) AS status, \
-               {n} AS created, {n} AS iam_last_used, CAST(NULL AS VARCHAR) AS iam_last_used_region, \
-               CAST(NULL AS VARCHAR) AS iam_last_used_service, CAST(NULL AS BOOLEAN) AS iam_never_used, \
-               CAST(NULL AS VARCHAR) AS inventory, CAST(NULL AS VARCHAR) AS inventory_match WHERE false)",
-            n = d.null_ts()
-        )
+        String::new()
     };
+    let inventory = format!("{changes}{}", inventory_ctes(w, has_inventory, d));
     let days = d.idiv(
         &format!("{} - {}", w.as_of, d.ms(LAST_USED)),
         &DAY.to_string(),
@@ -428,23 +453,36 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
     )
 }
 
-/// The facts the unused and rotation reports judge: one row per long-term key (seen in the
-/// lake, listed by the inventory, or created, changed or deleted in the lake), plus one row per
-/// unmatched credential report slot; and `coverage`, the first and last event of the lake.
-fn facts_ctes(w: &Window, has_inventory: bool) -> String {
-    let d = Dialect::DataFusion;
+/// The tables the unused and rotation reports judge: `facts`, one row per long-term key (seen
+/// in the lake, listed by the inventory, or created, changed or deleted in the lake), plus one
+/// row per unmatched credential report slot; and `coverage`, the first and last event of the
+/// lake before `as_of`. Built from `key_changes` (see [`key_changes`]), `lake_keys` (see
+/// [`lake_ctes`]) and `lifecycle` (each key's status, creation, user and account as its changes
+/// left them).
+fn facts_tables(w: &Window, has_inventory: bool, d: Dialect) -> Vec<(&'static str, String)> {
     let order = "eventtime, eventid NULLS FIRST";
-    format!(
-        "{lake}, {changes}, {inventory}, \
-         lifecycle AS (SELECT key_id, {status} AS lake_status, max(eventtime) AS status_time, \
-             min(CASE WHEN eventname = 'CreateAccessKey' THEN eventtime END) AS lake_created, \
-             {user} AS user_name, {account} AS account_id \
-           FROM key_changes WHERE key_id IS NOT NULL GROUP BY key_id), \
-         coverage AS (SELECT min(firsteventtime) AS lake_start, max(lasteventtime) AS lake_end FROM daily), \
+    let daily = format!("daily AS ({})", daily(w, d));
+    // The inventory's matching reads `daily` and `key_changes`.
+    let inventory = if has_inventory {
+        format!("{daily}, {}", inventory_ctes(w, true, d))
+    } else {
+        inventory_ctes(w, false, d)
+    };
+    let lifecycle = format!(
+        "SELECT key_id, {status} AS lake_status, max(eventtime) AS status_time, \
+           min(CASE WHEN eventname = 'CreateAccessKey' THEN eventtime END) AS lake_created, \
+           {user} AS user_name, {account} AS account_id \
+         FROM key_changes WHERE key_id IS NOT NULL GROUP BY key_id",
+        status = d.last("status", order),
+        user = d.last("user_name", order),
+        account = d.last("account_id", order),
+    );
+    let facts = format!(
+        "WITH {inventory}, \
          universe AS (SELECT accesskeyid AS key_id FROM lake_keys WHERE keykind = 'long-term' \
            UNION SELECT access_key_id AS key_id FROM inventory WHERE access_key_id IS NOT NULL \
-           UNION SELECT key_id FROM lifecycle), \
-         facts AS (SELECT u.key_id AS access_key_id, \
+           UNION SELECT key_id FROM lifecycle) \
+         SELECT u.key_id AS access_key_id, \
              COALESCE(i.user_name, k.username, l.user_name, CASE k.principaltype WHEN 'Root' THEN '<root_account>' END) AS owner, \
              COALESCE(k.accountid, i.account_id, l.account_id) AS account_id, \
              COALESCE(i.status, l.lake_status) AS status, \
@@ -468,34 +506,33 @@ fn facts_ctes(w: &Window, has_inventory: bool) -> String {
              CASE WHEN i.iam_last_used IS NOT NULL THEN 'credential report' END AS last_used_from, \
              COALESCE(i.iam_never_used, false) AS iam_never_used, true AS in_inventory, \
              i.inventory, i.inventory_match \
-           FROM inventory i WHERE i.access_key_id IS NULL)",
-        lake = lake_ctes(w, d),
-        changes = key_changes_cte(w),
-        inventory = inventory_ctes(w, has_inventory),
-        status = d.last("status", order),
-        user = d.last("user_name", order),
-        account = d.last("account_id", order),
+           FROM inventory i WHERE i.access_key_id IS NULL",
         null_ts = d.null_ts(),
-    )
+    );
+    vec![
+        ("key_changes", key_changes(w, d)),
+        ("lake_keys", format!("WITH {daily} {LAKE_KEYS}")),
+        ("lifecycle", lifecycle),
+        (
+            "coverage",
+            "SELECT min(first_seen) AS lake_start, max(last_used) AS lake_end FROM lake_keys"
+                .to_owned(),
+        ),
+        ("facts", facts),
+    ]
 }
 
 /// Whole days from `e` (a timestamp) to `as_of`.
-fn days_to(as_of: Millis, e: &str) -> String {
-    let d = Dialect::DataFusion;
+fn days_to(as_of: Millis, e: &str, d: Dialect) -> String {
     format!(
         "CAST({} AS BIGINT)",
         d.idiv(&format!("{as_of} - {}", d.ms(e)), &DAY.to_string())
     )
 }
 
-fn day_text(e: &str) -> String {
-    Dialect::DataFusion.day_text(e)
-}
-
 /// The unused report: active long-term keys not used for `days` days, and keys never used
 /// (after `grace` days), each with why.
-pub fn unused(w: &Window, days: u32, grace: u32, has_inventory: bool) -> String {
-    let d = Dialect::DataFusion;
+pub fn unused(w: &Window, days: u32, grace: u32, has_inventory: bool, d: Dialect) -> Script {
     let as_of = w.as_of;
     let cutoff = d.ts(as_of - i64::from(days) * DAY);
     let grace_cutoff = d.ts(as_of - i64::from(grace) * DAY);
@@ -503,9 +540,8 @@ pub fn unused(w: &Window, days: u32, grace: u32, has_inventory: bool) -> String 
     // key was created while the lake was recording and the lake saw no use.
     let known_never = "(f.iam_never_used OR (f.created IS NOT NULL AND f.created >= c.lake_start))";
     let status_note = "CASE WHEN status IS NULL THEN ' (status unknown: not in an inventory; taken as active)' ELSE '' END";
-    format!(
-        "WITH {facts}, \
-         judged AS (SELECT f.*, c.lake_start, \
+    let query = format!(
+        "WITH judged AS (SELECT f.*, c.lake_start, \
            CASE \
              WHEN f.status IS NOT NULL AND f.status <> 'Active' THEN NULL \
              WHEN f.last_used IS NOT NULL THEN CASE WHEN f.last_used < {cutoff} THEN 'unused' END \
@@ -531,20 +567,22 @@ pub fn unused(w: &Window, days: u32, grace: u32, has_inventory: bool) -> String 
          FROM judged j WHERE flag IS NOT NULL \
          ORDER BY CASE flag WHEN 'never-used' THEN 0 WHEN 'unused' THEN 1 ELSE 2 END, \
            last_used ASC NULLS FIRST, created ASC NULLS FIRST, access_key_id ASC NULLS FIRST, user_name ASC",
-        facts = facts_ctes(w, has_inventory),
-        since_used = days_to(as_of, "last_used"),
-        since_start = days_to(as_of, "lake_start"),
-        age = days_to(as_of, "created"),
-        last_day = day_text("last_used"),
-        start_day = day_text("lake_start"),
-        created_day = day_text("created"),
-    )
+        since_used = days_to(as_of, "last_used", d),
+        since_start = days_to(as_of, "lake_start", d),
+        age = days_to(as_of, "created", d),
+        last_day = d.day_text("last_used"),
+        start_day = d.day_text("lake_start"),
+        created_day = d.day_text("created"),
+    );
+    Script {
+        tables: facts_tables(w, has_inventory, d),
+        query,
+    }
 }
 
 /// The rotation report: active long-term keys older than `max_age` days, and users with two
 /// active keys, each with why.
-pub fn rotation(w: &Window, max_age: u32, has_inventory: bool) -> String {
-    let d = Dialect::DataFusion;
+pub fn rotation(w: &Window, max_age: u32, has_inventory: bool, d: Dialect) -> Script {
     let as_of = w.as_of;
     let cutoff = d.ts(as_of - i64::from(max_age) * DAY);
     let slots = if has_inventory {
@@ -558,8 +596,8 @@ pub fn rotation(w: &Window, max_age: u32, has_inventory: bool) -> String {
          listed AS (SELECT CAST(NULL AS VARCHAR) AS user_name, CAST(NULL AS VARCHAR) AS account_id, CAST(0 AS BIGINT) AS n WHERE false)"
             .to_owned()
     };
-    format!(
-        "WITH {facts}, {slots}, \
+    let query = format!(
+        "WITH {slots}, \
          live AS (SELECT f.*, COALESCE(f.account_id, '') AS acct FROM facts f \
            WHERE f.owner IS NOT NULL AND (f.status IS NULL OR f.status = 'Active')), \
          presumed AS (SELECT owner, acct, count(*) AS n FROM live GROUP BY owner, acct), \
@@ -588,13 +626,16 @@ pub fn rotation(w: &Window, max_age: u32, has_inventory: bool) -> String {
            inventory, inventory_match \
          FROM judged WHERE too_old OR two_keys \
          ORDER BY created ASC NULLS LAST, first_seen ASC NULLS LAST, user_name ASC, access_key_id ASC NULLS FIRST",
-        facts = facts_ctes(w, has_inventory),
-        age = days_to(as_of, "created"),
-        first_age = days_to(as_of, "first_seen"),
-        since_used = days_to(as_of, "last_used"),
-        created_day = day_text("created"),
-        first_day = day_text("first_seen"),
-    )
+        age = days_to(as_of, "created", d),
+        first_age = days_to(as_of, "first_seen", d),
+        since_used = days_to(as_of, "last_used", d),
+        created_day = d.day_text("created"),
+        first_day = d.day_text("first_seen"),
+    );
+    Script {
+        tables: facts_tables(w, has_inventory, d),
+        query,
+    }
 }
 
 /// Daily calls per key over the window's days (for charts).
@@ -627,4 +668,36 @@ pub fn coverage(w: &Window) -> String {
         ));
     }
     format!("SELECT min(lake_start) AS lake_start, max(lake_end) AS lake_end FROM ({sql}) c")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_is_one_statement_for_duckdb() {
+        let w = Window {
+            since: 10 * DAY,
+            as_of: 100 * DAY,
+        };
+        let s = rotation(&w, 90, false, Dialect::DuckDb);
+        let names: Vec<&str> = s.tables.iter().map(|t| t.0).collect();
+        assert_eq!(
+            names,
+            ["key_changes", "lake_keys", "lifecycle", "coverage", "facts"]
+        );
+        let text = s.text();
+        assert!(text.starts_with("WITH key_changes AS (SELECT "), "{text}");
+        // The query's own CTEs continue the tables' list; only `lake_keys` (its `daily`) and
+        // `facts` (its inventory) have a WITH of their own.
+        assert!(text.contains("), report_slots AS ("), "{text}");
+        assert_eq!(text.matches("WITH ").count(), 3, "{text}");
+        assert!(!text.contains("arrow_cast"), "{text}");
+        // A script without tables is its query.
+        let last = Script {
+            tables: Vec::new(),
+            query: last_used(&w, KindFilter::All, false, Dialect::DuckDb),
+        };
+        assert_eq!(last.text(), last.query);
+    }
 }
