@@ -267,6 +267,32 @@ fn three_runs(lake: &Lake) {
 }
 
 #[test]
+fn a_files_commit_record_counts_its_key_changes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    let change = r#"{"eventTime":"2024-01-01T10:00:00Z","eventID":"u1","eventSource":"iam.amazonaws.com","eventName":"UpdateAccessKey","userIdentity":{"type":"IAMUser","accessKeyId":"AKIAA"},"requestParameters":{"accessKeyId":"AKIAB","status":"Inactive","userName":"bob"}}"#;
+    let lines = [
+        event("AKIAA", "2024-01-01T09:00:00Z", "l1"),
+        change.to_owned(),
+        event("AKIAC", "2024-01-01T11:00:00Z", "l2"),
+    ];
+    t.write(Table::Events, DAY, &[batch(&lines)])
+        .expect("write");
+    let quiet = [event("AKIAA", "2024-01-02T09:00:00Z", "l3")];
+    t.write(Table::Events, DAY + 1, &[batch(&quiet)])
+        .expect("write");
+    t.commit(vec![object("o", "h")]).expect("commit");
+    let snap = lake.snapshot().expect("snapshot");
+    let mut counts: Vec<(i32, Option<u64>)> = snap
+        .table_files(Table::Events)
+        .map(|f| (f.day, f.record.stats.as_ref().and_then(|s| s.key_changes)))
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [(DAY, Some(1)), (DAY + 1, Some(0))]);
+}
+
+#[test]
 fn a_runs_day_is_one_file_and_the_key_index_finds_each_keys_rows() {
     use keytrail_lake::Relation;
     let dir = tempfile::tempdir().expect("tmp");
@@ -281,6 +307,7 @@ fn a_runs_day_is_one_file_and_the_key_index_finds_each_keys_rows() {
         (stats.min_key.as_deref(), stats.max_key.as_deref()),
         (Some("AKIAA"), Some("AKIAE"))
     );
+    assert_eq!(stats.key_changes, Some(0));
     assert_eq!(snap.index_files.len(), 3);
     // AKIAC: one run of rows per row group (two pieces) per file.
     let found = snap.lookup(&["AKIAC"], Relation::Held).expect("lookup");
