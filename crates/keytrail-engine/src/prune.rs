@@ -125,6 +125,9 @@ pub struct ScanFilter<'a> {
     pub time: TimeRange,
     /// Range of the `date` partition (inclusive day numbers).
     pub days: (Option<i32>, Option<i32>),
+    /// Only rows recording a key's status change can match (`keystatus` is not null): a file
+    /// whose commit record counts none of them is skipped.
+    pub key_changes: bool,
 }
 
 impl ScanFilter<'_> {
@@ -155,6 +158,7 @@ pub fn analyze(filters: &[Expr]) -> ScanFilter<'_> {
                 keys = Some(k);
             }
             out.time = out.time.and(time_of(c));
+            out.key_changes |= needs_key_status(c);
             let (lo, hi) = days_of(c);
             out.days = (max_opt(out.days.0, lo), min_opt(out.days.1, hi));
         }
@@ -221,6 +225,24 @@ fn keys_of(e: &Expr) -> Option<Keys<'_>> {
             Some(Keys::of(named, set.keys()))
         }
         _ => None,
+    }
+}
+
+/// Whether `e` is false or null wherever `keystatus` is null: `keystatus IS NOT NULL`, or
+/// `keystatus` equal to or in a list of literals.
+fn needs_key_status(e: &Expr) -> bool {
+    let is_status = |e: &Expr| column_name(e) == Some(col::KEYSTATUS);
+    match e {
+        Expr::IsNotNull(x) => is_status(x),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            (is_status(left) && text(right).is_some()) || (is_status(right) && text(left).is_some())
+        }
+        Expr::InList(l) => !l.negated && is_status(&l.expr),
+        _ => false,
     }
 }
 
@@ -350,6 +372,7 @@ mod tests {
             }
         );
         assert_eq!(f.days, (Some(3), None));
+        assert!(!f.key_changes);
 
         let filters = [c("accesskeyid")
             .in_list(vec![lit("AKIAA"), lit("AKIAB")], false)
@@ -380,5 +403,25 @@ mod tests {
         let filters = [c("accesskeyid").in_list(vec![lit("AKIAA")], true)];
         let f = analyze(&filters);
         assert_eq!(f.keys, None);
+    }
+
+    #[test]
+    fn key_changes() {
+        let only = |e: Expr| analyze(std::slice::from_ref(&e)).key_changes;
+        assert!(only(c("keystatus").is_not_null()));
+        assert!(only(
+            c("keystatus").is_not_null().and(c("eventtime").lt(ts(9)))
+        ));
+        assert!(only(lit("Inactive").eq(c("keystatus"))));
+        assert!(only(c("keystatus").in_list(vec![lit("Active")], false)));
+        // Rows without a status can match these.
+        assert!(!only(c("keystatus").is_null()));
+        assert!(!only(c("keystatus").in_list(vec![lit("Active")], true)));
+        assert!(!only(
+            c("keystatus")
+                .is_not_null()
+                .or(c("mintedkeyid").is_not_null())
+        ));
+        assert!(!only(c("targetkeyid").is_not_null()));
     }
 }

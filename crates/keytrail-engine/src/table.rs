@@ -3,7 +3,8 @@
 //!
 //! For each scan the filters are read ([`crate::prune`]); a file is skipped when its partition
 //! day or its time range (from its commit record) cannot match, and, when the scan asks for
-//! access keys, when the key index holds none of them in it. For the files that remain, the
+//! access keys, when the key index holds none of them in it, or, when the scan asks only for
+//! rows recording a key's status change, when its commit record counts none. For the files that remain, the
 //! index's row ranges become a Parquet row selection, so only the pages holding those keys are
 //! read. Every filter is still applied by DataFusion to the rows read (pushdown is `Inexact`):
 //! pruning can only make a scan read less, never answer differently.
@@ -118,6 +119,14 @@ impl LakeTable {
                     .stats
                     .as_ref()
                     .is_none_or(|s| filter.time.overlaps(s.min_time, s.max_time))
+            })
+            .filter(|f| {
+                !filter.key_changes
+                    || f.record
+                        .stats
+                        .as_ref()
+                        .and_then(|s| s.key_changes)
+                        .is_none_or(|n| n > 0)
             })
             .collect();
         let keys = match &filter.keys {
