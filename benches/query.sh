@@ -6,7 +6,8 @@
 #
 # Generates (if missing) KEYTRAIL_BENCH_EVENTS events over KEYTRAIL_BENCH_DAYS days with the
 # generator's hourly role sessions and its CI automation user (a long-lived key assuming a role
-# every 30 minutes, every fourth session chaining into a second role), ingests them, then asks:
+# every 30 minutes, every fourth session chaining into a second role) and users' keys rotated
+# and abandoned (`--key-lifecycle`), ingests them, then asks:
 #   1. count and last time of an absent key        (keytrail sql / DuckDB)
 #   2. the same for the busiest key
 #   3. the busiest key's Create* rows, every column, in time order, written as CSV
@@ -28,7 +29,8 @@ OUT=${KEYTRAIL_BENCH_OUT:-$(mktemp -d)}
 cargo build --release --locked -p keytrail-cli -p keytrail-benches --bins --examples
 KT="$TARGET/release/keytrail"
 if [ ! -d "$DATA" ]; then
-  "$TARGET/release/keytrail-bench" gen "$DATA" --events "$EVENTS" --days "$DAYS" --start 2024-01-01 | tee "$DATA.gen.txt"
+  mkdir -p "$(dirname "$DATA")"
+  "$TARGET/release/keytrail-bench" gen "$DATA" --events "$EVENTS" --days "$DAYS" --start 2024-01-01 --key-lifecycle | tee "$DATA.gen.txt"
 fi
 if [ ! -d "$LAKE" ]; then
   /usr/bin/time -f "ingest: %e s, %M KiB peak RSS" "$KT" ingest "$DATA" --lake "$LAKE" --threads "$THREADS" -q

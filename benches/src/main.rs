@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! keytrail-bench gen DIR [--events N] [--seed S] [--days D] [--start YYYY-MM-DD] [--no-automation] [--admin]
-//!                                                     write synthetic CloudTrail under DIR
+//!                  [--key-lifecycle]                  write synthetic CloudTrail under DIR
 //! keytrail-bench gen-sample DIR                       write the sample bundled in testdata/sample
 //! keytrail-bench ingest DIR [--threads N]             ingest DIR into a fresh lake, report
 //! keytrail-bench s3-ingest DIR [--latency-ms 20] [--concurrency 32] [--threads N]
@@ -132,6 +132,9 @@ fn main() -> anyhow::Result<()> {
             }
             if args.iter().any(|a| a == "--admin") {
                 o.admin = true;
+            }
+            if args.iter().any(|a| a == "--key-lifecycle") {
+                o.key_lifecycle = true;
             }
             if args.iter().any(|a| a == "--no-automation") {
                 o.automation = None;

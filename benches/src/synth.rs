@@ -45,6 +45,54 @@ pub struct GenOptions {
     /// mix's rare writes that are admin calls too (`RunInstances`, `PutRolePolicy`) become
     /// the principal's duties. Off by default: the other benchmarks' data stays as it was.
     pub admin: bool,
+    /// IAM users' keys have a life (`--key-lifecycle`): about one key in four is rotated once
+    /// (the user creates a new key with the old one, makes the old one inactive the next day
+    /// and deletes it a week later, then calls with the new one), and about a third of the
+    /// second keys of users holding two are abandoned (never used again, left active) at
+    /// least 120 days before the end. So the reports' key changes, rotations and unused keys
+    /// have something to find. Off by default: the other benchmarks' data stays as it was.
+    pub key_lifecycle: bool,
+}
+
+/// What happens to one of a user's keys over the span (see [`GenOptions::key_lifecycle`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Used throughout.
+    Kept,
+    /// Replaced by `new`, created at `at` (10:00 UTC `day` days from the start).
+    Rotated { at: DateTime<Utc>, new: String },
+    /// Not used from `at` on.
+    Abandoned { at: DateTime<Utc> },
+}
+
+/// The fate of key `slot` of user `name` (of `account`) over `days` days from `start`.
+fn fate(seed: u64, name: &str, slot: usize, account: u64, start: DateTime<Utc>, days: i64) -> Fate {
+    let h = fnv(seed, &format!("{name}/{slot}"));
+    let day = |lead: i64, tail: i64| {
+        start
+            + Duration::days(lead + ((h >> 8) % (days - lead - tail) as u64) as i64)
+            + Duration::hours(10)
+    };
+    if slot == 1 && h.is_multiple_of(3) && days > 150 {
+        Fate::Abandoned { at: day(30, 120) }
+    } else if h % 4 == 1 && days > 60 {
+        let new = key_id(&mut StdRng::seed_from_u64(h), "AKIA", account);
+        Fate::Rotated {
+            at: day(30, 30),
+            new,
+        }
+    } else {
+        Fate::Kept
+    }
+}
+
+/// FNV-1a of `who`, seeded: stable across runs and platforms.
+fn fnv(seed: u64, who: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in who.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Admin calls benign principals make as their duties when [`GenOptions::admin`] is on:
@@ -66,11 +114,7 @@ const ADMIN_CALLS: [(&str, &str); 12] = [
 
 /// The two admin duties (indices into [`ADMIN_CALLS`]) of principal `who`.
 fn duties(seed: u64, who: &str) -> [usize; 2] {
-    // FNV-1a: stable across runs and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in who.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = fnv(seed, who);
     let n = ADMIN_CALLS.len() as u64;
     let a = (h % n) as usize;
     let b = (a + 1 + ((h / n) % (n - 1)) as usize) % ADMIN_CALLS.len();
@@ -176,6 +220,7 @@ impl Default for GenOptions {
             rotate_sessions: true,
             automation: Some(Automation::default()),
             admin: false,
+            key_lifecycle: false,
         }
     }
 }
@@ -393,8 +438,22 @@ struct User {
     name: String,
     id: String,
     keys: Vec<String>,
+    /// Each key's fate, when keys have a life (else empty).
+    fates: Vec<Fate>,
     agent: usize,
     ip: String,
+}
+
+impl User {
+    /// The key of `slot` the user calls with at `t`.
+    fn key_at(&self, slot: usize, t: DateTime<Utc>) -> &str {
+        match self.fates.get(slot) {
+            // After the creation call (within the hour from `at`).
+            Some(Fate::Rotated { at, new }) if t >= *at + Duration::hours(1) => new,
+            Some(Fate::Abandoned { at }) if t >= *at && slot > 0 => self.key_at(0, t),
+            _ => &self.keys[slot],
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -478,11 +537,20 @@ impl World {
             .map(|i| {
                 let account = accounts[i % accounts.len()];
                 let n = if rng.random_bool(0.2) { 2 } else { 1 };
+                let name = format!("user{i:04}");
+                let fates = if o.key_lifecycle {
+                    (0..n)
+                        .map(|s| fate(o.seed, &name, s, account, o.start, o.days))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 User {
                     account,
-                    name: format!("user{i:04}"),
+                    name,
                     id: unique_id(rng, "AIDA"),
                     keys: (0..n).map(|_| key_id(rng, "AKIA", account)).collect(),
+                    fates,
                     agent: rng.random_range(0..5),
                     ip: ip(rng),
                 }
@@ -705,7 +773,7 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
     } else if roll < 480 {
         let candidates: Vec<&User> = w.users.iter().filter(|u| u.account == account).collect();
         let u = candidates[rng.random_range(0..candidates.len())];
-        let key = &u.keys[rng.random_range(0..u.keys.len())];
+        let key = u.key_at(rng.random_range(0..u.keys.len()), t);
         (
             json!({"type": "IAMUser", "principalId": u.id, "arn": format!("arn:aws:iam::{}:user/{}", u.account, u.name), "accountId": u.account.to_string(), "accessKeyId": key, "userName": u.name}),
             AGENTS[u.agent].to_owned(),
@@ -851,7 +919,77 @@ pub fn generate(out: &Path, o: &GenOptions) -> anyhow::Result<Generated> {
     {
         automation(out, o, &world, a, automated, &mut g)?;
     }
+    if o.key_lifecycle {
+        key_lifecycle(out, o, &world, &mut g)?;
+    }
     Ok(g)
+}
+
+/// Write the calls that rotate users' keys (see [`GenOptions::key_lifecycle`]), each in its
+/// own delivery file of the user's account's us-east-1 trail (IAM's region).
+fn key_lifecycle(out: &Path, o: &GenOptions, w: &World, g: &mut Generated) -> anyhow::Result<()> {
+    let mut rng = StdRng::seed_from_u64(o.seed ^ 0x6b65_795f_6c69_6665);
+    let end = o.start + Duration::days(o.days);
+    for u in &w.users {
+        for (slot, f) in u.fates.iter().enumerate() {
+            let Fate::Rotated { at, new } = f else {
+                continue;
+            };
+            let old = &u.keys[slot];
+            let created = at.format("%b %-d, %Y, %-I:%M:%S %p").to_string();
+            let calls = [
+                (
+                    *at,
+                    old.as_str(),
+                    "CreateAccessKey",
+                    json!({"userName": u.name}),
+                    json!({"accessKey": {"accessKeyId": new, "status": "Active", "userName": u.name, "createDate": created}}),
+                ),
+                (
+                    *at + Duration::days(1),
+                    new.as_str(),
+                    "UpdateAccessKey",
+                    json!({"accessKeyId": old, "status": "Inactive", "userName": u.name}),
+                    Value::Null,
+                ),
+                (
+                    *at + Duration::days(8),
+                    new.as_str(),
+                    "DeleteAccessKey",
+                    json!({"accessKeyId": old, "userName": u.name}),
+                    Value::Null,
+                ),
+            ];
+            for (t, key, name, request, response) in calls {
+                if t >= end {
+                    continue;
+                }
+                let t = t + Duration::seconds(rng.random_range(0..3600));
+                let e = json!({
+                    "eventVersion": "1.10",
+                    "userIdentity": {"type": "IAMUser", "principalId": u.id, "arn": format!("arn:aws:iam::{}:user/{}", u.account, u.name), "accountId": u.account.to_string(), "accessKeyId": key, "userName": u.name},
+                    "eventTime": t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    "eventSource": "iam.amazonaws.com",
+                    "eventName": name,
+                    "awsRegion": "us-east-1",
+                    "sourceIPAddress": u.ip,
+                    "userAgent": AGENTS[u.agent],
+                    "requestParameters": request,
+                    "responseElements": response,
+                    "requestID": uuid(&mut rng),
+                    "eventID": uuid(&mut rng),
+                    "readOnly": false,
+                    "eventType": "AwsApiCall",
+                    "managementEvent": true,
+                    "recipientAccountId": u.account.to_string(),
+                    "eventCategory": "Management",
+                    "tlsDetails": {"tlsVersion": "TLSv1.3", "cipherSuite": "TLS_AES_128_GCM_SHA256", "clientProvidedHostHeader": "iam.amazonaws.com"},
+                });
+                write_delivery_file(out, u.account, "us-east-1", t, vec![e], &mut rng, g)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Write the automation user's sessions (see [`Automation`]), `budget` events at most, in
@@ -1122,6 +1260,118 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
     }
 
+    /// Every record of the delivery files under `dir`.
+    fn records(dir: &Path) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("dir") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let mut text = String::new();
+                use std::io::Read as _;
+                flate2::read::GzDecoder::new(fs::File::open(&p).expect("open"))
+                    .read_to_string(&mut text)
+                    .expect("gunzip");
+                let mut v: Value = serde_json::from_str(&text).expect("json");
+                if let Value::Array(rs) = v["Records"].take() {
+                    out.extend(rs);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn with_key_lifecycle_keys_are_rotated_and_abandoned() {
+        let dir = tempfile_dir("lifecycle");
+        let o = GenOptions {
+            events: 60_000,
+            events_per_file: 1000,
+            days: 200,
+            automation: None,
+            key_lifecycle: true,
+            ..GenOptions::default()
+        };
+        let g = generate(&dir, &o).expect("gen");
+        let rs = records(&dir);
+        assert_eq!(rs.len() as u64, g.events);
+        let text = |r: &Value, p: &str| {
+            r.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let time = |r: &Value| {
+            DateTime::parse_from_rfc3339(&text(r, "/eventTime"))
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        // The last use of each key, and each key's changes.
+        let mut last: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
+        let mut changes: Vec<(String, String, String)> = Vec::new();
+        for r in &rs {
+            let key = text(r, "/userIdentity/accessKeyId");
+            let t = time(r);
+            let e = last.entry(key.clone()).or_insert(t);
+            *e = (*e).max(t);
+            let name = text(r, "/eventName");
+            if name.ends_with("AccessKey") {
+                let target = match name.as_str() {
+                    "CreateAccessKey" => text(r, "/responseElements/accessKey/accessKeyId"),
+                    _ => text(r, "/requestParameters/accessKeyId"),
+                };
+                changes.push((name, key, target));
+            }
+        }
+        let world = World::new(&mut StdRng::seed_from_u64(o.seed), &o);
+        let (mut rotated, mut abandoned) = (0, 0);
+        for u in &world.users {
+            for (slot, f) in u.fates.iter().enumerate() {
+                let old = &u.keys[slot];
+                match f {
+                    Fate::Kept => {}
+                    Fate::Rotated { at, new } => {
+                        rotated += 1;
+                        // Created with the old key; the old key made inactive and deleted
+                        // with the new one; the old key unused after the rotation hour.
+                        for call in ["CreateAccessKey", "UpdateAccessKey", "DeleteAccessKey"] {
+                            let want = if call == "CreateAccessKey" {
+                                (call.to_owned(), old.clone(), new.clone())
+                            } else {
+                                (call.to_owned(), new.clone(), old.clone())
+                            };
+                            assert!(changes.contains(&want), "{want:?}");
+                        }
+                        assert!(last[old.as_str()] < *at + Duration::hours(1), "{old}");
+                        assert!(last[new.as_str()] > *at + Duration::days(1), "{new}");
+                    }
+                    Fate::Abandoned { at } => {
+                        abandoned += 1;
+                        assert_eq!(slot, 1);
+                        assert!(last.get(old).is_none_or(|l| l < at), "{old}");
+                        assert!(*at < o.start + Duration::days(o.days - 120));
+                    }
+                }
+            }
+        }
+        assert_eq!(changes.len(), rotated * 3);
+        // About a quarter of the keys rotated, a few abandoned.
+        let keys: usize = world.users.iter().map(|u| u.keys.len()).sum();
+        assert!(
+            rotated * 6 > keys && rotated * 3 < keys,
+            "{rotated} of {keys}"
+        );
+        assert!(
+            abandoned > 0 && abandoned * 10 < keys,
+            "{abandoned} of {keys}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn with_admin_each_principal_does_its_own_two_duties() {
         let dir = tempfile_dir("admin");
@@ -1134,47 +1384,27 @@ mod tests {
             ..GenOptions::default()
         };
         generate(&dir, &o).expect("gen");
-        let mut files = Vec::new();
-        let mut stack = vec![dir.clone()];
-        while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).expect("dir") {
-                let p = e.expect("entry").path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    files.push(p);
-                }
-            }
-        }
         let mut duties_seen: std::collections::BTreeMap<String, std::collections::BTreeSet<&str>> =
             std::collections::BTreeMap::new();
         let (mut keyed, mut admin) = (0usize, 0usize);
-        for f in files {
-            let mut text = String::new();
-            use std::io::Read as _;
-            flate2::read::GzDecoder::new(fs::File::open(&f).expect("open"))
-                .read_to_string(&mut text)
-                .expect("gunzip");
-            let v: Value = serde_json::from_str(&text).expect("json");
-            for r in v["Records"].as_array().expect("records") {
-                let id = &r["userIdentity"];
-                if id.get("accessKeyId").is_none() {
-                    continue;
-                }
-                keyed += 1;
-                let name = r["eventName"].as_str().unwrap_or_default();
-                let Some((_, n)) = ADMIN_CALLS.iter().find(|(_, n)| *n == name) else {
-                    continue;
-                };
-                admin += 1;
-                let who = id
-                    .pointer("/sessionContext/sessionIssuer/arn")
-                    .or(id.get("arn"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                duties_seen.entry(who).or_default().insert(n);
+        for r in &records(&dir) {
+            let id = &r["userIdentity"];
+            if id.get("accessKeyId").is_none() {
+                continue;
             }
+            keyed += 1;
+            let name = r["eventName"].as_str().unwrap_or_default();
+            let Some((_, n)) = ADMIN_CALLS.iter().find(|(_, n)| *n == name) else {
+                continue;
+            };
+            admin += 1;
+            let who = id
+                .pointer("/sessionContext/sessionIssuer/arn")
+                .or(id.get("arn"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            duties_seen.entry(who).or_default().insert(n);
         }
         // About 3 % of keyed calls, plus the base mix's rare writes turned into duties.
         assert!(
@@ -1332,6 +1562,7 @@ pub fn generate_sample(out: &Path) -> anyhow::Result<(Generated, SampleKeys)> {
         rotate_sessions: false,
         automation: None,
         admin: false,
+        key_lifecycle: false,
     };
     let mut g = generate(out, &o)?;
     let keys = sample_keys();
