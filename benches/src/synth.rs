@@ -59,7 +59,8 @@ pub struct GenOptions {
 enum Fate {
     /// Used throughout.
     Kept,
-    /// Replaced by `new`, created at `at` (10:00 UTC `day` days from the start).
+    /// Replaced by `new`, created within the hour from `at` (10:00 UTC of a day drawn from the
+    /// key's hash).
     Rotated { at: DateTime<Utc>, new: String },
     /// Not used from `at` on.
     Abandoned { at: DateTime<Utc> },
@@ -445,6 +446,11 @@ struct User {
 }
 
 impl User {
+    /// The `userIdentity` of the user calling with `key`.
+    fn identity(&self, key: &str) -> Value {
+        json!({"type": "IAMUser", "principalId": self.id, "arn": format!("arn:aws:iam::{}:user/{}", self.account, self.name), "accountId": self.account.to_string(), "accessKeyId": key, "userName": self.name})
+    }
+
     /// The key of `slot` the user calls with at `t`.
     fn key_at(&self, slot: usize, t: DateTime<Utc>) -> &str {
         match self.fates.get(slot) {
@@ -775,7 +781,7 @@ fn event(rng: &mut StdRng, w: &World, t: DateTime<Utc>, account: u64, region: &s
         let u = candidates[rng.random_range(0..candidates.len())];
         let key = u.key_at(rng.random_range(0..u.keys.len()), t);
         (
-            json!({"type": "IAMUser", "principalId": u.id, "arn": format!("arn:aws:iam::{}:user/{}", u.account, u.name), "accountId": u.account.to_string(), "accessKeyId": key, "userName": u.name}),
+            u.identity(key),
             AGENTS[u.agent].to_owned(),
             if rng.random_bool(0.97) {
                 u.ip.clone()
@@ -965,26 +971,19 @@ fn key_lifecycle(out: &Path, o: &GenOptions, w: &World, g: &mut Generated) -> an
                     continue;
                 }
                 let t = t + Duration::seconds(rng.random_range(0..3600));
-                let e = json!({
-                    "eventVersion": "1.10",
-                    "userIdentity": {"type": "IAMUser", "principalId": u.id, "arn": format!("arn:aws:iam::{}:user/{}", u.account, u.name), "accountId": u.account.to_string(), "accessKeyId": key, "userName": u.name},
-                    "eventTime": t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                    "eventSource": "iam.amazonaws.com",
-                    "eventName": name,
-                    "awsRegion": "us-east-1",
-                    "sourceIPAddress": u.ip,
-                    "userAgent": AGENTS[u.agent],
-                    "requestParameters": request,
-                    "responseElements": response,
-                    "requestID": uuid(&mut rng),
-                    "eventID": uuid(&mut rng),
-                    "readOnly": false,
-                    "eventType": "AwsApiCall",
-                    "managementEvent": true,
-                    "recipientAccountId": u.account.to_string(),
-                    "eventCategory": "Management",
-                    "tlsDetails": {"tlsVersion": "TLSv1.3", "cipherSuite": "TLS_AES_128_GCM_SHA256", "clientProvidedHostHeader": "iam.amazonaws.com"},
-                });
+                let call = Call {
+                    t,
+                    identity: u.identity(key),
+                    ip: &u.ip,
+                    agent: AGENTS[u.agent],
+                    source: "iam.amazonaws.com",
+                    name,
+                    region: "us-east-1",
+                    request,
+                    response,
+                    error: None,
+                };
+                let e = record_in(&mut rng, u.account, call);
                 write_delivery_file(out, u.account, "us-east-1", t, vec![e], &mut rng, g)?;
             }
         }
@@ -1477,7 +1476,13 @@ struct Call<'a> {
     error: Option<(&'a str, &'a str)>,
 }
 
+/// A call of the bundled sample (account [`SAMPLE_ACCOUNT`]) as CloudTrail records it.
 fn record(rng: &mut StdRng, c: Call<'_>) -> Value {
+    record_in(rng, SAMPLE_ACCOUNT, c)
+}
+
+/// A call in `account` as CloudTrail records it.
+fn record_in(rng: &mut StdRng, account: u64, c: Call<'_>) -> Value {
     let mut e = json!({
         "eventVersion": "1.10",
         "userIdentity": c.identity,
@@ -1494,7 +1499,7 @@ fn record(rng: &mut StdRng, c: Call<'_>) -> Value {
         "readOnly": c.name.starts_with("Get") || c.name.starts_with("List") || c.name.starts_with("Describe"),
         "eventType": "AwsApiCall",
         "managementEvent": true,
-        "recipientAccountId": SAMPLE_ACCOUNT.to_string(),
+        "recipientAccountId": account.to_string(),
         "eventCategory": "Management",
         "tlsDetails": {"tlsVersion": "TLSv1.3", "cipherSuite": "TLS_AES_128_GCM_SHA256", "clientProvidedHostHeader": format!("{}.amazonaws.com", c.source.split('.').next().unwrap_or("sts"))},
     });
