@@ -326,7 +326,9 @@ async fn coverage(
     session: &LakeSession,
     window: &Window,
 ) -> Result<Option<(Millis, Millis)>, ReportError> {
-    let batches = session.collect(&sql::coverage(window)).await?;
+    let batches = session
+        .collect(&sql::coverage(window, Dialect::DataFusion))
+        .await?;
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };

@@ -19,8 +19,8 @@
 //! are spelled. The inventory's tables exist only in a keytrail session: the benchmark runs the
 //! lake-only reports.
 
-use keytrail_model::Millis;
 use keytrail_model::time::{day_of, day_string};
+use keytrail_model::{KeyKind, Millis};
 
 /// Milliseconds in a day.
 pub const DAY: i64 = 86_400_000;
@@ -119,7 +119,18 @@ const KIND_OF_KEY: &str = "CASE WHEN accesskeyid LIKE 'AKIA%' THEN 'long-term' W
 ///   the window's counts are taken from `events` (from `since` on), in extra rows whose other
 ///   columns are NULL: they are never a key's latest row (see [`lake_ctes`]), and `min`/`max`
 ///   skip them.
-pub fn daily(w: &Window, d: Dialect) -> String {
+///
+/// `kinds` keeps the keys of one kind only (`key_daily`'s `keykind`, and the same rule for the
+/// days read from `events`): the unused and rotation reports judge long-term keys, a few
+/// hundred among a lake's hundred thousand role sessions' keys.
+pub fn daily(w: &Window, d: Dialect, kinds: KindFilter) -> String {
+    let (kind_daily, kind_events) = match kinds.kind() {
+        Some(k) => (
+            format!(" AND keykind = '{k}'"),
+            format!(" AND {KIND_OF_KEY} = '{k}'"),
+        ),
+        None => (String::new(), String::new()),
+    };
     let a_day = day_of(w.as_of);
     let a_partial = w.as_of.rem_euclid(DAY) != 0;
     let s_day = day_of(w.since);
@@ -133,7 +144,7 @@ pub fn daily(w: &Window, d: Dialect) -> String {
          CASE WHEN \"date\" >= {w_day} THEN events ELSE 0 END AS w_events, \
          CASE WHEN \"date\" >= {w_day} THEN errors ELSE 0 END AS w_errors, \
          CASE WHEN \"date\" >= {w_day} THEN sourceipaddresses END AS w_ips \
-         FROM key_daily WHERE \"date\" < {a}",
+         FROM key_daily WHERE \"date\" < {a}{kind_daily}",
         a = d.date(a_day),
     );
     if s_partial && s_day < a_day {
@@ -147,7 +158,7 @@ pub fn daily(w: &Window, d: Dialect) -> String {
              count(*) AS w_events, \
              count(*) FILTER (WHERE errorcode <> '') AS w_errors, \
              array_agg(DISTINCT sourceipaddress) FILTER (WHERE sourceipaddress IS NOT NULL) AS w_ips \
-             FROM events WHERE \"date\" = {s} AND accesskeyid IS NOT NULL AND eventtime >= {since} \
+             FROM events WHERE \"date\" = {s} AND accesskeyid IS NOT NULL AND eventtime >= {since}{kind_events} \
              GROUP BY accesskeyid, \"date\"",
             s = d.date(s_day),
         ));
@@ -163,7 +174,7 @@ pub fn daily(w: &Window, d: Dialect) -> String {
              count(*) FILTER (WHERE eventtime >= {since}) AS w_events, \
              count(*) FILTER (WHERE eventtime >= {since} AND errorcode <> '') AS w_errors, \
              array_agg(DISTINCT sourceipaddress) FILTER (WHERE eventtime >= {since} AND sourceipaddress IS NOT NULL) AS w_ips \
-             FROM events WHERE \"date\" = {a} AND accesskeyid IS NOT NULL AND eventtime < {as_of} \
+             FROM events WHERE \"date\" = {a} AND accesskeyid IS NOT NULL AND eventtime < {as_of}{kind_events} \
              GROUP BY accesskeyid, \"date\"",
             account = last("calleraccountid"),
             ptype = last("useridentity.type"),
@@ -193,12 +204,15 @@ pub fn daily(w: &Window, d: Dialect) -> String {
 /// `daily` has one row per key per day (`key_daily`'s own rule, and the re-aggregated partial
 /// day is a day `key_daily` is not read for) and a day's last event lies in that day; the
 /// count-only rows of `since`'s day have no `lasteventtime`, so they never match.
-fn lake_ctes(w: &Window, d: Dialect) -> String {
+///
+/// `daily` holds only the keys of `kinds`: the report lists no other, and the inventory's
+/// matching reads only long-term keys, which an inventory's keys all are.
+fn lake_ctes(w: &Window, d: Dialect, kinds: KindFilter) -> String {
     format!(
         "daily AS ({daily}), lake_keys AS ({LAKE_KEYS}), \
          ips AS (SELECT accesskeyid, count(DISTINCT ip) AS source_ips \
            FROM (SELECT accesskeyid, unnest(w_ips) AS ip FROM daily) u GROUP BY accesskeyid)",
-        daily = daily(w, d),
+        daily = daily(w, d, kinds),
     )
 }
 
@@ -378,6 +392,15 @@ pub enum KindFilter {
 }
 
 impl KindFilter {
+    /// The kind kept (its name in `key_daily.keykind`), or `None` for every kind.
+    fn kind(self) -> Option<&'static str> {
+        match self {
+            KindFilter::All => None,
+            KindFilter::LongTerm => Some(KeyKind::LongTerm.as_str()),
+            KindFilter::Temporary => Some(KeyKind::Temporary.as_str()),
+        }
+    }
+
     fn condition(self) -> &'static str {
         match self {
             KindFilter::All => "TRUE",
@@ -447,8 +470,9 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
          FULL OUTER JOIN inventory i ON k.accesskeyid = i.access_key_id \
          LEFT JOIN ips p ON p.accesskeyid = k.accesskeyid) \
          SELECT * FROM report WHERE {cond} \
-         ORDER BY last_used ASC NULLS FIRST, access_key_id ASC NULLS FIRST, owner ASC",
-        lake = lake_ctes(w, d),
+         ORDER BY last_used ASC NULLS FIRST, access_key_id ASC NULLS FIRST, owner ASC, \
+           created ASC NULLS FIRST, inventory_match ASC NULLS FIRST",
+        lake = lake_ctes(w, d, kinds),
         cond = kinds.condition(),
     )
 }
@@ -461,7 +485,8 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
 /// left them).
 fn facts_tables(w: &Window, has_inventory: bool, d: Dialect) -> Vec<(&'static str, String)> {
     let order = "eventtime, eventid NULLS FIRST";
-    let daily = format!("daily AS ({})", daily(w, d));
+    // Only long-term keys are judged, and the inventory's matching reads only theirs.
+    let daily = format!("daily AS ({})", daily(w, d, KindFilter::LongTerm));
     // The inventory's matching reads `daily` and `key_changes`.
     let inventory = if has_inventory {
         format!("{daily}, {}", inventory_ctes(w, true, d))
@@ -513,11 +538,8 @@ fn facts_tables(w: &Window, has_inventory: bool, d: Dialect) -> Vec<(&'static st
         ("key_changes", key_changes(w, d)),
         ("lake_keys", format!("WITH {daily} {LAKE_KEYS}")),
         ("lifecycle", lifecycle),
-        (
-            "coverage",
-            "SELECT min(first_seen) AS lake_start, max(last_used) AS lake_end FROM lake_keys"
-                .to_owned(),
-        ),
+        // Of every key, not only the long-term ones `lake_keys` holds here.
+        ("coverage", coverage(w, d)),
         ("facts", facts),
     ]
 }
@@ -644,7 +666,7 @@ pub fn activity(w: &Window) -> String {
     format!(
         "WITH daily AS ({daily}) SELECT accesskeyid, CAST(\"date\" AS VARCHAR) AS day, sum(w_events) AS events \
          FROM daily WHERE \"date\" >= {first} AND w_events > 0 GROUP BY accesskeyid, \"date\"",
-        daily = daily(w, d),
+        daily = daily(w, d, KindFilter::All),
         first = d.date(day_of(w.since)),
     )
 }
@@ -652,8 +674,7 @@ pub fn activity(w: &Window) -> String {
 /// The lake's first and last event with a key before `as_of`: `key_daily` for the days before
 /// `as_of`'s, and `events` only for the part of `as_of`'s day before it (a two-column scan of one
 /// day, not the re-aggregation of [`daily`]).
-pub fn coverage(w: &Window) -> String {
-    let d = Dialect::DataFusion;
+pub fn coverage(w: &Window, d: Dialect) -> String {
     let a_day = day_of(w.as_of);
     let mut sql = format!(
         "SELECT min(firsteventtime) AS lake_start, max(lasteventtime) AS lake_end FROM key_daily WHERE \"date\" < {}",
