@@ -26,6 +26,7 @@ RUNS=${KEYTRAIL_BENCH_RUNS:-3}
 THREADS=${KEYTRAIL_BENCH_THREADS:-2}
 TARGET=${CARGO_TARGET_DIR:-target}
 OUT=${KEYTRAIL_BENCH_OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 cargo build --release --locked -p keytrail-cli -p keytrail-benches --bins --examples
 KT="$TARGET/release/keytrail"
 if [ ! -d "$DATA" ]; then
