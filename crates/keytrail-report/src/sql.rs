@@ -205,8 +205,9 @@ pub fn daily(w: &Window, d: Dialect, kinds: KindFilter) -> String {
 /// day is a day `key_daily` is not read for) and a day's last event lies in that day; the
 /// count-only rows of `since`'s day have no `lasteventtime`, so they never match.
 ///
-/// `daily` holds only the keys of `kinds`: the report lists no other, and the inventory's
-/// matching reads only long-term keys, which an inventory's keys all are.
+/// `daily` holds only the keys of `kinds`: the report lists no other. The inventory's matching
+/// reads only long-term keys' rows, so it is the same unless `kinds` is temporary keys, and then
+/// the inventory's rows (long-term keys all) are not listed either.
 fn lake_ctes(w: &Window, d: Dialect, kinds: KindFilter) -> String {
     format!(
         "daily AS ({daily}), lake_keys AS ({LAKE_KEYS}), \
