@@ -63,9 +63,10 @@ fn main() {
             keytrail_report::prepare(&session)
                 .await
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
-            let (_, batches) = keytrail_report::execute(&session, &script)
+            let batches = keytrail_report::execute(&session, &script)
                 .await
-                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                .map_err(|e| EngineError::Invalid(e.to_string()))?
+                .batches;
             if explain {
                 let text = keytrail_engine::arrow::util::pretty::pretty_format_batches(&batches)
                     .map_err(|e| EngineError::Invalid(e.to_string()))?;

@@ -89,7 +89,7 @@ impl ReportKind {
     pub fn script(&self, window: &Window, has_inventory: bool, d: Dialect) -> Script {
         match *self {
             ReportKind::LastUsed { kinds, .. } => Script {
-                tables: Vec::new(),
+                tables: vec![(sql::COVERAGE, sql::coverage(window, d))],
                 query: sql::last_used(window, kinds, has_inventory, d),
             },
             ReportKind::Unused { days, grace } => {
@@ -191,19 +191,29 @@ fn arrow_error(e: arrow::error::ArrowError) -> ReportError {
     ReportError::Engine(e.into())
 }
 
+/// A script's answer: the query's schema (of its batches, or as planned when there are none)
+/// and batches, and what the script's `coverage` table says (see [`sql::coverage`]).
+pub struct Executed {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// The lake's first and last event with a key before the report's time; `None` when the
+    /// lake has none or the script computes no `coverage` table.
+    pub coverage: Option<(Millis, Millis)>,
+}
+
 /// Run a script in the session: each of its tables is computed once and registered under its
-/// name, the query's rows are collected, and the tables are dropped again. Returns the query's
-/// schema (of its batches, or as planned when there are none) and its batches.
-pub async fn execute(
-    session: &LakeSession,
-    script: &Script,
-) -> Result<(SchemaRef, Vec<RecordBatch>), ReportError> {
+/// name, the query's rows are collected, and the tables are dropped again.
+pub async fn execute(session: &LakeSession, script: &Script) -> Result<Executed, ReportError> {
     let ctx = session.context();
     let result = async {
+        let mut coverage = None;
         for (name, statement) in &script.tables {
             let df = ctx.sql(statement).await?;
             let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let (schema, batches) = one_schema(&planned, df.collect().await?)?;
+            if *name == sql::COVERAGE {
+                coverage = coverage_of(&batches)?;
+            }
             ctx.deregister_table(*name)?;
             ctx.register_table(*name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
         }
@@ -211,7 +221,11 @@ pub async fn execute(
         let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         let schema = batches.first().map_or(planned, RecordBatch::schema);
-        Ok::<_, ReportError>((schema, batches))
+        Ok::<_, ReportError>(Executed {
+            schema,
+            batches,
+            coverage,
+        })
     }
     .await;
     for (name, _) in &script.tables {
@@ -284,9 +298,11 @@ pub async fn run(
     let has_inventory = !inventory.is_empty();
     let window = req.kind.window(as_of);
     let script = req.kind.script(&window, has_inventory, Dialect::DataFusion);
-    let (schema, batches) = execute(session, &script).await?;
-
-    let coverage = coverage(session, &window).await?;
+    let Executed {
+        schema,
+        batches,
+        coverage,
+    } = execute(session, &script).await?;
     let activity = if req.charts {
         activity(session, &window).await?
     } else {
@@ -322,13 +338,9 @@ pub async fn run(
     })
 }
 
-async fn coverage(
-    session: &LakeSession,
-    window: &Window,
-) -> Result<Option<(Millis, Millis)>, ReportError> {
-    let batches = session
-        .collect(&sql::coverage(window, Dialect::DataFusion))
-        .await?;
+/// The `coverage` table's `(lake_start, lake_end)`, `None` when the lake has no event with a
+/// key before the report's time.
+fn coverage_of(batches: &[RecordBatch]) -> Result<Option<(Millis, Millis)>, ReportError> {
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };

@@ -192,10 +192,10 @@ pub fn daily(w: &Window, d: Dialect, kinds: KindFilter) -> String {
     sql
 }
 
-/// CTEs of the last-used report (the unused and rotation reports make `lake_keys` a table of
-/// [`Script`]): `daily`, `lake_keys` (one row per key seen in the lake before
-/// `as_of`, with its latest use and its activity in the window) and `ips` (distinct source
-/// IPs in the window).
+/// CTEs of the last-used report (the unused and rotation reports make `daily` and `lake_keys`
+/// tables of their [`Script`]): `daily`, `lake_keys` (one row per key seen in the lake before
+/// `as_of`, with its latest use and its activity in the window) and `ips` (distinct source IPs
+/// in the window).
 ///
 /// A key's latest use (who, which call, where from) is the `daily` row whose `lasteventtime`
 /// is the key's greatest, joined back to the key's sums, instead of one ordered "last"
@@ -402,11 +402,11 @@ impl KindFilter {
         }
     }
 
-    fn condition(self) -> &'static str {
-        match self {
-            KindFilter::All => "TRUE",
-            KindFilter::LongTerm => "kind = 'long-term'",
-            KindFilter::Temporary => "kind = 'temporary'",
+    /// The report's rows of the kind kept (its `kind` column).
+    fn condition(self) -> String {
+        match self.kind() {
+            Some(k) => format!("kind = '{k}'"),
+            None => "TRUE".to_owned(),
         }
     }
 }
@@ -480,20 +480,17 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
 
 /// The tables the unused and rotation reports judge: `facts`, one row per long-term key (seen
 /// in the lake, listed by the inventory, or created, changed or deleted in the lake), plus one
-/// row per unmatched credential report slot; and `coverage`, the first and last event of the
-/// lake before `as_of`. Built from `key_changes` (see [`key_changes`]), `lake_keys` (see
-/// [`lake_ctes`]) and `lifecycle` (each key's status, creation, user and account as its changes
-/// left them).
+/// row per unmatched credential report slot; and `coverage` (see [`COVERAGE`]). Built from
+/// `key_changes` (see [`key_changes`]), `daily` and `lake_keys` (see [`lake_ctes`]) and
+/// `lifecycle` (each key's status, creation, user and account as its changes left them).
+///
+/// `daily` holds only long-term keys' days (the keys judged; the inventory's matching reads only
+/// theirs): a table of a few rows per key for a lake's few hundred users' keys, read three times
+/// (twice by `lake_keys`, once by the inventory's matching) without scanning `key_daily` again.
 fn facts_tables(w: &Window, has_inventory: bool, d: Dialect) -> Vec<(&'static str, String)> {
     let order = "eventtime, eventid NULLS FIRST";
-    // Only long-term keys are judged, and the inventory's matching reads only theirs.
-    let daily = format!("daily AS ({})", daily(w, d, KindFilter::LongTerm));
-    // The inventory's matching reads `daily` and `key_changes`.
-    let inventory = if has_inventory {
-        format!("{daily}, {}", inventory_ctes(w, true, d))
-    } else {
-        inventory_ctes(w, false, d)
-    };
+    // The inventory's matching reads the `daily` and `key_changes` tables.
+    let inventory = inventory_ctes(w, has_inventory, d);
     let lifecycle = format!(
         "SELECT key_id, {status} AS lake_status, max(eventtime) AS status_time, \
            min(CASE WHEN eventname = 'CreateAccessKey' THEN eventtime END) AS lake_created, \
@@ -537,13 +534,27 @@ fn facts_tables(w: &Window, has_inventory: bool, d: Dialect) -> Vec<(&'static st
     );
     vec![
         ("key_changes", key_changes(w, d)),
-        ("lake_keys", format!("WITH {daily} {LAKE_KEYS}")),
+        (
+            "daily",
+            format!(
+                "SELECT {DAILY_JUDGED} FROM ({}) d",
+                daily(w, d, KindFilter::LongTerm)
+            ),
+        ),
+        ("lake_keys", LAKE_KEYS.to_owned()),
         ("lifecycle", lifecycle),
-        // Of every key, not only the long-term ones `lake_keys` holds here.
-        ("coverage", coverage(w, d)),
+        // Of every key, not only the long-term ones `daily` holds here.
+        (COVERAGE, coverage(w, d)),
         ("facts", facts),
     ]
 }
+
+/// The columns of `daily` the unused and rotation reports read (`lake_keys`, the inventory's
+/// matching): not the last event's ID nor the window's source IPs, which only the last-used
+/// report lists.
+const DAILY_JUDGED: &str = "accesskeyid, keykind, accountid, principaltype, principalarn, username, \"date\", \
+    firsteventtime, lasteventtime, lasteventsource, lasteventname, lastawsregion, lastsourceipaddress, \
+    w_events, w_errors";
 
 /// Whole days from `e` (a timestamp) to `as_of`.
 fn days_to(as_of: Millis, e: &str, d: Dialect) -> String {
@@ -672,9 +683,13 @@ pub fn activity(w: &Window) -> String {
     )
 }
 
-/// The lake's first and last event with a key before `as_of`: `key_daily` for the days before
-/// `as_of`'s, and `events` only for the part of `as_of`'s day before it (a two-column scan of one
-/// day, not the re-aggregation of [`daily`]).
+/// The name of the table every report's [`Script`] computes with [`coverage`]: the report's
+/// header and notes read it, and the unused report judges keys by it.
+pub const COVERAGE: &str = "coverage";
+
+/// The lake's first and last event with a key before `as_of` (`lake_start`, `lake_end`; one
+/// row): `key_daily` for the days before `as_of`'s, and `events` only for the part of `as_of`'s
+/// day before it (a two-column scan of one day, not the re-aggregation of [`daily`]).
 pub fn coverage(w: &Window, d: Dialect) -> String {
     let a_day = day_of(w.as_of);
     let mut sql = format!(
@@ -706,14 +721,23 @@ mod tests {
         let names: Vec<&str> = s.tables.iter().map(|t| t.0).collect();
         assert_eq!(
             names,
-            ["key_changes", "lake_keys", "lifecycle", "coverage", "facts"]
+            [
+                "key_changes",
+                "daily",
+                "lake_keys",
+                "lifecycle",
+                "coverage",
+                "facts"
+            ]
         );
         let text = s.text();
         assert!(text.starts_with("WITH key_changes AS (SELECT "), "{text}");
-        // The query's own CTEs continue the tables' list; only `lake_keys` (its `daily`) and
-        // `facts` (its inventory) have a WITH of their own.
+        // The query's own CTEs continue the tables' list; only `facts` (its inventory) has a
+        // WITH of its own.
         assert!(text.contains("), report_slots AS ("), "{text}");
-        assert_eq!(text.matches("WITH ").count(), 3, "{text}");
+        assert_eq!(text.matches("WITH ").count(), 2, "{text}");
+        // `key_daily` is scanned by `daily` (long-term keys) and `coverage` (every key) only.
+        assert_eq!(text.matches("FROM key_daily").count(), 2, "{text}");
         assert!(!text.contains("arrow_cast"), "{text}");
         // A script without tables is its query.
         let last = Script {
