@@ -79,6 +79,19 @@ impl Dialect {
         }
     }
 
+    /// How many distinct values the lists `x` of a group hold together (an aggregate; NULL when
+    /// every list is NULL; the lists hold no NULL).
+    fn distinct_in_lists(self, x: &str) -> String {
+        match self {
+            Dialect::DataFusion => format!(
+                "CAST(cardinality(array_distinct(flatten(array_agg({x}) FILTER (WHERE {x} IS NOT NULL)))) AS BIGINT)"
+            ),
+            Dialect::DuckDb => format!(
+                "len(list_distinct(flatten(array_agg({x}) FILTER (WHERE {x} IS NOT NULL))))"
+            ),
+        }
+    }
+
     /// A timestamp as `YYYY-MM-DD`.
     fn day_text(self, e: &str) -> String {
         match self {
@@ -117,7 +130,7 @@ const KIND_OF_KEY: &str = "CASE WHEN accesskeyid LIKE 'AKIA%' THEN 'long-term' W
 ///   before `as_of`, last use and all;
 /// - `since`'s day (unless midnight, or the same day): `key_daily` has its last use, and only
 ///   the window's counts are taken from `events` (from `since` on), in extra rows whose other
-///   columns are NULL: they are never a key's latest row (see [`lake_ctes`]), and `min`/`max`
+///   columns are NULL: they are never a key's latest row (see [`lake_keys`]), and `min`/`max`
 ///   skip them.
 ///
 /// `kinds` keeps the keys of one kind only (`key_daily`'s `keykind`, and the same rule for the
@@ -193,37 +206,51 @@ pub fn daily(w: &Window, d: Dialect, kinds: KindFilter) -> String {
 }
 
 /// CTEs of the last-used report (the unused and rotation reports make `daily` and `lake_keys`
-/// tables of their [`Script`]): `daily`, `lake_keys` (one row per key seen in the lake before
-/// `as_of`, with its latest use and its activity in the window) and `ips` (distinct source IPs
+/// tables of their [`Script`]): `daily` and `lake_keys` (one row per key seen in the lake
+/// before `as_of`, with its latest use, its activity in the window and its distinct source IPs
 /// in the window).
-///
-/// A key's latest use (who, which call, where from) is the `daily` row whose `lasteventtime`
-/// is the key's greatest, joined back to the key's sums, instead of one ordered "last"
-/// aggregate per column: DataFusion holds each such aggregate's ordering per group as scalar
-/// values, and the nine of them took most of the report's time. The row is unique because
-/// `daily` has one row per key per day (`key_daily`'s own rule, and the re-aggregated partial
-/// day is a day `key_daily` is not read for) and a day's last event lies in that day; the
-/// count-only rows of `since`'s day have no `lasteventtime`, so they never match.
 ///
 /// `daily` holds only the keys of `kinds`: the report lists no other. The inventory's matching
 /// reads only long-term keys' rows, so it is the same unless `kinds` is temporary keys, and then
 /// the inventory's rows (long-term keys all) are not listed either.
 fn lake_ctes(w: &Window, d: Dialect, kinds: KindFilter) -> String {
     format!(
-        "daily AS ({daily}), lake_keys AS ({LAKE_KEYS}), \
-         ips AS (SELECT accesskeyid, count(DISTINCT ip) AS source_ips \
-           FROM (SELECT accesskeyid, unnest(w_ips) AS ip FROM daily) u GROUP BY accesskeyid)",
+        "daily AS ({daily}), lake_keys AS ({lake_keys})",
         daily = daily(w, d, kinds),
+        lake_keys = lake_keys(d, true),
     )
 }
 
-/// The body of `lake_keys` (see [`lake_ctes`]), over `daily`.
-const LAKE_KEYS: &str = "SELECT a.accesskeyid, l.keykind, l.accountid, l.principaltype, l.principalarn, l.username, \
-    a.first_seen, a.last_used, l.lasteventsource, l.lasteventname, l.lastawsregion, l.lastsourceipaddress, \
-    a.events, a.errors \
-    FROM (SELECT accesskeyid, min(firsteventtime) AS first_seen, max(lasteventtime) AS last_used, \
-      sum(w_events) AS events, sum(w_errors) AS errors FROM daily GROUP BY accesskeyid) a \
-    LEFT JOIN daily l ON l.accesskeyid = a.accesskeyid AND l.lasteventtime = a.last_used";
+/// The body of `lake_keys`, over `daily`: a key's sums, and its latest use (who, which call,
+/// where from); with `source_ips`, also how many distinct source IPs it used in the window
+/// (the last-used report's column: counted in the same aggregate as the sums, not by a scan of
+/// its own).
+///
+/// The latest use is the `daily` row whose `lasteventtime` is the key's greatest, joined back
+/// to the key's sums, instead of one ordered "last" aggregate per column: DataFusion holds each
+/// such aggregate's ordering per group as scalar values, and the nine of them took most of the
+/// report's time. The row is unique because `daily` has one row per key per day (`key_daily`'s
+/// own rule, and the re-aggregated partial day is a day `key_daily` is not read for) and a
+/// day's last event lies in that day; the count-only rows of `since`'s day have no
+/// `lasteventtime`, so they never match.
+fn lake_keys(d: Dialect, source_ips: bool) -> String {
+    let (count, column) = if source_ips {
+        (
+            format!(", {} AS source_ips", d.distinct_in_lists("w_ips")),
+            ", a.source_ips",
+        )
+    } else {
+        (String::new(), "")
+    };
+    format!(
+        "SELECT a.accesskeyid, l.keykind, l.accountid, l.principaltype, l.principalarn, l.username, \
+           a.first_seen, a.last_used, l.lasteventsource, l.lasteventname, l.lastawsregion, l.lastsourceipaddress, \
+           a.events, a.errors{column} \
+         FROM (SELECT accesskeyid, min(firsteventtime) AS first_seen, max(lasteventtime) AS last_used, \
+           sum(w_events) AS events, sum(w_errors) AS errors{count} FROM daily GROUP BY accesskeyid) a \
+         LEFT JOIN daily l ON l.accesskeyid = a.accesskeyid AND l.lasteventtime = a.last_used"
+    )
+}
 
 /// Calls that changed a key's status before `as_of` (the `targetkeyid` and `keystatus`
 /// facts: successful `CreateAccessKey`, `UpdateAccessKey` and `DeleteAccessKey`): which key,
@@ -464,12 +491,11 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
            CASE WHEN {FROM_LAKE} THEN k.lastsourceipaddress END AS last_source_ip, \
            COALESCE(k.events, 0) AS events, \
            COALESCE(k.errors, 0) AS errors, \
-           COALESCE(p.source_ips, 0) AS source_ips, \
+           COALESCE(k.source_ips, 0) AS source_ips, \
            i.inventory AS inventory, \
            i.inventory_match AS inventory_match \
          FROM lake_keys k \
-         FULL OUTER JOIN inventory i ON k.accesskeyid = i.access_key_id \
-         LEFT JOIN ips p ON p.accesskeyid = k.accesskeyid) \
+         FULL OUTER JOIN inventory i ON k.accesskeyid = i.access_key_id) \
          SELECT * FROM report WHERE {cond} \
          ORDER BY last_used ASC NULLS FIRST, access_key_id ASC NULLS FIRST, owner ASC, \
            created ASC NULLS FIRST, inventory_match ASC NULLS FIRST",
@@ -481,8 +507,8 @@ pub fn last_used(w: &Window, kinds: KindFilter, has_inventory: bool, d: Dialect)
 /// The tables the unused and rotation reports judge: `facts`, one row per long-term key (seen
 /// in the lake, listed by the inventory, or created, changed or deleted in the lake), plus one
 /// row per unmatched credential report slot; and `coverage` (see [`COVERAGE`]). Built from
-/// `key_changes` (see [`key_changes`]), `daily` and `lake_keys` (see [`lake_ctes`]) and
-/// `lifecycle` (each key's status, creation, user and account as its changes left them).
+/// `key_changes`, `daily`, `lake_keys` (see those functions) and `lifecycle` (each key's
+/// status, creation, user and account as its changes left them).
 ///
 /// `daily` holds only long-term keys' days (the keys judged; the inventory's matching reads only
 /// theirs): a table of a few rows per key for a lake's few hundred users' keys, read three times
@@ -541,7 +567,7 @@ fn facts_tables(w: &Window, has_inventory: bool, d: Dialect) -> Vec<(&'static st
                 daily(w, d, KindFilter::LongTerm)
             ),
         ),
-        ("lake_keys", LAKE_KEYS.to_owned()),
+        ("lake_keys", lake_keys(d, false)),
         ("lifecycle", lifecycle),
         // Of every key, not only the long-term ones `daily` holds here.
         (COVERAGE, coverage(w, d)),
