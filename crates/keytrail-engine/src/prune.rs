@@ -146,6 +146,25 @@ pub fn is_key_filter(e: &Expr) -> bool {
     keys_of(e).is_some()
 }
 
+/// Whether `e` is a condition on the `date` partition alone that choosing files by their day
+/// applies exactly: `date` compared (`=`, `<`, `<=`, `>`, `>=`) with a date, or an `AND` of
+/// such. Every row of a file has the file's day, so a scan that opens only the files of the
+/// days allowed returns exactly the rows that hold.
+pub fn is_day_filter(e: &Expr) -> bool {
+    split_conjunction(e).into_iter().all(|c| {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = c else {
+            return false;
+        };
+        let is_date = |e: &Expr| matches!(e, Expr::Column(c) if c.name == col::DATE);
+        let is_day = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Date32(Some(_)), _));
+        let compares = matches!(
+            op,
+            Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+        );
+        compares && ((is_date(left) && is_day(right)) || (is_day(left) && is_date(right)))
+    })
+}
+
 /// Read the filters of a scan (each a conjunct, or conjunctions of them).
 pub fn analyze(filters: &[Expr]) -> ScanFilter<'_> {
     let mut out = ScanFilter::default();
@@ -349,6 +368,29 @@ mod tests {
             ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())),
             None,
         )
+    }
+
+    #[test]
+    fn day_filters_are_the_comparisons_of_date_with_a_date() {
+        let d = |n| Expr::Literal(ScalarValue::Date32(Some(n)), None);
+        assert!(is_day_filter(&c("date").lt(d(3))));
+        assert!(is_day_filter(
+            &d(3).lt_eq(c("date")).and(c("date").eq(d(5)))
+        ));
+        // Not certain by the file's day alone.
+        assert!(!is_day_filter(&c("date").not_eq(d(3))));
+        assert!(!is_day_filter(&c("date").lt(d(3)).or(c("date").gt(d(9)))));
+        assert!(!is_day_filter(
+            &c("date").lt(d(3)).and(c("eventtime").gt(ts(1)))
+        ));
+        assert!(!is_day_filter(&c("eventtime").gt(ts(1))));
+        assert!(!is_day_filter(
+            &Expr::Cast(datafusion::logical_expr::Cast::new(
+                Box::new(c("date")),
+                arrow::datatypes::DataType::Utf8
+            ))
+            .eq(lit("2024-01-01"))
+        ));
     }
 
     #[test]

@@ -237,6 +237,37 @@ fn selection(ranges: &[(u64, u64)], total: u64) -> RowSelection {
 }
 
 impl LakeTable {
+    /// The time columns' bounds of a scan of whole `files`, from their commit records when
+    /// every one has them: `eventtime`'s least and greatest value for `events`, the least
+    /// `firsteventtime` and the greatest `lasteventtime` for `key_daily`. A `min` or `max` of
+    /// those (the lake's first and last event) is then answered without opening a file.
+    fn time_statistics(&self, files: &[PlannedFile], stats: &mut Statistics) {
+        let mut bounds: Option<(i64, i64)> = None;
+        for (f, _) in files {
+            let Some(s) = &f.record.stats else {
+                return;
+            };
+            bounds = Some(bounds.map_or((s.min_time, s.max_time), |(lo, hi)| {
+                (lo.min(s.min_time), hi.max(s.max_time))
+            }));
+        }
+        let Some((lo, hi)) = bounds else {
+            return;
+        };
+        let (first, last) = match self.table {
+            Table::Events => (col::EVENTTIME, col::EVENTTIME),
+            Table::KeyDaily => (col::FIRSTEVENTTIME, col::LASTEVENTTIME),
+            Table::Insights => return,
+        };
+        let ts = |v| Precision::Exact(ScalarValue::TimestampMillisecond(Some(v), Some(UTC.into())));
+        if let Ok(i) = self.schema.index_of(first) {
+            stats.column_statistics[i].min_value = ts(lo);
+        }
+        if let Ok(i) = self.schema.index_of(last) {
+            stats.column_statistics[i].max_value = ts(hi);
+        }
+    }
+
     /// Whether every `events` file is covered by the key index, so a scan can return exactly
     /// the rows of the keys asked for.
     fn fully_indexed(&self) -> bool {
@@ -254,11 +285,13 @@ impl TableProvider for LakeTable {
         TableType::Base
     }
 
-    /// Every filter is applied by DataFusion to the rows read (`Inexact`), except one: when the
-    /// filters hold a single key condition (`accesskeyid`, `targetkeyid` or `mintedkeyid` equal
-    /// to or in a list of keys, or an `OR` of those) and every file is indexed, the scan reads
-    /// exactly the rows the index lists for those keys, so that condition is `Exact` — and a
-    /// count or time range of a key's events comes from the index without reading a page.
+    /// Every filter is applied by DataFusion to the rows read (`Inexact`), except two kinds
+    /// (`Exact`): a condition on the `date` partition alone ([`crate::prune::is_day_filter`]),
+    /// which the choice of files applies; and, when the filters hold a single key condition
+    /// (`accesskeyid`, `targetkeyid` or `mintedkeyid` equal to or in a list of keys, or an `OR`
+    /// of those) and every file is indexed, that condition: the scan reads exactly the rows the
+    /// index lists for those keys. A count or time range of a key's events then comes from the
+    /// index, and of a range of days from the commit records, without reading a page.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -270,8 +303,9 @@ impl TableProvider for LakeTable {
         let exact = self.fully_indexed() && keyed.iter().filter(|k| **k).count() == 1;
         Ok(keyed
             .into_iter()
-            .map(|k| {
-                if k && exact {
+            .zip(filters)
+            .map(|(k, f)| {
+                if (k && exact) || crate::prune::is_day_filter(f) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -357,8 +391,8 @@ impl TableProvider for LakeTable {
             .map(|g| FileGroup::new(g.1))
             .collect();
 
-        // Exact when nothing but the scan's own selection narrows what it returns: no filter,
-        // or only the one key condition the index applies exactly.
+        // Exact when nothing but the scan's own choice narrows what it returns: no filter but
+        // days (whole files), or only the one key condition the index applies exactly.
         let mut stats = Statistics::new_unknown(&self.schema);
         let selected = chosen.iter().any(|(_, r)| r.is_some());
         let all_selected = chosen.iter().all(|(_, r)| r.is_some());
@@ -366,7 +400,11 @@ impl TableProvider for LakeTable {
             && crate::prune::is_key_filter(&filters[0])
             && self.fully_indexed()
             && all_selected;
-        if (filters.is_empty() && !selected) || only_keys {
+        let whole_files = !selected && filters.iter().all(crate::prune::is_day_filter);
+        if whole_files {
+            stats.num_rows = Precision::Exact(total_rows as usize);
+            self.time_statistics(&chosen, &mut stats);
+        } else if only_keys {
             stats.num_rows = Precision::Exact(total_rows as usize);
             if let (true, Some((lo, hi))) = (only_keys, times)
                 && let Ok(i) = self.schema.index_of(col::EVENTTIME)

@@ -512,35 +512,46 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>, LakeError> {
 
 /// The row count and schema version a file's footer declares.
 pub fn footer(path: &Path) -> Result<(u64, Option<u32>), LakeError> {
-    footer_and_times(path, &[]).map(|(rows, version, _)| (rows, version))
+    footer_and_times(path, None).map(|(rows, version, _)| (rows, version))
 }
 
-/// A file's rows, schema version, and the range of one of its time columns.
+/// A file's rows, schema version, and time range.
 pub type FooterTimes = (u64, Option<u32>, Option<(i64, i64)>);
 
-/// [`footer`], and the smallest and largest value the statistics record for the first of
-/// `time_columns` (timestamps, UTC ms) that the file has, when they record one.
-pub fn footer_and_times(path: &Path, time_columns: &[&str]) -> Result<FooterTimes, LakeError> {
+/// [`footer`], and the file's time range as its statistics record it (timestamps, UTC ms):
+/// the least value of the first of `times` and the greatest of the second (`eventtime` twice
+/// for events; `firsteventtime` and `lasteventtime` for `key_daily`). `None` when a column is
+/// missing or a row group records no bounds.
+pub fn footer_and_times(
+    path: &Path,
+    times: Option<(&str, &str)>,
+) -> Result<FooterTimes, LakeError> {
     use parquet::file::statistics::Statistics;
     let file = File::open(path).at(path)?;
     let reader = SerializedFileReader::new(file).map_err(|e| LakeError::parquet(path, e))?;
-    let mut range: Option<(i64, i64)> = None;
     let schema = reader.metadata().file_metadata().schema_descr();
-    let column = time_columns.iter().find_map(|name| {
-        (0..schema.num_columns()).find(|i| schema.column(*i).path().string() == *name)
+    let index =
+        |name: &str| (0..schema.num_columns()).find(|i| schema.column(*i).path().string() == name);
+    let bounds = |c: usize| {
+        reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .try_fold(None::<(i64, i64)>, |acc, rg| {
+                match rg.column(c).statistics() {
+                    Some(Statistics::Int64(s)) => {
+                        let (lo, hi) = (*s.min_opt()?, *s.max_opt()?);
+                        Some(Some(acc.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi)))))
+                    }
+                    _ => None,
+                }
+            })
+    };
+    let range = times.and_then(|(first, last)| {
+        let (lo, _) = bounds(index(first)?)??;
+        let (_, hi) = bounds(index(last)?)??;
+        Some((lo, hi))
     });
-    if let Some(c) = column {
-        for rg in reader.metadata().row_groups() {
-            if let Some(Statistics::Int64(s)) = rg.column(c).statistics()
-                && let (Some(lo), Some(hi)) = (s.min_opt(), s.max_opt())
-            {
-                range = Some(match range {
-                    Some((a, b)) => (a.min(*lo), b.max(*hi)),
-                    None => (*lo, *hi),
-                });
-            }
-        }
-    }
     let meta = reader.metadata().file_metadata();
     let version = meta
         .key_value_metadata()

@@ -13,7 +13,7 @@ use arrow::array::{
 };
 use arrow::datatypes::TimestampMillisecondType;
 use arrow::error::ArrowError;
-use keytrail_model::schema::{UTC, key_daily_schema};
+use keytrail_model::schema::{UTC, col, key_daily_schema};
 use keytrail_model::{KeyKind, Millis};
 
 /// Who and what of the latest event seen for a key on a day.
@@ -197,8 +197,8 @@ impl KeyDaily {
     pub fn add_key_daily(&mut self, day: i32, batch: &RecordBatch) -> Result<(), ArrowError> {
         let s = |name: &str| strings(batch, &[name]);
         let key = s("accesskeyid")?;
-        let first = timestamps(batch, "firsteventtime")?;
-        let last = timestamps(batch, "lasteventtime")?;
+        let first = timestamps(batch, col::FIRSTEVENTTIME)?;
+        let last = timestamps(batch, col::LASTEVENTTIME)?;
         let ints = |name: &str| {
             batch
                 .column_by_name(name)
@@ -328,8 +328,23 @@ impl KeyDaily {
             path: rel,
             rows: written.rows,
             bytes: written.bytes,
-            stats: None,
+            stats: self.stats(day),
             covers: Vec::new(),
+        })
+    }
+
+    /// What the commit record says of `day`'s file: the first and last event of its keys (the
+    /// least `firsteventtime`, the greatest `lasteventtime`) and its least and greatest key, so
+    /// that a reader answers the lake's time range without opening it and skips it for a key
+    /// outside its range. `None` for a day without rows.
+    fn stats(&self, day: i32) -> Option<crate::index::FileStats> {
+        let rows = self.days.get(&day)?;
+        Some(crate::index::FileStats {
+            min_time: rows.values().map(|r| r.first).min()?,
+            max_time: rows.values().map(|r| r.latest.time).max()?,
+            min_key: rows.keys().min().cloned(),
+            max_key: rows.keys().max().cloned(),
+            key_changes: None,
         })
     }
 

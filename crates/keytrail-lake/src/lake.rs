@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use arrow::array::RecordBatch;
-use keytrail_model::schema::SCHEMA_VERSION;
+use keytrail_model::schema::{SCHEMA_VERSION, col};
 use keytrail_model::time::{day_of, day_string, parse_day};
 use keytrail_model::{FilterSpec, Table};
 use serde::{Deserialize, Serialize};
@@ -479,9 +479,10 @@ impl Lake {
                 v.problems.push(format!("{}: missing", f.path));
                 continue;
             }
-            let times: &[&str] = match f.table.as_str() {
-                "key_daily" => &["firsteventtime", "lasteventtime"],
-                _ => &["eventtime"],
+            let times = match f.table.as_str() {
+                "key_daily" => Some((col::FIRSTEVENTTIME, col::LASTEVENTTIME)),
+                INDEX_TABLE => None,
+                _ => Some((col::EVENTTIME, col::EVENTTIME)),
             };
             let (rows, version, range) = match footer_and_times(&path, times) {
                 Ok(x) => x,
@@ -510,6 +511,16 @@ impl Lake {
                 .split('/')
                 .find_map(|p| p.strip_prefix("date="))
                 .and_then(parse_day);
+            // Readers answer a time range from the record's statistics without opening the
+            // file: they must be the file's.
+            if let (Some(s), Some((lo, hi))) = (&f.stats, range)
+                && (s.min_time, s.max_time) != (lo, hi)
+            {
+                v.problems.push(format!(
+                    "{}: holds rows of {} to {} (ms since the epoch), the manifest recorded {} to {}",
+                    f.path, lo, hi, s.min_time, s.max_time
+                ));
+            }
             if let (Some(day), Some((lo, hi))) = (day, range) {
                 let (first, last) = (day_of(lo), day_of(hi));
                 if first != day || last != day {

@@ -63,7 +63,9 @@ pub struct FileRecord {
     pub path: String,
     pub rows: u64,
     pub bytes: u64,
-    /// Time and key range of an `events` file (commits since schema version 2).
+    /// Time and key range of an `events` file (commits since schema version 2) or of a
+    /// `key_daily` file (its keys' first and last event; absent from records written before
+    /// it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<crate::index::FileStats>,
     /// For a key index file: the `events` files it indexes.

@@ -106,6 +106,25 @@ fn commit_publishes_files_and_key_daily_merges_across_runs() {
         [("AKIAA".into(), 2), ("AKIAB".into(), 1)]
     );
 
+    // The merged day's record holds its keys' first and last event and its key range.
+    let snap = lake.snapshot().expect("snapshot");
+    let daily: Vec<_> = snap.table_files(Table::KeyDaily).collect();
+    assert_eq!(daily.len(), 1);
+    let s = daily[0].record.stats.clone().expect("key_daily stats");
+    let ms = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .expect("time")
+            .timestamp_millis()
+    };
+    assert_eq!(
+        (s.min_time, s.max_time),
+        (ms("2024-01-01T09:00:00Z"), ms("2024-01-01T11:00:00Z"))
+    );
+    assert_eq!(
+        (s.min_key.as_deref(), s.max_key.as_deref()),
+        (Some("AKIAA"), Some("AKIAB"))
+    );
+
     let v = lake.verify().expect("verify");
     assert_eq!(v.problems, Vec::<String>::new());
     assert_eq!(v.rows.get("events"), Some(&3));
@@ -826,4 +845,61 @@ fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
         "{touched} of {} pages",
         request.len()
     );
+}
+
+#[test]
+fn verify_names_a_record_whose_time_range_is_not_its_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = Lake::create(dir.path()).expect("lake");
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    t.write(
+        Table::Events,
+        DAY,
+        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
+    )
+    .expect("write");
+    t.commit(vec![object("a", "h1")]).expect("commit");
+    assert!(lake.verify().expect("verify").problems.is_empty());
+    // Readers answer the lake's time range from these records: one that lies is named.
+    let manifest = dir.path().join("_keytrail/manifest");
+    let record = std::fs::read_dir(&manifest)
+        .expect("manifest")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a commit record");
+    let text = std::fs::read_to_string(&record).expect("read");
+    let nine = "1704099600000"; // 2024-01-01T09:00:00Z
+    assert_eq!(
+        text.matches(&format!("\"max_time\": {nine}")).count(),
+        2,
+        "{text}"
+    );
+    std::fs::write(
+        &record,
+        text.replace(
+            &format!("\"max_time\": {nine}"),
+            "\"max_time\": 1704103200000",
+        ),
+    )
+    .expect("write");
+    let mut problems = lake.verify().expect("verify").problems;
+    problems.sort();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("events/date=2024-01-01/"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("key_daily/date=2024-01-01/"),
+        "{problems:?}"
+    );
+    for p in &problems {
+        assert!(
+            p.ends_with(
+                "holds rows of 1704099600000 to 1704099600000 (ms since the epoch), \
+                 the manifest recorded 1704099600000 to 1704103200000"
+            ),
+            "{p}"
+        );
+    }
 }

@@ -59,6 +59,9 @@ pub mod col {
     pub const TARGETUSER: &str = "targetuser";
     pub const TARGETROLE: &str = "targetrole";
     pub const TARGETPOLICY: &str = "targetpolicy";
+    /// `key_daily`: a key's first and last event of the day.
+    pub const FIRSTEVENTTIME: &str = "firsteventtime";
+    pub const LASTEVENTTIME: &str = "lasteventtime";
     /// Hive partition column (directory `date=YYYY-MM-DD`), not stored in files.
     pub const DATE: &str = "date";
 }
@@ -298,8 +301,8 @@ static KEY_DAILY: LazyLock<SchemaRef> = LazyLock::new(|| {
             utf8("principalarn"),
             utf8("principalid"),
             utf8("username"),
-            Field::new("firsteventtime", timestamp_type(), false),
-            Field::new("lasteventtime", timestamp_type(), false),
+            Field::new(col::FIRSTEVENTTIME, timestamp_type(), false),
+            Field::new(col::LASTEVENTTIME, timestamp_type(), false),
             utf8("lasteventid"),
             utf8("lasteventsource"),
             utf8("lasteventname"),

@@ -1,6 +1,7 @@
 //! What the lake's own knowledge prunes: an absent key opens no data file, a key's rows come
 //! from the key index's row ranges and equal a full scan's, named keys, time windows, counts
-//! from the manifest, a scan of key changes opens only the files holding one, a query planned
+//! from the manifest, the lake's time range over days from the commit records, a scan of key
+//! changes opens only the files holding one, a query planned
 //! before a compaction still reads its files, and a sort of a key's pruned rows is given them
 //! in compact batches.
 
@@ -175,6 +176,39 @@ fn time_windows_and_counts_from_the_manifest() {
         let p = plan(s, "SELECT count(*) FROM events").await;
         assert!(!text(&p).contains("DataSourceExec"), "{}", text(&p));
         assert_eq!(one(s, "SELECT count(*) FROM events").await, [["1279"]]);
+    });
+}
+
+#[test]
+fn the_lakes_time_range_over_days_comes_from_the_commit_records() {
+    let (_tmp, lake) = sample_lake();
+    run(&lake, async |s| {
+        // The reports' coverage: no file is opened, and the answer is a full scan's.
+        let daily = "SELECT count(*), min(firsteventtime), max(lasteventtime) FROM key_daily WHERE";
+        let q = format!("{daily} \"date\" < DATE '2024-11-30'");
+        let t = text(&plan(s, &q).await);
+        assert!(!t.contains("DataSourceExec"), "{t}");
+        let answer = one(s, &q).await;
+        assert_eq!(
+            answer,
+            [["101", "2024-11-24T00:00:03Z", "2024-11-29T22:52:55Z"]]
+        );
+        // The same condition in a form the pruning does not read: every file is scanned.
+        let full = format!("{daily} CAST(\"date\" AS VARCHAR) < '2024-11-30'");
+        assert!(text(&plan(s, &full).await).contains("DataSourceExec"));
+        assert_eq!(one(s, &full).await, answer);
+
+        let events = "SELECT count(*), min(eventtime), max(eventtime) FROM events WHERE";
+        let q = format!("{events} \"date\" >= DATE '2024-11-25' AND \"date\" <= DATE '2024-11-29'");
+        let t = text(&plan(s, &q).await);
+        assert!(!t.contains("DataSourceExec"), "{t}");
+        let full =
+            format!("{events} CAST(\"date\" AS VARCHAR) BETWEEN '2024-11-25' AND '2024-11-29'");
+        assert_eq!(one(s, &q).await, one(s, &full).await);
+        // Any other condition is applied to the rows read.
+        let q = format!("{daily} \"date\" < DATE '2024-11-30' AND keykind = 'long-term'");
+        let t = text(&plan(s, &q).await);
+        assert!(t.contains("DataSourceExec"), "{t}");
     });
 }
 
