@@ -6,8 +6,11 @@
 //! access keys, when the key index holds none of them in it, or, when the scan asks only for
 //! rows recording a key's status change, when its commit record counts none. For the files
 //! that remain, the index's row ranges become a Parquet row selection, so only the pages
-//! holding those keys are read. Every filter is still applied by DataFusion to the rows read
-//! (pushdown is `Inexact`): pruning can only make a scan read less, never answer differently.
+//! holding those keys are read. Every other filter is still applied by DataFusion to the rows
+//! read (pushdown is `Inexact`): pruning can only make a scan read less, never answer
+//! differently. Two are applied by the scan itself (`Exact`): a condition on the `date`
+//! partition alone, and a single key condition over a fully indexed table (see
+//! `supports_filters_pushdown`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
