@@ -517,7 +517,7 @@ impl Lake {
                 && (s.min_time, s.max_time) != (lo, hi)
             {
                 v.problems.push(format!(
-                    "{}: holds rows of {} to {} (ms since the epoch), the manifest recorded {} to {}",
+                    "{}: its time range is {} to {} (ms since the epoch), the manifest recorded {} to {}",
                     f.path, lo, hi, s.min_time, s.max_time
                 ));
             }

@@ -896,7 +896,7 @@ fn verify_names_a_record_whose_time_range_is_not_its_files() {
     for p in &problems {
         assert!(
             p.ends_with(
-                "holds rows of 1704099600000 to 1704099600000 (ms since the epoch), \
+                "its time range is 1704099600000 to 1704099600000 (ms since the epoch), \
                  the manifest recorded 1704099600000 to 1704103200000"
             ),
             "{p}"

@@ -140,11 +140,15 @@ fn every_kind_of_damage_is_named_and_fails_verify() {
         }),
         ("rows of another day", |lake| {
             // A file replaced by one of another day under its own name: the rows and the
-            // partition disagree (and so does the row count).
+            // partition disagree, and so do the file and its record's time range (and its
+            // row count).
             let files = table_files(lake, "key_daily");
             fs::copy(&files[files.len() - 1], &files[0]).expect("cp");
             let r = rel(lake, "key_daily", 0);
-            vec![format!("{r}: holds rows of ")]
+            vec![
+                format!("{r}: holds rows of "),
+                format!("{r}: its time range is "),
+            ]
         }),
     ];
     for (what, damage) in cases {
