@@ -1,9 +1,8 @@
 //! What the lake's own knowledge prunes: an absent key opens no data file, a key's rows come
 //! from the key index's row ranges and equal a full scan's, named keys, time windows, counts
 //! from the manifest, the lake's time range over days from the commit records, a scan of key
-//! changes opens only the files holding one, a query planned
-//! before a compaction still reads its files, and a sort of a key's pruned rows is given them
-//! in compact batches.
+//! changes opens only the files holding one, a query planned before a compaction still reads
+//! its files, and a sort of a key's pruned rows is given them in compact batches.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
