@@ -217,6 +217,14 @@ fn scan_batch_size(rows: u64, runs: u64, session: usize) -> Option<usize> {
     (size < session).then_some(size)
 }
 
+/// A time column's exact bound (ms, UTC), as a scan's statistics state it.
+fn exact_time(ms: i64) -> Precision<ScalarValue> {
+    Precision::Exact(ScalarValue::TimestampMillisecond(
+        Some(ms),
+        Some(UTC.into()),
+    ))
+}
+
 /// A file-wide row selection of `ranges` (sorted `(first, count)`) in a file of `total` rows.
 fn selection(ranges: &[(u64, u64)], total: u64) -> RowSelection {
     let mut out = Vec::new();
@@ -262,12 +270,11 @@ impl LakeTable {
             Table::KeyDaily => (col::FIRSTEVENTTIME, col::LASTEVENTTIME),
             Table::Insights => return,
         };
-        let ts = |v| Precision::Exact(ScalarValue::TimestampMillisecond(Some(v), Some(UTC.into())));
         if let Ok(i) = self.schema.index_of(first) {
-            stats.column_statistics[i].min_value = ts(lo);
+            stats.column_statistics[i].min_value = exact_time(lo);
         }
         if let Ok(i) = self.schema.index_of(last) {
-            stats.column_statistics[i].max_value = ts(hi);
+            stats.column_statistics[i].max_value = exact_time(hi);
         }
     }
 
@@ -409,13 +416,12 @@ impl TableProvider for LakeTable {
             self.time_statistics(&chosen, &mut stats);
         } else if only_keys {
             stats.num_rows = Precision::Exact(total_rows as usize);
-            if let (true, Some((lo, hi))) = (only_keys, times)
+            if let Some((lo, hi)) = times
                 && let Ok(i) = self.schema.index_of(col::EVENTTIME)
             {
-                let ts = |v| ScalarValue::TimestampMillisecond(Some(v), Some(UTC.into()));
                 let c = &mut stats.column_statistics[i];
-                c.min_value = Precision::Exact(ts(lo));
-                c.max_value = Precision::Exact(ts(hi));
+                c.min_value = exact_time(lo);
+                c.max_value = exact_time(hi);
                 c.null_count = Precision::Exact(0);
             }
         } else {

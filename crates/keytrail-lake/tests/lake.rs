@@ -3,7 +3,7 @@
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use keytrail_lake::files::read_file;
-use keytrail_lake::{Lake, LakeError, ObjectRecord};
+use keytrail_lake::{Lake, LakeError, ObjectRecord, Transaction};
 use keytrail_model::{EventBatchBuilder, FilterSpec, Table, decode_event};
 
 fn batch(lines: &[String]) -> RecordBatch {
@@ -38,6 +38,18 @@ fn object(name: &str, hash: &str) -> ObjectRecord {
 }
 
 const DAY: i32 = 19723; // 2024-01-01
+
+/// A run begun on `lake` that has written one event (`AKIAA`, 2024-01-01T09:00:00Z, `e1`).
+fn run_of_one_event(lake: &Lake) -> Transaction {
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    t.write(
+        Table::Events,
+        DAY,
+        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
+    )
+    .expect("write");
+    t
+}
 
 fn key_daily_events(lake: &Lake) -> Vec<(String, i64)> {
     let dir = lake.table_dir(Table::KeyDaily).join("date=2024-01-01");
@@ -160,23 +172,11 @@ fn commit_publishes_files_and_key_daily_merges_across_runs() {
 fn an_aborted_or_dead_run_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
     let lake = Lake::create(dir.path()).expect("lake");
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
-    )
-    .expect("write");
+    let t = run_of_one_event(&lake);
     t.abort().expect("abort");
 
     // A run that dies (its lock released without a commit) is discarded by the next one.
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
-    )
-    .expect("write");
+    let t = run_of_one_event(&lake);
     let dead = t.run_id().to_owned();
     std::mem::forget(t); // keeps the lock file handle open: still "alive"
     let r = lake.recover().expect("recover");
@@ -191,13 +191,7 @@ fn an_aborted_or_dead_run_leaves_nothing() {
 fn a_run_that_dropped_its_lock_is_discarded() {
     let dir = tempfile::tempdir().expect("tmp");
     let lake = Lake::create(dir.path()).expect("lake");
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
-    )
-    .expect("write");
+    let t = run_of_one_event(&lake);
     let dead = t.run_id().to_owned();
     drop(t); // like a killed process: the lock goes, the staged files stay
     let r = lake.recover().expect("recover");
@@ -653,13 +647,7 @@ fn a_scope_adopted_joins_the_run_and_one_dropped_leaves_nothing() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tmp");
     let lake = Lake::create(dir.path()).expect("lake");
-    let t = Arc::new(lake.begin(FilterSpec::all()).expect("begin"));
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
-    )
-    .expect("write");
+    let t = Arc::new(run_of_one_event(&lake));
     let kept = t.scope();
     kept.write(
         Table::Events,
@@ -851,13 +839,7 @@ fn a_keys_rows_lie_on_few_pages_of_the_large_columns() {
 fn verify_names_a_record_whose_time_range_is_not_its_files() {
     let dir = tempfile::tempdir().expect("tmp");
     let lake = Lake::create(dir.path()).expect("lake");
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
-    )
-    .expect("write");
+    let t = run_of_one_event(&lake);
     t.commit(vec![object("a", "h1")]).expect("commit");
     assert!(lake.verify().expect("verify").problems.is_empty());
     // Readers answer the lake's time range from these records: one that lies is named.
