@@ -91,6 +91,7 @@ impl Moto {
     /// An S3 client of the server: static credentials, region, endpoint, path style.
     pub fn s3(&self) -> aws_sdk_s3::Client {
         let conf = aws_sdk_s3::Config::builder()
+            .http_client(keytrail_ingest::s3::http_client())
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
@@ -109,6 +110,7 @@ impl Moto {
     /// An SQS client of the server.
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
         let conf = aws_sdk_sqs::Config::builder()
+            .http_client(keytrail_ingest::s3::http_client())
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(

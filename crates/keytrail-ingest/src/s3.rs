@@ -20,6 +20,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::{Builder, ConnectorBuilder, tls};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use futures::StreamExt;
 use keytrail_model::TimeWindow;
 use keytrail_model::time::{day_of, day_string, now_millis};
@@ -154,6 +157,7 @@ pub async fn sdk_config(opts: &S3Options) -> aws_config::SdkConfig {
         .or_else(profile_region.build())
         .or_else(Region::new("us-east-1"));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
         .region(region)
         .timeout_config(timeouts)
         .retry_config(retries);
@@ -161,6 +165,25 @@ pub async fn sdk_config(opts: &S3Options) -> aws_config::SdkConfig {
         loader = loader.profile_name(p);
     }
     loader.load().await
+}
+
+/// The HTTP client of every AWS client keytrail builds (S3, SQS, and the credential providers
+/// behind them): hyper with rustls over `ring`, the proxy taken from the environment
+/// (`HTTPS_PROXY`, `NO_PROXY`) as the SDK's default client does. `ring` rather than the
+/// SDK's default `aws-lc`: DataFusion's object store already uses it, and a second TLS crypto
+/// library (a large C build) would only lengthen every build.
+pub fn http_client() -> SharedHttpClient {
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut conn = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        conn.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            conn.set_sleep_impl(components.sleep_impl());
+        }
+        conn.set_proxy_config(Some(ProxyConfig::from_env()));
+        conn.build()
+    })
 }
 
 /// An S3 client with the listing and reading keytrail needs.

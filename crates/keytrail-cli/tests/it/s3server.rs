@@ -366,6 +366,7 @@ impl S3Server {
     pub fn client(&self, opts: &keytrail_ingest::s3::S3Options) -> aws_sdk_s3::Client {
         let (timeouts, retries) = keytrail_ingest::s3::client_settings(opts);
         let conf = aws_sdk_s3::config::Builder::new()
+            .http_client(keytrail_ingest::s3::http_client())
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new(REGION))
             .credentials_provider(aws_sdk_s3::config::Credentials::new(
