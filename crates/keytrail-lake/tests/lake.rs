@@ -39,16 +39,16 @@ fn object(name: &str, hash: &str) -> ObjectRecord {
 
 const DAY: i32 = 19723; // 2024-01-01
 
+/// A run begun on `lake` that has written `lines` (records of 2024-01-01) as one batch.
+fn run_writing(lake: &Lake, lines: &[String]) -> Transaction {
+    let t = lake.begin(FilterSpec::all()).expect("begin");
+    t.write(Table::Events, DAY, &[batch(lines)]).expect("write");
+    t
+}
+
 /// A run begun on `lake` that has written one event (`AKIAA`, 2024-01-01T09:00:00Z, `e1`).
 fn run_of_one_event(lake: &Lake) -> Transaction {
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])],
-    )
-    .expect("write");
-    t
+    run_writing(lake, &[event("AKIAA", "2024-01-01T09:00:00Z", "e1")])
 }
 
 fn key_daily_events(lake: &Lake) -> Vec<(String, i64)> {
@@ -77,16 +77,13 @@ fn commit_publishes_files_and_key_daily_merges_across_runs() {
     let dir = tempfile::tempdir().expect("tmp");
     let lake = Lake::create(dir.path()).expect("lake");
 
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[
+    let t = run_writing(
+        &lake,
+        &[
             event("AKIAB", "2024-01-01T10:00:00Z", "e2"),
             event("AKIAA", "2024-01-01T09:00:00Z", "e1"),
-        ])],
-    )
-    .expect("write");
+        ],
+    );
     // Nothing is visible before the commit.
     assert!(!lake.table_dir(Table::Events).exists());
     let c = t
@@ -100,13 +97,7 @@ fn commit_publishes_files_and_key_daily_merges_across_runs() {
     );
 
     // A second run adds events of the same day: key_daily is merged, not duplicated.
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(
-        Table::Events,
-        DAY,
-        &[batch(&[event("AKIAA", "2024-01-01T11:00:00Z", "e3")])],
-    )
-    .expect("write");
+    let t = run_writing(&lake, &[event("AKIAA", "2024-01-01T11:00:00Z", "e3")]);
     let c = t
         .commit(vec![object("b", "h2")])
         .expect("commit")
@@ -711,9 +702,9 @@ fn one_events_file(
 ) -> (tempfile::TempDir, keytrail_lake::Snapshot, std::fs::File) {
     let dir = tempfile::tempdir().expect("tmp");
     let lake = Lake::create(dir.path()).expect("lake");
-    let t = lake.begin(FilterSpec::all()).expect("begin");
-    t.write(Table::Events, DAY, &[batch(lines)]).expect("write");
-    t.commit(vec![object("o", "h")]).expect("commit");
+    run_writing(&lake, lines)
+        .commit(vec![object("o", "h")])
+        .expect("commit");
     let snap = lake.snapshot().expect("snapshot");
     let files: Vec<_> = snap.table_files(Table::Events).collect();
     assert_eq!(files.len(), 1);
