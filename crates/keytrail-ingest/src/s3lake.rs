@@ -3,8 +3,9 @@
 //! that did not commit, and so that several writers can share one bucket.
 //!
 //! A run works in a local *working copy* of the lake: [`S3Lake::pull`] fetches `lake.json`
-//! and every commit record (no data files), so the run decides what to read exactly as it
-//! would against a local lake, and commits there. [`S3Lake::push`] then publishes that commit:
+//! and every commit record (no data files; those the process read before are taken from its
+//! [`CommitCache`]), so the run decides what to read exactly as it would against a local
+//! lake, and commits there. [`S3Lake::push`] then publishes that commit:
 //!
 //! ```text
 //! stage    upload the run's data files to PREFIX/_keytrail/staging/<run>/<table>/date=…/…
@@ -25,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -54,6 +56,9 @@ pub struct S3LakeOptions {
     pub stale_after: Duration,
     /// Commit attempts when other writers keep taking the next sequence number.
     pub commit_attempts: u32,
+    /// The commit records already read, shared by every [`S3Lake`] made from these options
+    /// or a clone of them.
+    pub commit_cache: CommitCache,
 }
 
 impl Default for S3LakeOptions {
@@ -63,7 +68,66 @@ impl Default for S3LakeOptions {
             concurrency: 16,
             stale_after: Duration::from_secs(24 * 3600),
             commit_attempts: 50,
+            commit_cache: CommitCache::default(),
         }
+    }
+}
+
+/// The commit records a process has read from a lake in S3. A record never changes once
+/// written and sequence numbers are taken in order, so a later read of the lake's commits
+/// lists only the record names after the last one held and fetches only those: a follower
+/// committing a batch at a time reads each record once, not the lake's whole history per
+/// batch. Clones share the records. They are dropped when the lake read is another one
+/// (another URI, or a `lake.json` with other content: the lake was made again).
+#[derive(Clone, Default)]
+pub struct CommitCache(Arc<Mutex<Cached>>);
+
+#[derive(Default)]
+struct Cached {
+    lake: String,
+    info: Vec<u8>,
+    /// In sequence order.
+    commits: Vec<Commit>,
+}
+
+impl std::fmt::Debug for CommitCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("CommitCache")
+            .field("lake", &c.lake)
+            .field("commits", &c.commits.len())
+            .finish()
+    }
+}
+
+impl CommitCache {
+    /// The last sequence number held of the lake `lake` whose `lake.json` is `info`, after
+    /// dropping what is held of another lake.
+    fn last_of(&self, lake: &str, info: &[u8]) -> u64 {
+        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.lake != lake || c.info != info {
+            *c = Cached {
+                lake: lake.to_owned(),
+                info: info.to_vec(),
+                commits: Vec::new(),
+            };
+        }
+        c.commits.last().map_or(0, |c| c.seq)
+    }
+
+    /// Add `newer` (records after the last one held when they were listed) and return every
+    /// record held.
+    fn extend(&self, lake: &str, info: &[u8], mut newer: Vec<Commit>) -> Vec<Commit> {
+        newer.sort_by_key(|c| c.seq);
+        let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if c.lake != lake || c.info != info {
+            // Another reader of these options moved the cache to another lake meanwhile.
+            return newer;
+        }
+        // Another reader of these options may have added some of them meanwhile.
+        let last = c.commits.last().map_or(0, |c| c.seq);
+        c.commits.extend(newer.into_iter().filter(|n| n.seq > last));
+        c.commits.clone()
     }
 }
 
@@ -315,12 +379,22 @@ impl S3Lake {
 
     /// Every object under `prefix` (key, last-modified seconds), all pages.
     async fn list(&self, prefix: &str) -> Result<Vec<(String, i64)>, IngestError> {
+        self.list_after(prefix, None).await
+    }
+
+    /// [`S3Lake::list`] of the keys after `start_after` (in S3's order: UTF-8 bytes).
+    async fn list_after(
+        &self,
+        prefix: &str,
+        start_after: Option<String>,
+    ) -> Result<Vec<(String, i64)>, IngestError> {
         let mut out = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.uri.bucket)
             .prefix(prefix)
+            .set_start_after(start_after)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -380,11 +454,13 @@ impl S3Lake {
             .await
     }
 
-    /// Every commit record, with the highest sequence number seen.
+    /// The commit records after sequence number `after`. Their names are the number padded to
+    /// ten digits, so the listing starts after `after`'s name.
     async fn commits(&self, after: u64) -> Result<Vec<Commit>, IngestError> {
         let prefix = self.key(&format!("{META}/manifest/"));
+        let start_after = (after > 0).then(|| self.commit_key(after));
         let keys: Vec<String> = self
-            .list(&prefix)
+            .list_after(&prefix, start_after)
             .await?
             .into_iter()
             .map(|(k, _)| k)
@@ -424,7 +500,16 @@ impl S3Lake {
                 reason: "no _keytrail/lake.json; `keytrail ingest ... --lake` creates one".into(),
             })?;
         Lake::check_info(&info, Path::new(&self.display(&info_key)), &root)?;
-        Ok(Manifest::from_commits(self.commits(0).await?))
+        Ok(Manifest::from_commits(self.published(&info).await?))
+    }
+
+    /// Every published commit record of the lake whose `lake.json` is `info`: those the
+    /// options' [`CommitCache`] holds, and those after them, fetched and added to it.
+    async fn published(&self, info: &[u8]) -> Result<Vec<Commit>, IngestError> {
+        let lake = self.uri.to_string();
+        let cache = &self.opts.commit_cache;
+        let newer = self.commits(cache.last_of(&lake, info)).await?;
+        Ok(cache.extend(&lake, info, newer))
     }
 
     /// Make `work` (an empty or missing directory) a working copy of the lake: its
@@ -476,7 +561,7 @@ impl S3Lake {
             other => other,
         })?;
 
-        let commits = self.commits(0).await?;
+        let commits = self.published(&info).await?;
         let manifest_dir = work.join(META).join("manifest");
         std::fs::create_dir_all(&manifest_dir).map_err(|e| LakeError::io(&manifest_dir, e))?;
         for c in &commits {

@@ -829,3 +829,98 @@ fn large_lake_files_go_up_in_parts() {
         std::fs::read(server.bucket("lake").join("parts/events/big.parquet")).expect("stored");
     assert!(stored == bytes, "the object is the file, byte for byte");
 }
+
+#[test]
+fn a_process_fetches_each_commit_record_of_a_lake_in_s3_once() {
+    let server = S3Server::start();
+    server.bucket("lake");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let s3 = S3Options::default();
+    let uri = keytrail_ingest::s3::S3Uri::parse("s3://lake/kt")
+        .expect("s3")
+        .expect("uri");
+    // Options shared by every run of one process, as a follower's batches share them.
+    let shared = keytrail_ingest::s3lake::S3LakeOptions::default();
+    let commit_gets = |log: &[crate::s3server::Logged]| {
+        let mut keys: Vec<String> = log
+            .iter()
+            .filter_map(|l| l.get_key())
+            .filter(|k| k.starts_with("kt/_keytrail/manifest/"))
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys
+    };
+    // One object of three events on `day`, committed into the lake by a run with `lake_opts`.
+    let commit = |day: u32, lake_opts: &keytrail_ingest::s3lake::S3LakeOptions| {
+        let dir = tmp.path().join(format!("day-{day}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join(format!(
+            "{ACCOUNT}_CloudTrail_us-east-1_202411{day:02}T1000Z_ONEOBJECTOFDAY{day:02}.json.gz"
+        ));
+        let time = format!("2024-11-{day:02}T10:00");
+        std::fs::write(&file, delivery(ACCOUNT, "AKIAXCOMMITCACHEAAAA", &time, 3)).expect("write");
+        let mut o = IngestOptions::with_inputs(vec![Input::Local(file)], dir.join("work"));
+        o.threads = 2;
+        o.s3_client = Some(server.client(&s3));
+        o.remote_lake = Some(uri.clone());
+        o.s3_lake = lake_opts.clone();
+        let s = ingest(&o, &NoProgress).expect("ingest");
+        assert!(s.balances(), "{s:#?}");
+        s.commit.expect("committed")
+    };
+    // Three commits, by runs of other processes (options of their own).
+    for day in 1..=3 {
+        assert_eq!(commit(day, &Default::default()), u64::from(day));
+    }
+    let record = |seq: u64| format!("kt/_keytrail/manifest/{seq:010}.json");
+    let lake =
+        keytrail_ingest::s3lake::S3Lake::new(server.client(&s3), uri.clone(), shared.clone());
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    server.take_log();
+    let first = rt.block_on(lake.read_manifest()).expect("manifest");
+    assert_eq!(first.last_seq(), 3);
+    assert_eq!(
+        commit_gets(&server.take_log()),
+        [record(1), record(2), record(3)]
+    );
+    // Read again: nothing new is fetched; the listing starts after the last record held.
+    let again = rt.block_on(lake.read_manifest()).expect("manifest");
+    let log = server.take_log();
+    assert!(commit_gets(&log).is_empty(), "{:?}", commit_gets(&log));
+    let listings: Vec<&str> = log
+        .iter()
+        .filter(|l| {
+            l.list_prefix()
+                .is_some_and(|p| p.ends_with("_keytrail/manifest/"))
+        })
+        .map(|l| l.query.as_str())
+        .collect();
+    assert_eq!(listings.len(), 1, "{listings:?}");
+    assert!(
+        listings[0].contains("start-after=kt%2F_keytrail%2Fmanifest%2F0000000003.json"),
+        "{listings:?}"
+    );
+    assert_eq!(again.commits(), first.commits());
+    // A run sharing the options pulls without fetching the three records, commits the fourth,
+    // and the next read fetches only that one.
+    assert_eq!(commit(4, &shared), 4);
+    assert!(commit_gets(&server.take_log()).is_empty());
+    let fourth = rt.block_on(lake.read_manifest()).expect("manifest");
+    assert_eq!(commit_gets(&server.take_log()), [record(4)]);
+    // What the cache gives is what a reader without one reads.
+    let fresh =
+        keytrail_ingest::s3lake::S3Lake::new(server.client(&s3), uri.clone(), Default::default());
+    let whole = rt.block_on(fresh.read_manifest()).expect("manifest");
+    assert_eq!(fourth.commits(), whole.commits());
+    assert_eq!(whole.last_seq(), 4);
+    // The lake made again under the same name (another lake.json): the records held are
+    // dropped and the new lake's are read.
+    std::fs::remove_dir_all(server.bucket("lake").join("kt")).expect("remove the lake");
+    assert_eq!(commit(5, &Default::default()), 1);
+    server.take_log();
+    let remade = rt.block_on(lake.read_manifest()).expect("manifest");
+    assert_eq!(commit_gets(&server.take_log()), [record(1)]);
+    assert_eq!(remade.last_seq(), 1);
+    assert_eq!(remade.commits().len(), 1);
+}
