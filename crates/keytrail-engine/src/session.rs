@@ -114,13 +114,28 @@ impl LakeSession {
         lake: impl Into<LakeLocation>,
         opts: &SessionOptions,
     ) -> Result<LakeSession, EngineError> {
+        LakeSession::open_as_of(lake, None, opts).await
+    }
+
+    /// [`LakeSession::open`], as of `manifest` when it is given and the lake is in an object
+    /// store: commits the caller has just read itself (its `lake.json` checked), which the
+    /// session then does not fetch again, a request per commit record (a follower reads them
+    /// to commit each batch). A lake directory's manifest is read from disk as `open` does.
+    pub async fn open_as_of(
+        lake: impl Into<LakeLocation>,
+        manifest: Option<Manifest>,
+        opts: &SessionOptions,
+    ) -> Result<LakeSession, EngineError> {
         let location = lake.into();
         let Some(remote) = RemoteLake::new(&location)? else {
             let root = location.dir().map(Path::to_path_buf).unwrap_or_default();
             return LakeSession::open_dir(&root, location, opts);
         };
         let remote = Arc::new(remote);
-        let manifest = remote.manifest().await?;
+        let manifest = match manifest {
+            Some(m) => m,
+            None => remote.manifest().await?,
+        };
         let snapshot = Arc::new(remote.snapshot(&manifest)?);
         tracing::debug!(
             lake = remote.name(),

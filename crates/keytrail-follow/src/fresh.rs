@@ -28,7 +28,7 @@ use keytrail_detect::{DetectOptions, Finding, RuleSet, Severity, detect_in, dete
 use keytrail_engine::datafusion::logical_expr::Expr;
 use keytrail_engine::datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use keytrail_engine::{LakeLocation, LakeSession, SessionOptions};
-use keytrail_lake::{DataFile, Snapshot};
+use keytrail_lake::{DataFile, Manifest, Snapshot};
 use keytrail_model::Table;
 use keytrail_model::schema::col as c;
 
@@ -206,6 +206,17 @@ pub fn fresh(
     after: u64,
     d: &Detection,
 ) -> Result<Fresh, FollowError> {
+    fresh_as_of(lake, None, after, d)
+}
+
+/// [`fresh`] with the lake's commits as `manifest` when the caller has just read them (a lake
+/// in an object store: see [`LakeSession::open_as_of`]).
+pub fn fresh_as_of(
+    lake: impl Into<LakeLocation>,
+    manifest: Option<Manifest>,
+    after: u64,
+    d: &Detection,
+) -> Result<Fresh, FollowError> {
     let lake = lake.into();
     keytrail_engine::block_on(d.threads, async {
         let started = std::time::Instant::now();
@@ -215,8 +226,9 @@ pub fn fresh(
                 "findings of new commits: {what}"
             );
         };
-        let session = LakeSession::open(
+        let session = LakeSession::open_as_of(
             &lake,
+            manifest,
             &SessionOptions {
                 threads: d.threads,
                 ..SessionOptions::default()

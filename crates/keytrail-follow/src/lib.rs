@@ -432,8 +432,8 @@ impl Follower<'_> {
         let Some(log) = self.log.as_mut() else {
             return Ok(0);
         };
-        let lake = match &self.remote {
-            None => LakeLocation::Dir(self.opts.ingest.lake.clone()),
+        let (lake, manifest) = match &self.remote {
+            None => (LakeLocation::Dir(self.opts.ingest.lake.clone()), None),
             Some((remote, c)) => {
                 let access = S3Access::with_credentials(
                     c.region.clone(),
@@ -441,10 +441,16 @@ impl Follower<'_> {
                     Arc::new(c.credentials.clone()),
                 );
                 let uri = remote.uri();
-                LakeLocation::S3(S3Location::new(uri.bucket.clone(), &uri.prefix, access))
+                // The commit records this follower has read before come from its cache: only
+                // the batch's own (and any other writer's since) are fetched.
+                let manifest = self.rt.block_on(remote.read_manifest())?;
+                (
+                    LakeLocation::S3(S3Location::new(uri.bucket.clone(), &uri.prefix, access)),
+                    Some(manifest),
+                )
             }
         };
-        let fresh = fresh::fresh(lake, log.seq(), &self.opts.detection)?;
+        let fresh = fresh::fresh_as_of(lake, manifest, log.seq(), &self.opts.detection)?;
         let n = log.append(&fresh)? as u64;
         self.totals.findings += n;
         Ok(n)
