@@ -477,10 +477,11 @@ impl S3Lake {
                     object: self.display(&k),
                     reason: "the commit record disappeared while it was read".into(),
                 })?;
-                serde_json::from_slice::<Commit>(&bytes).map_err(|e| IngestError::Object {
-                    object: self.display(&k),
-                    reason: format!("commit record is unreadable: {e}"),
-                })
+                // The lake crate's parser, which refuses a record of a newer format.
+                Ok::<_, IngestError>(Manifest::parse_commit(
+                    &bytes,
+                    Path::new(&self.display(&k)),
+                )?)
             })
             .buffer_unordered(self.opts.concurrency.max(1))
             .try_collect()

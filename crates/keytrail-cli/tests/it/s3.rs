@@ -923,4 +923,30 @@ fn a_process_fetches_each_commit_record_of_a_lake_in_s3_once() {
     assert_eq!(commit_gets(&server.take_log()), [record(1)]);
     assert_eq!(remade.last_seq(), 1);
     assert_eq!(remade.commits().len(), 1);
+    // A record of a format newer than this keytrail's is refused, by name, as in a local lake.
+    let dir = server.bucket("lake").join("kt/_keytrail/manifest");
+    let mut newer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("0000000001.json")).expect("record"))
+            .expect("json");
+    newer["seq"] = 2.into();
+    newer["format"] = 999.into();
+    rt.block_on(
+        server
+            .client(&s3)
+            .put_object()
+            .bucket("lake")
+            .key("kt/_keytrail/manifest/0000000002.json")
+            .body(newer.to_string().into_bytes().into())
+            .send(),
+    )
+    .expect("put");
+    let e = rt
+        .block_on(lake.read_manifest())
+        .expect_err("a newer format");
+    let e = e.to_string();
+    assert!(
+        e.contains("s3://lake/kt/_keytrail/manifest/0000000002.json")
+            && e.contains("newer than this keytrail understands"),
+        "{e}"
+    );
 }
