@@ -116,18 +116,18 @@ impl CommitCache {
     }
 
     /// Add `newer` (records after the last one held when they were listed) and return every
-    /// record held.
-    fn extend(&self, lake: &str, info: &[u8], mut newer: Vec<Commit>) -> Vec<Commit> {
+    /// record held; `None` when another reader of these options moved the cache to another
+    /// lake meanwhile (`newer` alone is then not the whole lake).
+    fn extend(&self, lake: &str, info: &[u8], mut newer: Vec<Commit>) -> Option<Vec<Commit>> {
         newer.sort_by_key(|c| c.seq);
         let mut c = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if c.lake != lake || c.info != info {
-            // Another reader of these options moved the cache to another lake meanwhile.
-            return newer;
+            return None;
         }
         // Another reader of these options may have added some of them meanwhile.
         let last = c.commits.last().map_or(0, |c| c.seq);
         c.commits.extend(newer.into_iter().filter(|n| n.seq > last));
-        c.commits.clone()
+        Some(c.commits.clone())
     }
 }
 
@@ -510,7 +510,10 @@ impl S3Lake {
         let lake = self.uri.to_string();
         let cache = &self.opts.commit_cache;
         let newer = self.commits(cache.last_of(&lake, info)).await?;
-        Ok(cache.extend(&lake, info, newer))
+        match cache.extend(&lake, info, newer) {
+            Some(all) => Ok(all),
+            None => self.commits(0).await,
+        }
     }
 
     /// Make `work` (an empty or missing directory) a working copy of the lake: its
